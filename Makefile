@@ -1,0 +1,36 @@
+# cosim: the two commands are `make demo` and `make test` (see README.md).
+# Each part of the project adds its targets in mk/<part>.mk; this file only ties them together.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ROOT        := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+# Long builds (QEMU, guest kernel) are cached here, outside the work tree, keyed by their inputs.
+COSIM_CACHE ?= $(HOME)/.cache/cosim
+BUILD       := $(ROOT)/build
+CARGO       ?= cargo
+export COSIM_CACHE
+
+.PHONY: help deps build test test-unit demo clean
+help:
+	@echo "cosim — boot a Linux guest in QEMU against your accelerator's RTL in Verilator"
+	@echo
+	@echo "  make demo    install what is missing, build everything, run GEMMs on the RTL from a guest"
+	@echo "  make test    install what is missing, run every test tier (unit, integration, end-to-end)"
+	@echo
+	@echo "  parts:       make deps | build | qemu | sim | guest | bench | clean"
+
+deps:
+	@$(ROOT)/scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace
+
+test-unit: deps
+	$(CARGO) test --release --workspace --lib --bins
+
+-include $(ROOT)/mk/*.mk
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

@@ -1,0 +1,113 @@
+//! Transports that carry cosim protocol frames between the host side (QEMU or the host model)
+//! and the device side (the HDL simulation).
+//!
+//! One trait, [`Transport`], with two implementations: [`MemTransport`] (an in-memory pair for
+//! unit tests; no sockets) and [`ZmqTransport`] (ZeroMQ over `ipc://` or `tcp://` for real runs).
+//!
+//! Channel map (docs/protocol.md, "Channels"): two one-way ZeroMQ PUSH -> PULL channels.
+//! `h2d` carries everything the host sends, `d2h` everything the device sends. Each side *binds*
+//! the channel it receives on and *connects* the one it sends on, so either side may start first,
+//! and ZeroMQ reconnects by itself when a peer restarts. Because all device-to-host traffic shares
+//! one ordered channel, an MSI-X or a completion can never overtake a DMA write sent before it.
+//!
+//! The caller owns the thread: every call returns within its timeout.
+
+mod endpoint;
+mod mem;
+mod zmq_transport;
+
+use std::time::Duration;
+
+use cosim_protocol::{DecodeError, Message};
+
+pub use endpoint::{Endpoint, PORT_ENV};
+pub use mem::{mem_pair, MemTransport};
+pub use zmq_transport::{ZmqOptions, ZmqTransport};
+
+/// Which end of the link a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// QEMU's device (or the host model): sends on `h2d`, receives on `d2h`.
+    Host,
+    /// The HDL simulation: sends on `d2h`, receives on `h2d`.
+    Device,
+}
+
+/// Transport failures. A [`TransportError::Decode`] consumed one malformed frame; the transport
+/// stays usable.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The endpoint string cannot be used.
+    #[error("bad endpoint {endpoint:?}: {reason}")]
+    Endpoint {
+        /// What was given.
+        endpoint: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// Binding the receive channel failed (address in use, directory missing, ...).
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// ZeroMQ address.
+        addr: String,
+        /// Cause.
+        source: zmq::Error,
+    },
+    /// Connecting the send channel failed.
+    #[error("cannot connect {addr}: {source}")]
+    Connect {
+        /// ZeroMQ address.
+        addr: String,
+        /// Cause.
+        source: zmq::Error,
+    },
+    /// A socket operation failed.
+    #[error("ZeroMQ {op} failed: {source}")]
+    Zmq {
+        /// The operation.
+        op: &'static str,
+        /// Cause.
+        source: zmq::Error,
+    },
+    /// The peer did not take a message within the send timeout (it is absent or stuck).
+    #[error("send timed out after {0:?}: the peer is not receiving (not started, stopped, or stuck)")]
+    SendTimeout(Duration),
+    /// The other end of an in-memory pair is gone.
+    #[error("the peer endpoint was dropped")]
+    Disconnected,
+    /// A frame arrived that is not a valid message; it was dropped.
+    #[error("malformed frame dropped: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// A bidirectional, message-oriented, ordered link to the peer.
+pub trait Transport: Send {
+    /// Sends one encoded frame (used directly by tests that send malformed bytes).
+    fn send_frame(&mut self, frame: &[u8]) -> Result<(), TransportError>;
+
+    /// Waits up to `timeout` for one frame; `Ok(None)` on timeout. `Duration::ZERO` polls.
+    fn recv_frame(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, TransportError>;
+
+    /// Encodes and sends one message.
+    fn send(&mut self, msg: &Message) -> Result<(), TransportError> {
+        self.send_frame(&msg.encode_to_vec())
+    }
+
+    /// Waits up to `timeout` for one message. A malformed frame gives
+    /// `Err(TransportError::Decode)` and is dropped; the next call continues with the next frame.
+    fn recv(&mut self, timeout: Duration) -> Result<Option<Message>, TransportError> {
+        match self.recv_frame(timeout)? {
+            Some(frame) => Ok(Some(Message::decode(&frame)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn send_frame(&mut self, frame: &[u8]) -> Result<(), TransportError> {
+        (**self).send_frame(frame)
+    }
+    fn recv_frame(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, TransportError> {
+        (**self).recv_frame(timeout)
+    }
+}
