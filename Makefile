@@ -34,3 +34,7 @@ test-unit: deps
 clean:
 	rm -rf $(BUILD)
 	$(CARGO) clean
+
+# Test tiers: each mk/<part>.mk appends its tier target to TEST_TIERS (in dependency order).
+test: deps test-unit $(TEST_TIERS)
+	@echo "make test: all tiers passed: test-unit $(TEST_TIERS)"
