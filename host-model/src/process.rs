@@ -1,0 +1,260 @@
+//! Starting and stopping a simulation binary for a test.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{HostError, Result};
+
+/// The line a simulation prints on stderr once its channels are bound.
+pub const READY_PREFIX: &str = "cosim-sim: ready endpoint=";
+
+/// A running simulation (`<sim> --endpoint E ...`), killed on drop.
+///
+/// Its stdout and stderr go to a log file (default: a file in the system temp directory named
+/// after the process; see [`SimProcess::log_path`]), which [`SimProcess::log`] reads back.
+#[derive(Debug)]
+pub struct SimProcess {
+    child: Child,
+    endpoint: String,
+    log_path: PathBuf,
+    exit: Option<ExitStatus>,
+}
+
+/// Options of [`SimProcess::spawn_with`].
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Extra command-line arguments after `--endpoint E`.
+    pub args: Vec<String>,
+    /// Where to write the simulation's output (default: a new file in the temp directory).
+    pub log: Option<PathBuf>,
+    /// How long to wait for the ready line.
+    pub ready_timeout: Duration,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self { args: Vec::new(), log: None, ready_timeout: Duration::from_secs(30), env: Vec::new() }
+    }
+}
+
+impl SimProcess {
+    /// Starts `binary --endpoint endpoint args...` and waits up to `ready_timeout` for its
+    /// ready line.
+    pub fn spawn(binary: &Path, endpoint: &str, args: &[&str], ready_timeout: Duration) -> Result<Self> {
+        Self::spawn_with(
+            binary,
+            endpoint,
+            SimOptions { args: args.iter().map(|s| s.to_string()).collect(), ready_timeout, ..Default::default() },
+        )
+    }
+
+    /// [`SimProcess::spawn`] with all options.
+    pub fn spawn_with(binary: &Path, endpoint: &str, opts: SimOptions) -> Result<Self> {
+        if !binary.is_file() {
+            return Err(HostError::Sim(format!(
+                "simulation binary {} does not exist; build it first (see docs/hdl-endpoint.md, e.g. `make sim-test`)",
+                binary.display()
+            )));
+        }
+        let log_path = opts.log.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "cosim-sim-{}-{}.log",
+                std::process::id(),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+            ))
+        });
+        let mut log = std::fs::File::create(&log_path)
+            .map_err(|e| HostError::Sim(format!("cannot create log {}: {e}", log_path.display())))?;
+        let stdout_log = log
+            .try_clone()
+            .map_err(|e| HostError::Sim(format!("cannot duplicate log handle: {e}")))?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("--endpoint").arg(endpoint).args(&opts.args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(stdout_log)).stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child =
+            cmd.spawn().map_err(|e| HostError::Sim(format!("cannot start {}: {e}", binary.display())))?;
+        let stderr = child.stderr.take().ok_or_else(|| HostError::Sim("no stderr pipe".into()))?;
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::Builder::new()
+            .name("sim-log".into())
+            .spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = writeln!(log, "{line}");
+                    if line.starts_with(READY_PREFIX) {
+                        if let Some(t) = tx.take() {
+                            let _ = t.send(line);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| HostError::Sim(format!("cannot start log thread: {e}")))?;
+        let mut sim = Self { child, endpoint: endpoint.to_string(), log_path, exit: None };
+        let deadline = Instant::now() + opts.ready_timeout;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(_) => return Ok(sim),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stderr closed: the process died before becoming ready.
+                    let status = sim.wait_exit(Duration::from_secs(2)).ok();
+                    return Err(HostError::Sim(format!(
+                        "simulation {} exited ({status:?}) before printing its ready line; log {}:\n{}",
+                        binary.display(),
+                        sim.log_path.display(),
+                        sim.log()
+                    )));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(HostError::Sim(format!(
+                    "simulation {} printed no ready line within {:?}; log {}:\n{}",
+                    binary.display(),
+                    opts.ready_timeout,
+                    sim.log_path.display(),
+                    sim.log()
+                )));
+            }
+        }
+    }
+
+    /// The endpoint given with `--endpoint`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Path of the captured output.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Captured output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` until the captured output contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return Ok(log);
+            }
+            if Instant::now() >= deadline {
+                return Err(HostError::Timeout { what: format!("{needle:?} in the simulation log"), after: timeout });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`, `libc::SIGINT`, `libc::SIGKILL`).
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id()).map_err(|_| HostError::Sim("pid out of range".into()))?;
+        // SAFETY: kill(2) with a pid we own (our child, not yet reaped: `exit` is None or the
+        // call is harmless ESRCH) has no memory-safety requirements.
+        let rc = unsafe { libc::kill(pid, sig) };
+        if rc != 0 && self.exit.is_none() {
+            return Err(HostError::Sim(format!("kill({pid}, {sig}) failed: {}", std::io::Error::last_os_error())));
+        }
+        Ok(())
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        if let Some(s) = self.exit {
+            return Ok(s);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().map_err(|e| HostError::Sim(format!("wait failed: {e}")))? {
+                self.exit = Some(s);
+                // Give the log thread a moment to write the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                return Err(HostError::Timeout { what: "simulation exit".into(), after: timeout });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for a clean exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        self.wait_exit(timeout)
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh temporary directory and an `ipc://` endpoint inside it, for one test. The directory
+/// (with its sockets) is removed when the returned guard drops.
+pub fn temp_endpoint(name: &str) -> Result<(tempfile::TempDir, String)> {
+    let dir = tempfile::Builder::new()
+        .prefix("cosim-")
+        .tempdir_in("/tmp")
+        .map_err(|e| HostError::Sim(format!("cannot create a temp dir: {e}")))?;
+    let ep = format!("ipc://{}/{name}", dir.path().display());
+    Ok((dir, ep))
+}
+
+/// A TCP endpoint on 127.0.0.1 with two consecutive free ports (base and base + 1), picked now.
+pub fn free_tcp_endpoint() -> Result<String> {
+    for _ in 0..50 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| HostError::Sim(format!("bind: {e}")))?;
+        let port = a.local_addr().map_err(|e| HostError::Sim(e.to_string()))?.port();
+        if port == u16::MAX {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(format!("tcp://127.0.0.1:{port}"));
+        }
+    }
+    Err(HostError::Sim("no two consecutive free TCP ports found".into()))
+}
+
+/// Path of the simulation binary for top module `top` built by `mk/hdl.mk`:
+/// `$COSIM_BUILD/sim/<top>/sim` (`COSIM_BUILD` defaults to `<repo>/build`). Fails with a message
+/// naming `make_target` if it is missing.
+pub fn sim_binary(top: &str, make_target: &str) -> Result<PathBuf> {
+    let build = std::env::var_os("COSIM_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("build"));
+    let p = build.join("sim").join(top).join("sim");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(HostError::Sim(format!(
+            "simulation binary {} is missing: build it with `make {make_target}`",
+            p.display()
+        )))
+    }
+}
