@@ -84,7 +84,7 @@ module gemm_engine #(
 
     typedef enum logic [3:0] {
         S_IDLE, S_CHECK, S_LOAD_B, S_WAIT_B, S_LOAD_A, S_WAIT_A, S_COMP, S_DRAIN,
-        S_WRITE_C, S_FLUSH, S_IRQ, S_END
+        S_WRITE_C, S_FLUSH, S_IRQ
     } state_t;
     state_t state;
 
@@ -347,11 +347,12 @@ module gemm_engine #(
                     if (wr_err_seen) state <= S_FLUSH;
                 end
                 S_FLUSH: if (!wr_busy && !rd_busy) begin
-                    if (code_q == E_OK && (rd_err || wr_err_seen)) code_q <= E_DMA_ERROR;
+                    if (code_q == E_OK && (rd_err || wr_err_seen || (wr_done && wr_err)))
+                        code_q <= E_DMA_ERROR;
                     state <= S_IRQ;
                 end
-                S_IRQ: if (!irq_en_q || msix_req_ready) state <= S_END;
-                S_END: begin
+                S_IRQ: if (!irq_en_q || msix_req_ready) begin
+                    // The job ends with the interrupt request: BUSY falls, DONE rises.
                     state        <= S_IDLE;
                     done         <= 1'b1;
                     error        <= (code_q != E_OK);
