@@ -1,0 +1,526 @@
+//! `accel-tool`: runs in the guest, talks to `/dev/accelN` (driver `guest/driver/`) through ioctls.
+//!
+//! `info` shows identity and counters; `gemm` runs one job (or `--repeat` jobs) on one device or on
+//! all devices at once, checks C against a CPU reference computed here in the guest, and times both
+//! paths; `bench` sweeps square sizes. `--json` prints one JSON object per line on stdout (the
+//! guest's /init prefixes them with `COSIM-RESULT`); otherwise a table. Errors go to stderr.
+//! Exit status: 0 all jobs succeeded (and matched, with `--check`), 1 a job failed or mismatched,
+//! 2 usage error or no accelerator found.
+
+mod gemm;
+mod ioctl;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use ioctl::{device_error_name, Device};
+
+#[derive(Parser, Debug)]
+#[command(name = "accel-tool", version, about = "Use the cosim GEMM accelerator from the guest")]
+struct Cli {
+    /// Print one JSON object per line instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Identity, configuration and counters of the accelerator(s).
+    Info {
+        /// /dev/accelN, or "all" (default: all).
+        #[arg(long, default_value = "all")]
+        device: String,
+    },
+    /// C = A x B on the accelerator with seeded random int8 operands; times the device and the CPU.
+    Gemm(GemmArgs),
+    /// Square GEMMs of several sizes, each repeated; min and median times.
+    Bench {
+        /// /dev/accelN (default: the first accelerator).
+        #[arg(long)]
+        device: Option<String>,
+        /// Comma-separated square sizes.
+        #[arg(long, default_value = "8,16,32,64", value_delimiter = ',')]
+        sizes: Vec<u32>,
+        /// Runs per size.
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+        /// Seed of the operands.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Per-job timeout in ms (0: the driver's default).
+        #[arg(long, default_value_t = 0)]
+        timeout_ms: u32,
+    },
+    /// Clear the device's status and try a PCI function reset.
+    Reset {
+        /// /dev/accelN (default: the first accelerator), or "all".
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct GemmArgs {
+    /// Rows of A and C.
+    #[arg(long)]
+    m: u32,
+    /// Columns of B and C.
+    #[arg(long)]
+    n: u32,
+    /// Columns of A, rows of B.
+    #[arg(long)]
+    k: u32,
+    /// Seed of the random operands.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Compare C with the CPU reference (pass/fail); without it the CPU path is only timed.
+    #[arg(long)]
+    check: bool,
+    /// /dev/accelN, or "all" to run on every accelerator at the same time (default: the first).
+    #[arg(long)]
+    device: Option<String>,
+    /// Jobs to run back to back on each device.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Per-job timeout in ms (0: the driver's default).
+    #[arg(long, default_value_t = 0)]
+    timeout_ms: u32,
+    /// Skip the CPU path (no timing, no check).
+    #[arg(long, conflicts_with = "check")]
+    no_cpu: bool,
+}
+
+/// Accelerator nodes in /dev, ordered by index.
+fn list_devices() -> Vec<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let idx: u32 = name.strip_prefix("accel")?.parse().ok()?;
+                    Some((idx, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+const NO_DEVICE: &str = "no accelerator found (no /dev/accelN: is an accelerator-pcie device present and the cosim_accel module loaded?)";
+
+/// Resolves --device: None -> the first device, "all" -> every device, else that path.
+fn select(device: Option<&str>, default_all: bool) -> Result<Vec<PathBuf>, String> {
+    match device {
+        Some("all") => {}
+        Some(p) => return Ok(vec![PathBuf::from(p)]),
+        None if !default_all => {
+            return list_devices().into_iter().next().map(|p| vec![p]).ok_or_else(|| NO_DEVICE.into())
+        }
+        None => {}
+    }
+    let all = list_devices();
+    if all.is_empty() {
+        Err(NO_DEVICE.into())
+    } else {
+        Ok(all)
+    }
+}
+
+fn open(path: &Path) -> Result<Device, String> {
+    Device::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
+/// Output sink: JSON lines or a table printed at the end.
+struct Out {
+    json: bool,
+    rows: Vec<Value>,
+}
+
+impl Out {
+    fn push(&mut self, v: Value) {
+        if self.json {
+            println!("{v}");
+        }
+        self.rows.push(v);
+    }
+}
+
+fn error_record(command: &str, msg: &str) -> Value {
+    json!({"kind": "error", "command": command, "ok": false, "error": msg})
+}
+
+fn cmd_info(out: &mut Out, device: &str) -> Result<bool, String> {
+    let devs = select(Some(device), true)?;
+    let mut ok = true;
+    for path in devs {
+        let rec = match open(&path).and_then(|d| d.info().map_err(|e| format!("{}: info: {e}", path.display()))) {
+            Ok(i) => {
+                if i.abi_version != ioctl::ABI_VERSION {
+                    eprintln!(
+                        "accel-tool: warning: driver ABI version {} (this tool follows {})",
+                        i.abi_version,
+                        ioctl::ABI_VERSION
+                    );
+                }
+                let name_end = i.pci_name.iter().position(|&c| c == 0).unwrap_or(i.pci_name.len());
+                json!({
+                    "kind": "info", "ok": true, "device": path.display().to_string(),
+                    "index": i.index, "pci": String::from_utf8_lossy(&i.pci_name[..name_end]),
+                    "vendor": format!("{:#06x}", i.vendor), "device_id": format!("{:#06x}", i.device),
+                    "revision": i.revision, "id": format!("{:#010x}", i.id),
+                    "version": format!("{}.{}", i.version >> 16, i.version & 0xffff),
+                    "array_rows": i.array_rows, "array_cols": i.array_cols, "max_dim": i.max_dim,
+                    "msix_vectors": i.msix_vectors, "timeout_ms": i.timeout_ms,
+                    "jobs": i.jobs, "errors": i.errors, "timeouts": i.timeouts, "irqs": i.irqs,
+                    "jobs_done_reg": i.jobs_done_reg, "abi_version": i.abi_version,
+                })
+            }
+            Err(e) => {
+                ok = false;
+                eprintln!("accel-tool: {e}");
+                json!({"kind": "info", "ok": false, "device": path.display().to_string(), "error": e})
+            }
+        };
+        out.push(rec);
+    }
+    Ok(ok)
+}
+
+struct DeviceRun {
+    path: PathBuf,
+    /// Per run: outcome or error text, user-measured ioctl time, C.
+    runs: Vec<RunResult>,
+    array: (u32, u32),
+}
+
+struct RunResult {
+    accel_ns: u64,
+    result: Result<ioctl::GemmOutcome, (String, Option<i32>, ioctl::GemmOutcome)>,
+    c: Vec<i32>,
+}
+
+fn run_on_device(path: &Path, g: &GemmArgs, ops: &gemm::Operands) -> Result<DeviceRun, String> {
+    let dev = open(path)?;
+    let info = dev.info().map_err(|e| format!("{}: info: {e}", path.display()))?;
+    let mut runs = Vec::new();
+    for _ in 0..g.repeat.max(1) {
+        let mut c = vec![0i32; g.m as usize * g.n as usize];
+        let t0 = Instant::now();
+        let r = dev.gemm(g.m, g.n, g.k, &ops.a, &ops.b, &mut c, g.timeout_ms);
+        let accel_ns = t0.elapsed().as_nanos() as u64;
+        let result = r.map_err(|e| {
+            let mut msg = format!("{}: gemm: {}", dev.path().display(), e.err);
+            if e.outcome.dev_error != 0 {
+                msg.push_str(&format!(
+                    " (device error {} {})",
+                    e.outcome.dev_error,
+                    device_error_name(e.outcome.dev_error)
+                ));
+            }
+            (msg, e.err.raw_os_error(), e.outcome)
+        });
+        runs.push(RunResult { accel_ns, result, c });
+    }
+    Ok(DeviceRun { path: path.to_path_buf(), runs, array: (info.array_rows, info.array_cols) })
+}
+
+fn cmd_gemm(out: &mut Out, g: &GemmArgs) -> Result<bool, String> {
+    let devs = select(g.device.as_deref(), false)?;
+    let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
+    let ops = gemm::operands(m, n, k, g.seed);
+
+    // Device path first (all devices at the same time), then the CPU path alone, so neither
+    // timing is disturbed by the other.
+    let results: Vec<Result<DeviceRun, (PathBuf, String)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = devs
+            .iter()
+            .map(|p| {
+                let ops = &ops;
+                s.spawn(move || run_on_device(p, g, ops).map_err(|e| (p.clone(), e)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err((PathBuf::new(), "worker panicked".into()))))
+            .collect()
+    });
+
+    let (reference, cpu_ns) = if g.no_cpu {
+        (None, None)
+    } else {
+        let t0 = Instant::now();
+        let c = gemm::reference(m, n, k, &ops.a, &ops.b);
+        (Some(c), Some(t0.elapsed().as_nanos() as u64))
+    };
+
+    let mut all_ok = true;
+    for r in results {
+        let dr = match r {
+            Ok(dr) => dr,
+            Err((path, e)) => {
+                all_ok = false;
+                eprintln!("accel-tool: {e}");
+                out.push(json!({"kind": "gemm", "ok": false, "device": path.display().to_string(),
+                    "m": g.m, "n": g.n, "k": g.k, "seed": g.seed, "error": e}));
+                continue;
+            }
+        };
+        let macs = (dr.array.0 as u64 * dr.array.1 as u64).max(1);
+        let ideal = (m as u64 * n as u64 * k as u64).div_ceil(macs);
+        for (run, rr) in dr.runs.iter().enumerate() {
+            let mut rec = json!({
+                "kind": "gemm", "device": dr.path.display().to_string(), "m": g.m, "n": g.n, "k": g.k,
+                "seed": g.seed, "run": run, "accel_us": rr.accel_ns as f64 / 1e3,
+                "cpu_us": cpu_ns.map(|c| c as f64 / 1e3), "ideal_cycles": ideal,
+                "array": format!("{}x{}", dr.array.0, dr.array.1),
+            });
+            let ok = match &rr.result {
+                Ok(o) => {
+                    rec["rtl_cycles"] = json!(o.cycles);
+                    rec["dma_wait_cycles"] = json!(o.dma_wait_cycles);
+                    rec["device_us"] = json!(o.device_ns as f64 / 1e3);
+                    rec["dev_error"] = json!(0);
+                    match (&reference, g.check) {
+                        (Some(refc), true) => match gemm::compare(n, refc, &rr.c) {
+                            None => {
+                                rec["check"] = json!("pass");
+                                rec["mismatches"] = json!(0);
+                                true
+                            }
+                            Some(mm) => {
+                                rec["check"] = json!("fail");
+                                rec["mismatches"] = json!(mm.count);
+                                let msg = format!(
+                                    "{}: {} of {} elements differ; first at C[{}][{}]: expected {}, got {}",
+                                    dr.path.display(), mm.count, m * n, mm.row, mm.col, mm.expected, mm.got
+                                );
+                                eprintln!("accel-tool: {msg}");
+                                rec["error"] = json!(msg);
+                                false
+                            }
+                        },
+                        _ => {
+                            rec["check"] = json!("skipped");
+                            true
+                        }
+                    }
+                }
+                Err((msg, errno, o)) => {
+                    eprintln!("accel-tool: {msg}");
+                    rec["error"] = json!(msg);
+                    rec["errno"] = json!(errno);
+                    rec["dev_error"] = json!(o.dev_error);
+                    rec["dev_error_name"] = json!(device_error_name(o.dev_error));
+                    rec["check"] = json!(if g.check { "fail" } else { "skipped" });
+                    false
+                }
+            };
+            rec["ok"] = json!(ok);
+            all_ok &= ok;
+            out.push(rec);
+        }
+    }
+    Ok(all_ok)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_bench(
+    out: &mut Out,
+    device: Option<&str>,
+    sizes: &[u32],
+    repeat: u32,
+    seed: u64,
+    timeout_ms: u32,
+) -> Result<bool, String> {
+    let path = select(device, false)?.remove(0);
+    let dev = open(&path)?;
+    let info = dev.info().map_err(|e| format!("{}: info: {e}", path.display()))?;
+    let macs = (info.array_rows as u64 * info.array_cols as u64).max(1);
+    let mut all_ok = true;
+    for &s in sizes {
+        let su = s as usize;
+        let ops = gemm::operands(su, su, su, seed);
+        let mut accel = Vec::new();
+        let mut device_us = Vec::new();
+        let mut cpu = Vec::new();
+        let mut cycles = 0;
+        let mut dma_wait = 0;
+        let mut err = None;
+        let mut pass = true;
+        for _ in 0..repeat.max(1) {
+            let mut c = vec![0i32; su * su];
+            let t0 = Instant::now();
+            let r = dev.gemm(s, s, s, &ops.a, &ops.b, &mut c, timeout_ms);
+            let a_us = t0.elapsed().as_nanos() as f64 / 1e3;
+            let t1 = Instant::now();
+            let refc = gemm::reference(su, su, su, &ops.a, &ops.b);
+            cpu.push(t1.elapsed().as_nanos() as f64 / 1e3);
+            match r {
+                Ok(o) => {
+                    accel.push(a_us);
+                    device_us.push(o.device_ns as f64 / 1e3);
+                    cycles = o.cycles;
+                    dma_wait = o.dma_wait_cycles;
+                    if gemm::compare(su, &refc, &c).is_some() {
+                        pass = false;
+                    }
+                }
+                Err(e) => {
+                    err = Some(format!("{}: gemm {s}x{s}x{s}: {}", path.display(), e.err));
+                    break;
+                }
+            }
+        }
+        let ok = err.is_none() && pass;
+        all_ok &= ok;
+        if let Some(e) = &err {
+            eprintln!("accel-tool: {e}");
+        }
+        let ideal = (s as u64).pow(3).div_ceil(macs);
+        let mut rec = json!({
+            "kind": "bench", "ok": ok, "device": path.display().to_string(), "m": s, "n": s, "k": s,
+            "runs": accel.len(), "check": if pass { "pass" } else { "fail" },
+            "rtl_cycles": cycles, "dma_wait_cycles": dma_wait, "ideal_cycles": ideal,
+            "accel_us_min": accel.iter().cloned().fold(f64::INFINITY, f64::min),
+            "accel_us_median": median(&mut accel.clone()),
+            "device_us_median": median(&mut device_us),
+            "cpu_us_min": cpu.iter().cloned().fold(f64::INFINITY, f64::min),
+            "cpu_us_median": median(&mut cpu),
+        });
+        if accel.is_empty() {
+            rec["accel_us_min"] = Value::Null;
+        }
+        if let Some(e) = err {
+            rec["error"] = json!(e);
+        }
+        out.push(rec);
+    }
+    Ok(all_ok)
+}
+
+fn cmd_reset(out: &mut Out, device: Option<&str>) -> Result<bool, String> {
+    let mut ok = true;
+    for path in select(device, false)? {
+        let r = open(&path).and_then(|d| d.reset().map_err(|e| format!("{}: reset: {e}", path.display())));
+        let rec = match r {
+            Ok(()) => json!({"kind": "reset", "ok": true, "device": path.display().to_string()}),
+            Err(e) => {
+                ok = false;
+                eprintln!("accel-tool: {e}");
+                json!({"kind": "reset", "ok": false, "device": path.display().to_string(), "error": e})
+            }
+        };
+        out.push(rec);
+    }
+    Ok(ok)
+}
+
+fn fmt_opt(v: &Value, key: &str, prec: usize) -> String {
+    match &v[key] {
+        Value::Null => "-".into(),
+        Value::Number(n) if n.is_f64() => format!("{:.*}", prec, n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(rows: &[Value]) {
+    let Some(first) = rows.first() else { return };
+    match first["kind"].as_str() {
+        Some("gemm") => {
+            println!(
+                "{:<12} {:>5} {:>5} {:>5} {:>4} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                "device", "m", "n", "k", "run", "check", "rtl_cycles", "dma_wait", "device_us", "accel_us", "cpu_us"
+            );
+            for r in rows {
+                println!(
+                    "{:<12} {:>5} {:>5} {:>5} {:>4} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                    fmt_opt(r, "device", 0), fmt_opt(r, "m", 0), fmt_opt(r, "n", 0), fmt_opt(r, "k", 0),
+                    fmt_opt(r, "run", 0), fmt_opt(r, "check", 0), fmt_opt(r, "rtl_cycles", 0),
+                    fmt_opt(r, "dma_wait_cycles", 0), fmt_opt(r, "device_us", 1), fmt_opt(r, "accel_us", 1),
+                    fmt_opt(r, "cpu_us", 1)
+                );
+                if let Some(e) = r["error"].as_str() {
+                    println!("  error: {e}");
+                }
+            }
+        }
+        Some("bench") => {
+            println!(
+                "{:>5} {:>5} {:>12} {:>12} {:>14} {:>14} {:>12} {:>7}",
+                "size", "runs", "rtl_cycles", "ideal", "accel_us_med", "device_us_med", "cpu_us_med", "check"
+            );
+            for r in rows {
+                println!(
+                    "{:>5} {:>5} {:>12} {:>12} {:>14} {:>14} {:>12} {:>7}",
+                    fmt_opt(r, "m", 0), fmt_opt(r, "runs", 0), fmt_opt(r, "rtl_cycles", 0),
+                    fmt_opt(r, "ideal_cycles", 0), fmt_opt(r, "accel_us_median", 1),
+                    fmt_opt(r, "device_us_median", 1), fmt_opt(r, "cpu_us_median", 1), fmt_opt(r, "check", 0)
+                );
+                if let Some(e) = r["error"].as_str() {
+                    println!("  error: {e}");
+                }
+            }
+        }
+        _ => {
+            for r in rows {
+                if let Some(obj) = r.as_object() {
+                    println!("{}", r["device"].as_str().unwrap_or("-"));
+                    for (k, v) in obj {
+                        if k != "device" && k != "kind" {
+                            println!("  {k:<14} {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = Out { json: cli.json, rows: Vec::new() };
+    let (name, r) = match &cli.cmd {
+        Cmd::Info { device } => ("info", cmd_info(&mut out, device)),
+        Cmd::Gemm(g) => ("gemm", cmd_gemm(&mut out, g)),
+        Cmd::Bench { device, sizes, repeat, seed, timeout_ms } => {
+            ("bench", cmd_bench(&mut out, device.as_deref(), sizes, *repeat, *seed, *timeout_ms))
+        }
+        Cmd::Reset { device } => ("reset", cmd_reset(&mut out, device.as_deref())),
+    };
+    match r {
+        Ok(ok) => {
+            if !cli.json {
+                print_table(&out.rows);
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("accel-tool: {e}");
+            if cli.json {
+                println!("{}", error_record(name, &e));
+            }
+            ExitCode::from(2)
+        }
+    }
+}
