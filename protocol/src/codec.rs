@@ -241,8 +241,37 @@ impl Message {
         out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
     }
 
+    /// Like [`Message::decode`], but reuses the frame's buffer for bulk payloads (DMA data,
+    /// frames, serial bytes) instead of copying them.
+    pub fn decode_vec(mut frame: Vec<u8>) -> Result<Message, DecodeError> {
+        let bulk_header = match frame.get(3).copied().and_then(|op| Opcode::try_from(op).ok()) {
+            Some(Opcode::DmaWrite) => HEADER_LEN + DMA_WRITE_HDR,
+            Some(Opcode::DmaReadResp) => HEADER_LEN + DMA_READ_RESP_HDR,
+            Some(Opcode::NicFrame | Opcode::Serial) => HEADER_LEN,
+            _ => return Self::decode(&frame),
+        };
+        // Validate without copying the bulk part, then move the bulk bytes into the message.
+        let mut msg = Self::decode_with(&frame, false)?;
+        let data = match &mut msg {
+            Message::DmaWrite(DmaWrite { data, .. })
+            | Message::DmaReadResp(DmaReadResp { data, .. })
+            | Message::NicFrame(data)
+            | Message::Serial(data) => data,
+            _ => return Ok(msg),
+        };
+        frame.drain(..bulk_header);
+        *data = frame;
+        Ok(msg)
+    }
+
     /// Decodes exactly one frame. Never panics.
     pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
+        Self::decode_with(frame, true)
+    }
+
+    /// `copy == false` leaves bulk payloads empty (the caller moves them in).
+    fn decode_with(frame: &[u8], copy: bool) -> Result<Message, DecodeError> {
+        let bulk = |b: &[u8]| if copy { b.to_vec() } else { Vec::new() };
         if frame.len() < HEADER_LEN {
             return Err(DecodeError::Truncated { needed: HEADER_LEN, got: frame.len() });
         }
@@ -362,7 +391,7 @@ impl Message {
                 if data.len() > MAX_DMA_LEN {
                     return Err(DecodeError::Oversize { len: data.len(), max: MAX_DMA_LEN });
                 }
-                Message::DmaReadResp(DmaReadResp { tag, status: st, data: data.to_vec() })
+                Message::DmaReadResp(DmaReadResp { tag, status: st, data: bulk(data) })
             }
             Opcode::DmaWrite => {
                 at_least(op, payload, DMA_WRITE_HDR)?;
@@ -372,7 +401,7 @@ impl Message {
                     return Err(DecodeError::Oversize { len: data.len(), max: MAX_DMA_LEN });
                 }
                 bounded(op, "length", data.len(), MAX_DMA_LEN)?;
-                Message::DmaWrite(DmaWrite { addr, data: data.to_vec() })
+                Message::DmaWrite(DmaWrite { addr, data: bulk(data) })
             }
             Opcode::Msix => {
                 fixed(op, payload, MSIX_LEN)?;
@@ -383,14 +412,14 @@ impl Message {
                     return Err(DecodeError::Oversize { len: payload.len(), max: MAX_FRAME_LEN });
                 }
                 bounded(op, "frame length", payload.len(), MAX_FRAME_LEN)?;
-                Message::NicFrame(payload.to_vec())
+                Message::NicFrame(bulk(payload))
             }
             Opcode::Serial => {
                 if payload.len() > MAX_SERIAL_LEN {
                     return Err(DecodeError::Oversize { len: payload.len(), max: MAX_SERIAL_LEN });
                 }
                 bounded(op, "serial chunk length", payload.len(), MAX_SERIAL_LEN)?;
-                Message::Serial(payload.to_vec())
+                Message::Serial(bulk(payload))
             }
             Opcode::Reset => {
                 fixed(op, payload, 0)?;

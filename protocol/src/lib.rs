@@ -400,7 +400,14 @@ impl Message {
 
     /// Encodes the message into a new buffer.
     pub fn encode_to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + 32);
+        let bulk = match self {
+            Self::DmaWrite(DmaWrite { data, .. })
+            | Self::DmaReadResp(DmaReadResp { data, .. })
+            | Self::NicFrame(data)
+            | Self::Serial(data) => data.len(),
+            _ => 0,
+        };
+        let mut out = Vec::with_capacity(HEADER_LEN + 128 + bulk);
         self.encode(&mut out);
         out
     }

@@ -192,3 +192,16 @@ fn dma_split_covers_everything() {
     assert_eq!(writes[1].data, data[MAX_DMA_LEN..]);
     assert!(Message::split_dma_read(0, GuestAddr(0), 0).is_empty());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decode_vec_agrees_with_decode(msg in arb_message(), pos in any::<usize>(), val in any::<u8>()) {
+        let mut bytes = msg.encode_to_vec();
+        prop_assert_eq!(Message::decode_vec(bytes.clone()), Message::decode(&bytes));
+        let i = pos % bytes.len();
+        bytes[i] = val;
+        prop_assert_eq!(Message::decode_vec(bytes.clone()), Message::decode(&bytes));
+    }
+}

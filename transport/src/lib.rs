@@ -97,7 +97,7 @@ pub trait Transport: Send {
     /// `Err(TransportError::Decode)` and is dropped; the next call continues with the next frame.
     fn recv(&mut self, timeout: Duration) -> Result<Option<Message>, TransportError> {
         match self.recv_frame(timeout)? {
-            Some(frame) => Ok(Some(Message::decode(&frame)?)),
+            Some(frame) => Ok(Some(Message::decode_vec(frame)?)),
             None => Ok(None),
         }
     }

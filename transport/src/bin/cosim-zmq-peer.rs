@@ -20,10 +20,12 @@ use cosim_transport::{Endpoint, Side, Transport, TransportError, ZmqOptions, Zmq
 const HELP: &str = "\
 cosim-zmq-peer: scripted cosim device-side peer over ZeroMQ (test double for the HDL side)
 
-usage: cosim-zmq-peer --endpoint <ipc:///path/name | tcp://host:port> [--max-seconds N]
+usage: cosim-zmq-peer --endpoint <ipc:///path/name | tcp://host:port> [--max-seconds N] [--raw-echo]
 
   --endpoint E      base endpoint; binds E.h2d (or port), connects E.d2h (or port+1)
   --max-seconds N   exit after N seconds even if no GOODBYE arrives (default 120)
+  --raw-echo        benchmark baseline: no protocol, echo every raw ZeroMQ message back on the
+                    same two channels (exits on a 1-byte message)
 
 Prints `cosim-zmq-peer: ready endpoint=E` on stderr once bound.";
 
@@ -53,11 +55,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut endpoint = None;
     let mut max_secs = 120u64;
+    let mut raw = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--endpoint" => endpoint = it.next().cloned(),
             "--max-seconds" => max_secs = it.next().and_then(|s| s.parse().ok()).unwrap_or(max_secs),
+            "--raw-echo" => raw = true,
             "-h" | "--help" => {
                 println!("{HELP}");
                 return ExitCode::SUCCESS;
@@ -72,7 +76,8 @@ fn main() -> ExitCode {
         eprintln!("cosim-zmq-peer: --endpoint is required\n\n{HELP}");
         return ExitCode::from(2);
     };
-    match run(&endpoint, Duration::from_secs(max_secs)) {
+    let result = if raw { raw_echo(&endpoint) } else { run(&endpoint, Duration::from_secs(max_secs)) };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cosim-zmq-peer: error: {e}");
@@ -145,6 +150,22 @@ fn run(endpoint: &str, max: Duration) -> Result<(), TransportError> {
     t.send(&Message::Goodbye(GoodbyeReason::Shutdown))
 }
 
+/// The baseline for benchmarks: the same two PUSH/PULL channels, no codec, no protocol.
+fn raw_echo(endpoint: &str) -> Result<(), TransportError> {
+    let mut t = ZmqTransport::open(&Endpoint::parse(endpoint)?, Side::Device, &ZmqOptions::default())?;
+    eprintln!("cosim-zmq-peer: ready endpoint={endpoint} (raw echo)");
+    loop {
+        match t.recv_frame(Duration::from_secs(30))? {
+            Some(f) if f.len() == 1 => return Ok(()),
+            Some(f) => t.send_frame(&f)?,
+            None => {
+                eprintln!("cosim-zmq-peer: raw echo idle for 30 s, exiting");
+                return Ok(());
+            }
+        }
+    }
+}
+
 fn serve(
     t: &mut ZmqTransport,
     s: &mut Session,
@@ -159,8 +180,10 @@ fn serve(
         }
         Message::MmioWrite(w) if w.bar.get() == 2 => {
             let len = (w.offset as usize).clamp(1, MAX_DMA_LEN);
+            let pattern: Vec<u8> = (0..len + 256).map(|i| i as u8).collect();
             for n in 0..w.data {
-                let data = (0..len).map(|i| (n as usize + i) as u8).collect();
+                let start = n as usize % 256;
+                let data = pattern[start..start + len].to_vec();
                 t.send(&Message::DmaWrite(DmaWrite { addr: GuestAddr(n * len as u64), data }))?;
             }
             t.send(&Message::Msix(Msix { vector: 0 }))?;
