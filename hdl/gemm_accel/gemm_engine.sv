@@ -83,7 +83,7 @@ module gemm_engine #(
     localparam int COL_W   = $clog2(NB + 1);
 
     typedef enum logic [3:0] {
-        S_IDLE, S_CHECK, S_LOAD_B, S_WAIT_B, S_LOAD_A, S_WAIT_A, S_COMP, S_DRAIN,
+        S_IDLE, S_CHECK, S_LOAD_B, S_WAIT_B, S_LOAD_A, S_WAIT_A, S_WAIT_PF, S_COMP, S_DRAIN,
         S_WRITE_C, S_FLUSH, S_IRQ
     } state_t;
     state_t state;
@@ -106,6 +106,11 @@ module gemm_engine #(
     logic [63:0]      b_panel_addr, c_panel_addr, a_tile_addr, c_tile_addr;
     logic [AI_W-1:0]  a_row_off [ROWS];// r * K
     logic             bank;            // CBUF bank the compute writes
+    logic             a_cbank;         // ABUF bank the compute reads
+    logic             a_wbank;         // ABUF bank the DMA read engine fills
+    logic             pf_active;       // the next tile of A is being (or has been) prefetched
+    logic             pf_done;         // ... and its read has finished
+    logic [ROW_W:0]   pf_mr;           // rows of the prefetched tile
     logic             wr_err_seen;
 
     // ---- validation (docs/register-map.md "Error codes") ----
@@ -157,14 +162,14 @@ module gemm_engine #(
         .m_axi_rvalid, .m_axi_rready
     );
 
-    logic [7:0] abuf [ABUF_N];
+    logic [7:0] abuf [2 * ABUF_N];     // two banks: one computed from, one prefetched into
     logic [7:0] bbuf [BBUF_N];
     always_ff @(posedge clk) begin
         if (rw_valid) begin
             for (int l = 0; l < 8; l++) begin
                 if (rw_en[l]) begin
                     if (rd_to_b) bbuf[BI_W'(rw_base + 32'(l))] <= rw_data[8*l +: 8];
-                    else         abuf[AI_W'(rw_base + 32'(l))] <= rw_data[8*l +: 8];
+                    else         abuf[{a_wbank, AI_W'(rw_base + 32'(l))}] <= rw_data[8*l +: 8];
                 end
             end
         end
@@ -180,7 +185,7 @@ module gemm_engine #(
     assign issue = (state == S_COMP);
 
     always_ff @(posedge clk) begin
-        for (int r = 0; r < ROWS; r++) a_vec[r] <= abuf[a_row_off[r] + AI_W'(kk)];
+        for (int r = 0; r < ROWS; r++) a_vec[r] <= abuf[{a_cbank, a_row_off[r] + AI_W'(kk)}];
         for (int c = 0; c < COLS; c++)
             b_vec[c] <= (32'(jc) + c < 32'(nb)) ? bbuf[kb + BI_W'(jc) + BI_W'(c)] : 8'd0;
         p1_first <= (kk == '0);
@@ -236,6 +241,15 @@ module gemm_engine #(
     logic last_chunk;
     assign last_chunk = (32'(jc) + COLS >= 32'(nb));
 
+    // Prefetch of the next tile of A, started in the first compute cycle of a tile.
+    logic             more_tiles, pf_start;
+    logic [DIM_W-1:0] m_after;
+    logic [63:0]      lda_rows;
+    assign more_tiles = (32'(ib) + ROWS < m_q);
+    assign m_after    = m_d - ib - DIM_W'(ROWS);
+    assign lda_rows   = 64'(lda_e) * ROWS;
+    assign pf_start   = (state == S_COMP) && jc == '0 && kk == '0 && !pf_active && more_tiles;
+
     always_comb begin
         rd_start     = 1'b0;
         rd_src       = a_tile_addr;
@@ -251,6 +265,10 @@ module gemm_engine #(
             rd_nrows     = k_q;
         end else if (state == S_LOAD_A) begin
             rd_start     = 1'b1;
+        end else if (pf_start) begin
+            rd_start     = 1'b1;
+            rd_src       = a_tile_addr + lda_rows;
+            rd_nrows     = (m_after < DIM_W'(ROWS)) ? 32'(m_after) : ROWS;
         end
         if (state == S_WRITE_C && !wr_busy) wr_start = 1'b1;
     end
@@ -266,6 +284,10 @@ module gemm_engine #(
             jobs_done    <= '0;
             rd_to_b      <= 1'b0;
             bank         <= 1'b0;
+            a_cbank      <= 1'b0;
+            a_wbank      <= 1'b0;
+            pf_active    <= 1'b0;
+            pf_done      <= 1'b0;
             wr_bank      <= 1'b0;
         end else begin
             if (clear) begin
@@ -294,6 +316,8 @@ module gemm_engine #(
                     code_q <= check_code;
                     for (int r = 0; r < ROWS; r++) a_row_off[r] <= AI_W'(r) * AI_W'(k_q);
                     jb           <= '0;
+                    pf_active    <= 1'b0;
+                    pf_done      <= 1'b0;
                     b_panel_addr <= b_q;
                     c_panel_addr <= c_q;
                     state        <= (check_code == E_OK) ? S_LOAD_B : S_IRQ;
@@ -310,7 +334,18 @@ module gemm_engine #(
                 S_LOAD_A: begin
                     mr      <= mr_next;
                     rd_to_b <= 1'b0;
+                    a_wbank <= a_cbank;
                     state   <= S_WAIT_A;
+                end
+                S_WAIT_PF: if (pf_done || rd_done) begin
+                    pf_active <= 1'b0;
+                    pf_done   <= 1'b0;
+                    a_cbank   <= !a_cbank;
+                    mr        <= pf_mr;
+                    jc <= '0;
+                    kk <= '0;
+                    kb <= '0;
+                    state <= rd_err ? S_FLUSH : S_COMP;
                 end
                 S_WAIT_A: if (rd_done) begin
                     jc <= '0;
@@ -334,9 +369,9 @@ module gemm_engine #(
                     // wr_start is asserted this cycle for bank 'bank' at c_tile_addr.
                     wr_bank <= bank;
                     bank    <= !bank;
-                    state   <= S_LOAD_A;
+                    state   <= pf_active ? S_WAIT_PF : S_LOAD_A;
                     ib          <= ib + DIM_W'(ROWS);
-                    a_tile_addr <= a_tile_addr + 64'(lda_e) * ROWS;
+                    a_tile_addr <= a_tile_addr + lda_rows;
                     c_tile_addr <= c_tile_addr + {30'd0, ldc_e, 2'b00} * ROWS;
                     if (32'(ib) + ROWS >= m_q) begin
                         jb           <= jb + DIM_W'(NB);
@@ -367,8 +402,18 @@ module gemm_engine #(
             // Cycles spent waiting for the DMA engines.
             if ((state == S_LOAD_B) || (state == S_WAIT_B) || (state == S_LOAD_A) ||
                 (state == S_WAIT_A) || (state == S_WRITE_C && wr_busy) ||
+                (state == S_WAIT_PF && !pf_done) ||
                 (state == S_FLUSH && (wr_busy || rd_busy)))
                 wait_cnt <= wait_cnt + 64'd1;
+
+            if (pf_start) begin
+                pf_active <= 1'b1;
+                pf_done   <= 1'b0;
+                pf_mr     <= (m_after < DIM_W'(ROWS)) ? (ROW_W+1)'(m_after) : (ROW_W+1)'(ROWS);
+                rd_to_b   <= 1'b0;
+                a_wbank   <= !a_cbank;
+            end
+            if (pf_active && rd_done && state != S_WAIT_PF) pf_done <= 1'b1;
 
             // A START while busy is refused (register map: BUSY).
             if (start && state != S_IDLE) begin
