@@ -1,0 +1,110 @@
+//! GEMM accelerator benchmark (`make bench-gemm`): cycles of each job against the ideal
+//! M*N*K / MACs, the share of cycles waiting for DMA, wall time per job and simulated cycles per
+//! second, host model against the Verilator simulation of `gemm_top` over ZeroMQ (ipc).
+//! Prints a Markdown table for docs/benchmarks.md. Results are checked bit-exactly as well.
+//! `GEMM_BENCH_SIZES="64x64x64,256x256x256"` overrides the sizes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use cosim_host_model::{sim_binary, temp_endpoint, HostModel, SimProcess};
+
+const CTRL: u64 = 0x010;
+const STATUS: u64 = 0x014;
+const ERROR: u64 = 0x018;
+const ARRAY: u64 = 0x008;
+const CYCLES: u64 = 0x050;
+const BUSY_CYCLES: u64 = 0x058;
+const IDLE_CYCLES: u64 = 0x060;
+const DMA_WAIT: u64 = 0x068;
+
+fn splitmix(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[test]
+#[ignore = "benchmark: run with `make bench-gemm`"]
+fn gemm_bench() -> Result<()> {
+    let sizes: Vec<(u32, u32, u32)> = std::env::var("GEMM_BENCH_SIZES")
+        .unwrap_or_else(|_| "4x4x4,16x16x16,64x64x64,128x128x128,256x256x256,64x1024x64".into())
+        .split(',')
+        .map(|s| {
+            let v: Vec<u32> = s.split('x').map(|x| x.trim().parse().expect("size MxNxK")).collect();
+            (v[0], v[1], v[2])
+        })
+        .collect();
+    let mut seed: u64 = std::env::var("COSIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(42);
+    println!("gemm_bench: seed {seed}");
+
+    let bin = sim_binary("gemm_top", "sim-gemm")?;
+    let (_dir, ep) = temp_endpoint("gemm-bench")?;
+    let sim = SimProcess::spawn(&bin, &ep, &["--stats"], Duration::from_secs(60))?;
+    let mut host = HostModel::connect(&ep, Duration::from_secs(30)).with_context(|| sim.log())?;
+    let array = host.read(0, ARRAY, 4)?;
+    let macs = (array & 0xff) * ((array >> 8) & 0xff);
+
+    println!();
+    println!("| M x N x K | cycles | ideal (M*N*K/{macs}) | efficiency | DMA wait | wall per job | sim cycles/s | DMA reads | DMA writes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let (a, b, c) = (0x1000_0000u64, 0x2000_0000u64, 0x3000_0000u64);
+    for (m, n, k) in sizes {
+        let av: Vec<u8> = (0..m * k).map(|_| splitmix(&mut seed) as u8).collect();
+        let bv: Vec<u8> = (0..k * n).map(|_| splitmix(&mut seed) as u8).collect();
+        host.mem().write_bytes(a, &av);
+        host.mem().write_bytes(b, &bv);
+        for (off, v) in [(0x20, m), (0x24, n), (0x28, k), (0x2c, 0), (0x30, 0), (0x34, 0)] {
+            host.write(0, off, 4, u64::from(v))?;
+        }
+        host.write(0, 0x38, 8, a)?;
+        host.write(0, 0x40, 8, b)?;
+        host.write(0, 0x48, 8, c)?;
+        host.write(0, 0x1c, 4, 0)?;
+        let before = host.stats();
+        let busy0 = host.read(0, BUSY_CYCLES, 8)? + host.read(0, IDLE_CYCLES, 8)?;
+        let t0 = Instant::now();
+        host.write(0, CTRL, 4, 3)?;
+        host.wait_irq(0, Duration::from_secs(1800)).context("completion interrupt")?;
+        let wall = t0.elapsed();
+        let total = host.read(0, BUSY_CYCLES, 8)? + host.read(0, IDLE_CYCLES, 8)? - busy0;
+        ensure!(host.read(0, STATUS, 4)? == 2 && host.read(0, ERROR, 4)? == 0, "job {m}x{n}x{k} failed");
+        let after = host.stats();
+        let cycles = host.read(0, CYCLES, 8)?;
+        let wait = host.read(0, DMA_WAIT, 8)?;
+        // Bit-exact check.
+        let cm = host.mem().read_bytes(c, (m * n * 4) as usize);
+        for i in 0..m as usize {
+            for j in 0..n as usize {
+                let mut want = 0i32;
+                for x in 0..k as usize {
+                    want = want.wrapping_add(i32::from(av[i * k as usize + x] as i8) * i32::from(bv[x * n as usize + j] as i8));
+                }
+                let p = (i * n as usize + j) * 4;
+                let got = i32::from_le_bytes([cm[p], cm[p + 1], cm[p + 2], cm[p + 3]]);
+                ensure!(got == want, "{m}x{n}x{k}: C[{i}][{j}] = {got}, want {want}");
+            }
+        }
+        let ideal = u64::from(m) * u64::from(n) * u64::from(k) / macs;
+        println!(
+            "| {m} x {n} x {k} | {cycles} | {ideal} | {:.1}% | {:.1}% | {:.3} s | {:.2} M | {} | {} |",
+            100.0 * ideal as f64 / cycles as f64,
+            100.0 * wait as f64 / cycles as f64,
+            wall.as_secs_f64(),
+            total as f64 / wall.as_secs_f64() / 1e6,
+            after.dma_reads - before.dma_reads,
+            after.dma_writes - before.dma_writes,
+        );
+    }
+    host.goodbye()?;
+    let mut sim = sim;
+    let _ = sim.wait_exit(Duration::from_secs(10));
+    println!();
+    println!("simulation statistics (--stats):");
+    for line in sim.log().lines().filter(|l| !l.contains("ready endpoint")) {
+        println!("    {line}");
+    }
+    Ok(())
+}
