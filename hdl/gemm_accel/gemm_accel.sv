@@ -6,7 +6,7 @@ module gemm_accel #(
     parameter int NB        = 64,    // columns of B held on chip (multiple of COLS)
     parameter int MAX_DIM   = 1024,
     parameter int AXI_ID_W  = 4,
-    parameter int RD_OUT    = 8,     // outstanding DMA read bursts (<= 2**AXI_ID_W)
+    parameter int RD_OUT    = 16,    // outstanding DMA read bursts (<= 2**AXI_ID_W)
     parameter int NIC_BEATS = 1152   // largest echoed frame in 8-byte beats (9216 bytes)
 ) (
     input  logic                clk,
