@@ -346,10 +346,10 @@ pub unsafe extern "C" fn cosim_ep_dma_w(
     })
 }
 
-/// MSI-X request for `vector`.
+/// MSI-X request for vector `vec`.
 #[no_mangle]
-pub extern "C" fn cosim_ep_msix(h: *mut c_void, vector: c_uint) {
-    running(h, "cosim_ep_msix", (), |ep| ep.core.msix(vector))
+pub extern "C" fn cosim_ep_msix(h: *mut c_void, vec: c_uint) {
+    running(h, "cosim_ep_msix", (), |ep| ep.core.msix(vec))
 }
 
 /// One beat of the NIC transmit stream (user -> network).
