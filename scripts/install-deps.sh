@@ -20,7 +20,7 @@ PACKAGES=(
     # Rust crates that build C/C++ (zmq vendors libzmq), the Verilator C++ main
     build-essential pkg-config cmake
     # HDL simulation
-    verilator
+    verilator zlib1g-dev
     # QEMU build
     ninja-build libglib2.0-dev libpixman-1-dev flex bison libslirp-dev libfdt-dev
     python3-venv dpkg-dev xz-utils bzip2
