@@ -27,8 +27,9 @@ module gemm_uart #(
     assign empty = (wp == rp);
     assign full  = (wp[FIFO_W] != rp[FIFO_W]) && (wp[FIFO_W-1:0] == rp[FIFO_W-1:0]);
 
-    assign uart_rx_ready = !full;
-    assign uart_tx_valid = in_banner || !empty;
+    logic running;                     // low during reset: no handshakes then
+    assign uart_rx_ready = running && !full;
+    assign uart_tx_valid = running && (in_banner || !empty);
     assign uart_tx_data  = in_banner ? BANNER[8*(BANNER_LEN - 1 - int'(banner_pos)) +: 8]
                                      : fifo[rp[FIFO_W-1:0]];
     always_ff @(posedge clk) begin
@@ -37,7 +38,9 @@ module gemm_uart #(
             wp         <= '0;
             rp         <= '0;
             rx_bytes   <= '0;
+            running    <= 1'b0;
         end else begin
+            running <= 1'b1;
             if (uart_rx_valid && uart_rx_ready) begin
                 fifo[wp[FIFO_W-1:0]] <= uart_rx_data;
                 wp       <= wp + 1'b1;
