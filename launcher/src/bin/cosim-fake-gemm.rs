@@ -1,0 +1,380 @@
+//! `cosim-fake-gemm`: a software model of the GEMM accelerator (docs/register-map.md) on the
+//! device side of the cosim protocol. A test double for the Verilator simulation with the same
+//! command line and ready line (`cosim-sim: ready endpoint=E`), so `cosim-launch --sim` can use it
+//! to exercise QEMU, the guest driver and the tool without the RTL. Not cycle-accurate: CYCLES
+//! reports the ideal `ceil(M*N*K / 16)`, DMA_WAIT 0.
+//!
+//! It follows the device rules of the common brief: discard until INIT, answer every INIT with
+//! CONFIG, heartbeats every 100 ms, host lost -> wait for the next INIT. A job runs inside the
+//! START write: DMA reads of A and B (other host messages are answered meanwhile), compute,
+//! DMA write of C, then MSI-X if IRQ_EN. `--delay-ms N` holds every job for N ms before it ends
+//! (STATUS reads BUSY meanwhile), to test timeouts and a simulation killed mid-job.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use cosim_protocol::liveness::{self, Liveness, PeerEvent};
+use cosim_protocol::*;
+use cosim_transport::{Endpoint, Side, Transport, TransportError, ZmqOptions, ZmqTransport};
+
+const HELP: &str = "\
+cosim-fake-gemm: software model of the GEMM accelerator (test double for the Verilator simulation)
+
+usage: cosim-fake-gemm --endpoint <ipc:///dir/name | tcp://host:port> [--delay-ms N]
+                       [--max-cycles N] [--waves F] [--stats]   (accepted and ignored)
+
+Prints `cosim-sim: ready endpoint=E` on stderr once bound. Runs until killed.";
+
+const MAX_DIM: u32 = 1024;
+const ROWS: u32 = 4;
+const COLS: u32 = 4;
+const BANNER: &[u8] = b"GEMM accelerator v1.0 ready\r\n";
+
+fn config() -> DeviceConfig {
+    let mut d = DeviceConfig {
+        vendor_id: 0x1ded,
+        device_id: 0xacc1,
+        subsystem_vendor_id: 0x1ded,
+        subsystem_id: 1,
+        class_code: 0x12_00_00,
+        revision: 1,
+        ..Default::default()
+    };
+    d.bars[0] = BarDesc::mem32(0x1000);
+    d.bars[2] = BarDesc::mem64(0x4000, false);
+    d.msix = MsixConfig { vectors: 4, table_bar: 2, table_offset: 0, pba_bar: 2, pba_offset: 0x2000 };
+    d
+}
+
+#[derive(Default)]
+struct Regs {
+    r: HashMap<u64, u32>,
+    status: u32,
+    error: u32,
+    cycles: u64,
+    jobs_done: u32,
+    busy: bool,
+    nic_rx: u32,
+    nic_tx: u32,
+    uart_rx: u32,
+}
+
+impl Regs {
+    fn get(&self, off: u64) -> u32 {
+        *self.r.get(&off).unwrap_or(&0)
+    }
+
+    fn read(&self, off: u64) -> u32 {
+        match off {
+            0x000 => 0x4745_4d4d,
+            0x004 => 0x0001_0000,
+            0x008 => ROWS | (COLS << 8),
+            0x00c => MAX_DIM,
+            0x014 => self.status | u32::from(self.busy),
+            0x018 => self.error,
+            0x050 => self.cycles as u32,
+            0x054 => (self.cycles >> 32) as u32,
+            0x068 | 0x06c => 0,
+            0x070 => self.jobs_done,
+            0x080 => self.nic_rx,
+            0x084 => self.nic_tx,
+            0x088 => self.uart_rx,
+            0x01c | 0x020..=0x04c | 0x074 => self.get(off),
+            _ => 0,
+        }
+    }
+}
+
+struct Dev {
+    t: ZmqTransport,
+    regs: Regs,
+    live: Liveness,
+    instance: u64,
+    session: bool,
+    next_tag: u32,
+    delay: Duration,
+}
+
+impl Dev {
+    fn reset(&mut self) -> Result<(), TransportError> {
+        self.regs = Regs::default();
+        self.t.send(&Message::Serial(BANNER.to_vec()))
+    }
+
+    fn tick(&mut self) -> Result<(), TransportError> {
+        let now = Instant::now();
+        if self.live.heartbeat_due(now) {
+            self.t.send(&Message::Heartbeat(Heartbeat { instance: self.instance }))?;
+        }
+        if self.live.poll(now) == PeerEvent::Lost && self.session {
+            eprintln!("cosim-fake-gemm: host lost; waiting for INIT");
+            self.session = false;
+        }
+        Ok(())
+    }
+
+    /// Receives one message and handles everything except DMA read responses, which it returns.
+    fn step(&mut self, timeout: Duration) -> Result<Option<DmaReadResp>, TransportError> {
+        self.tick()?;
+        let msg = match self.t.recv(timeout) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(TransportError::Decode(e)) => {
+                eprintln!("cosim-fake-gemm: warning: malformed frame dropped: {e}");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let hb = if let Message::Heartbeat(h) = &msg { Some(h.instance) } else { None };
+        self.live.on_receive(Instant::now(), hb);
+        match msg {
+            Message::Init(init) => {
+                if init.major != VERSION_MAJOR {
+                    eprintln!(
+                        "cosim-fake-gemm: error: host speaks protocol {}.{}, we speak {VERSION_MAJOR}.{VERSION_MINOR}",
+                        init.major, init.minor
+                    );
+                    self.t.send(&Message::Goodbye(GoodbyeReason::Refused))?;
+                    return Ok(None);
+                }
+                self.session = true;
+                self.t.send(&Message::Config(Config {
+                    major: VERSION_MAJOR,
+                    minor: VERSION_MINOR,
+                    caps: Caps::all(),
+                    session: init.session,
+                    device: config(),
+                }))?;
+                self.reset()?;
+            }
+            Message::Heartbeat(_) => {}
+            Message::Goodbye(_) => {
+                self.session = false;
+                self.live.on_goodbye();
+            }
+            _ if !self.session => {}
+            Message::Reset => self.reset()?,
+            Message::MmioRead(r) => {
+                let data = if r.bar.get() == 0 {
+                    let lo = self.regs.read(r.offset & !3) as u64;
+                    let v = if r.size == AccessSize::B8 {
+                        lo | (self.regs.read((r.offset & !3) + 4) as u64) << 32
+                    } else {
+                        lo >> (8 * (r.offset & 3))
+                    };
+                    v & r.size.mask()
+                } else {
+                    0
+                };
+                self.t.send(&Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }))?;
+            }
+            Message::MmioWrite(w) if w.bar.get() == 0 => {
+                let off = w.offset & !3;
+                let mut words = vec![(off, w.data as u32)];
+                if w.size == AccessSize::B8 {
+                    words.push((off + 4, (w.data >> 32) as u32));
+                }
+                for (o, v) in words {
+                    self.write_reg(o, v)?;
+                }
+            }
+            Message::DmaReadResp(r) => return Ok(Some(r)),
+            Message::Serial(bytes) => {
+                self.regs.uart_rx = self.regs.uart_rx.wrapping_add(bytes.len() as u32);
+                self.t.send(&Message::Serial(bytes))?;
+            }
+            Message::NicFrame(mut f) => {
+                self.regs.nic_rx += 1;
+                if f.len() >= 12 {
+                    let (dst, src) = f.split_at_mut(6);
+                    dst.swap_with_slice(&mut src[..6]);
+                }
+                self.regs.nic_tx += 1;
+                self.t.send(&Message::NicFrame(f))?;
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn write_reg(&mut self, off: u64, v: u32) -> Result<(), TransportError> {
+        match off {
+            0x010 => {
+                if v & 4 != 0 {
+                    self.regs.status = 0;
+                    self.regs.error = 0;
+                }
+                if v & 1 != 0 {
+                    if self.regs.busy {
+                        self.regs.error = 5;
+                        self.regs.status |= 4;
+                    } else {
+                        self.job(v & 2 != 0)?;
+                    }
+                }
+            }
+            0x01c | 0x020..=0x04c | 0x074 => {
+                self.regs.r.insert(off, v);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Ok(None): the DMA failed (error completion, or no answer within 30 s).
+    fn dma_read(&mut self, addr: u64, len: usize) -> Result<Option<Vec<u8>>, TransportError> {
+        let reqs = Message::split_dma_read(self.next_tag, GuestAddr(addr), len as u64);
+        self.next_tag = self.next_tag.wrapping_add(reqs.len() as u32);
+        let mut pending: HashMap<u32, (usize, usize)> = HashMap::new();
+        let mut off = 0;
+        for r in &reqs {
+            pending.insert(r.tag, (off, r.len as usize));
+            off += r.len as usize;
+            self.t.send(&Message::DmaRead(*r))?;
+        }
+        let mut buf = vec![0u8; len];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pending.is_empty() {
+            if Instant::now() > deadline || !self.session {
+                return Ok(None);
+            }
+            if let Some(resp) = self.step(Duration::from_millis(10))? {
+                if let Some((o, l)) = pending.remove(&resp.tag) {
+                    if resp.status != Status::Ok || resp.data.len() != l {
+                        return Ok(None);
+                    }
+                    buf[o..o + l].copy_from_slice(&resp.data);
+                }
+            }
+        }
+        Ok(Some(buf))
+    }
+
+    fn job(&mut self, irq: bool) -> Result<(), TransportError> {
+        let g = |o| self.regs.get(o);
+        let (m, n, k) = (g(0x020), g(0x024), g(0x028));
+        let lda = if g(0x02c) == 0 { k } else { g(0x02c) };
+        let ldb = if g(0x030) == 0 { n } else { g(0x030) };
+        let ldc = if g(0x034) == 0 { n } else { g(0x034) };
+        let addr = |lo: u64| g(lo) as u64 | (g(lo + 4) as u64) << 32;
+        let (a_addr, b_addr, c_addr) = (addr(0x038), addr(0x040), addr(0x048));
+        self.regs.status = 0;
+        self.regs.error = if m == 0 || n == 0 || k == 0 {
+            1
+        } else if m > MAX_DIM || n > MAX_DIM || k > MAX_DIM {
+            2
+        } else if lda < k || ldb < n || ldc < n {
+            3
+        } else if c_addr % 4 != 0 {
+            4
+        } else {
+            0
+        };
+        if self.regs.error == 0 {
+            self.regs.busy = true;
+            let t0 = Instant::now();
+            let result = self.compute(m, n, k, lda, ldb, ldc, a_addr, b_addr, c_addr);
+            while t0.elapsed() < self.delay && self.session {
+                self.step(Duration::from_millis(5))?;
+            }
+            self.regs.busy = false;
+            if result? {
+                self.regs.cycles = (m as u64 * n as u64 * k as u64).div_ceil((ROWS * COLS) as u64);
+            } else {
+                self.regs.error = 6;
+            }
+        }
+        self.regs.jobs_done += 1;
+        self.regs.status = 2 | if self.regs.error != 0 { 4 } else { 0 };
+        if irq && self.session {
+            let v = self.regs.get(0x01c) as u16;
+            self.t.send(&Message::Msix(Msix { vector: v }))?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn compute(
+        &mut self,
+        m: u32,
+        n: u32,
+        k: u32,
+        lda: u32,
+        ldb: u32,
+        ldc: u32,
+        a_addr: u64,
+        b_addr: u64,
+        c_addr: u64,
+    ) -> Result<bool, TransportError> {
+        let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
+        let Some(a) = self.dma_read(a_addr, (m - 1) * lda + k)? else { return Ok(false) };
+        let Some(b) = self.dma_read(b_addr, (k - 1) * ldb + n)? else { return Ok(false) };
+        for i in 0..m {
+            let mut row = vec![0u8; n * 4];
+            for j in 0..n {
+                let mut acc = 0i32;
+                for kk in 0..k {
+                    acc = acc.wrapping_add((a[i * lda + kk] as i8 as i32) * (b[kk * ldb + j] as i8 as i32));
+                }
+                row[j * 4..j * 4 + 4].copy_from_slice(&acc.to_le_bytes());
+            }
+            for w in Message::split_dma_write(GuestAddr(c_addr + (i * ldc * 4) as u64), &row) {
+                self.t.send(&Message::DmaWrite(w))?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn main() -> ExitCode {
+    let mut endpoint = None;
+    let mut delay_ms = 0u64;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--endpoint" => endpoint = it.next(),
+            "--delay-ms" => delay_ms = it.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+            "--max-cycles" | "--waves" => {
+                it.next();
+            }
+            "--stats" => {}
+            "-h" | "--help" => {
+                println!("{HELP}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("cosim-fake-gemm: unknown argument {other:?}\n\n{HELP}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(endpoint) = endpoint else {
+        eprintln!("cosim-fake-gemm: --endpoint is required\n\n{HELP}");
+        return ExitCode::from(2);
+    };
+    let run = || -> Result<(), TransportError> {
+        let ep = Endpoint::parse(&endpoint)?;
+        let t = ZmqTransport::open(&ep, Side::Device, &ZmqOptions::default())?;
+        eprintln!("cosim-sim: ready endpoint={endpoint}");
+        let mut dev = Dev {
+            t,
+            regs: Regs::default(),
+            live: Liveness::new(),
+            instance: liveness::random_id(),
+            session: false,
+            next_tag: 1,
+            delay: Duration::from_millis(delay_ms),
+        };
+        loop {
+            dev.step(Duration::from_millis(20))?;
+        }
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cosim-fake-gemm: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
