@@ -1,8 +1,8 @@
 # Foundation tier: protocol codec (golden bytes, malformed input, property tests) and the
 # ZeroMQ transport between two real processes (ipc and tcp, both start orders, restarts).
 
-.PHONY: test-protocol bench-transport fuzz
-TEST_TIERS += test-protocol
+.PHONY: test-protocol bench-transport fuzz fuzz-smoke
+TEST_TIERS += test-protocol fuzz-smoke
 BENCHES    += bench-transport
 
 test-protocol: deps
@@ -15,4 +15,8 @@ bench-transport: deps
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	cd $(ROOT)/protocol/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
+	cd $(ROOT)/protocol/fuzz && mkdir -p corpus/decode && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode corpus/decode seeds -- -max_total_time=$(FUZZ_SECONDS)
+
+# A short fuzzing run as part of `make test`: any crash fails the tier.
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
