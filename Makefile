@@ -29,7 +29,9 @@ build: deps
 test-unit: deps
 	$(CARGO) test --release --workspace --lib --bins
 
--include $(ROOT)/mk/*.mk
+# Parts in dependency order (their test tiers run in this order).
+PARTS := foundation hdl gemm qemu guest e2e
+-include $(foreach p,$(PARTS),$(ROOT)/mk/$(p).mk)
 
 clean:
 	rm -rf $(BUILD)
