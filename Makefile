@@ -18,7 +18,7 @@ help:
 	@echo "  make demo    install what is missing, build everything, run GEMMs on the RTL from a guest"
 	@echo "  make test    install what is missing, run every test tier (unit, integration, end-to-end)"
 	@echo
-	@echo "  parts:       make deps | build | qemu | sim | guest | bench | clean"
+	@echo "  parts:       make deps | build | qemu | sim-gemm | guest | bench | fuzz | dual | clean"
 
 deps:
 	@$(ROOT)/scripts/install-deps.sh
@@ -40,3 +40,7 @@ clean:
 # Test tiers: each mk/<part>.mk appends its tier target to TEST_TIERS (in dependency order).
 test: deps test-unit $(TEST_TIERS)
 	@echo "make test: all tiers passed: test-unit $(TEST_TIERS)"
+
+# Benchmarks: each part appends its bench target to BENCHES; results go to docs/benchmarks.md.
+.PHONY: bench
+bench: deps $(BENCHES)

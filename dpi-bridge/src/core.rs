@@ -133,7 +133,11 @@ pub struct EpCore {
     reset_pending: bool,
     goodbye: bool,
     warned_disconnected: bool,
+    serial_backlog: Vec<u8>,
 }
+
+/// Serial bytes kept while no host is connected.
+const SERIAL_BACKLOG: usize = 64 * 1024;
 
 impl EpCore {
     pub(crate) fn new(cfg: EpConfig, link: SimLink, stats: Arc<SharedStats>) -> Self {
@@ -157,6 +161,7 @@ impl EpCore {
             reset_pending: false,
             goodbye: false,
             warned_disconnected: false,
+            serial_backlog: Vec::new(),
         }
     }
 
@@ -172,6 +177,13 @@ impl EpCore {
 
     fn send(&mut self, m: Message) {
         if !self.connected {
+            if let Message::Serial(b) = m {
+                // Console output before the host connects is kept (like a chardev log), up to a limit.
+                self.serial_backlog.extend(b);
+                let excess = self.serial_backlog.len().saturating_sub(SERIAL_BACKLOG);
+                self.serial_backlog.drain(..excess);
+                return;
+            }
             if !self.warned_disconnected {
                 tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name,
                     "no host session: device-to-host traffic is dropped until QEMU (or the host model) connects");
@@ -256,6 +268,10 @@ impl EpCore {
             ToSim::NewSession => {
                 self.connected = true;
                 self.warned_disconnected = false;
+                let backlog = std::mem::take(&mut self.serial_backlog);
+                for c in backlog.chunks(MAX_SERIAL_LEN) {
+                    self.send(Message::Serial(c.to_vec()));
+                }
                 self.mmio_q.clear();
                 if let Some(c) = &mut self.cur_read {
                     c.stale = true;
@@ -269,6 +285,10 @@ impl EpCore {
             ToSim::HostBack => {
                 self.connected = true;
                 self.warned_disconnected = false;
+                let backlog = std::mem::take(&mut self.serial_backlog);
+                for c in backlog.chunks(MAX_SERIAL_LEN) {
+                    self.send(Message::Serial(c.to_vec()));
+                }
             }
             ToSim::Goodbye => {
                 self.goodbye = true;

@@ -143,7 +143,8 @@ module cosim_pcie_ep #(
     int vectors;
     int unsigned vendor, device, ssvid, ssid, cls, rev;
     ep = ENDPOINT;
-    inst = $sformatf("%m");
+    inst = $sformatf("%m");               // "<instance>.open": drop the block name
+    inst = inst.substr(0, inst.len() - 6);
     vendor = 32'(VENDOR_ID); device = 32'(DEVICE_ID); ssvid = 32'(SUBSYS_VENDOR_ID);
     ssid = 32'(SUBSYS_ID); cls = 32'(CLASS_CODE); rev = 32'(REVISION);
     vectors = MSIX_VECTORS;
