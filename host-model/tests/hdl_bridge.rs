@@ -1,0 +1,441 @@
+//! Host model against the real Verilator simulation of the bridge's test design
+//! (`hdl/test/cosim_test_top.sv`, built by `make sim-test`). Every wait has a timeout.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use cosim_host_model::{
+    free_tcp_endpoint, sim_binary, temp_endpoint, GoodbyeReason, HostError, HostModel, SimOptions, SimProcess, Status,
+};
+
+const T: Duration = Duration::from_secs(20);
+
+// BAR0 registers of cosim_test_dev.
+const ID: u64 = 0x000;
+const SCRATCH0: u64 = 0x008;
+const DMA_SRC: u64 = 0x100;
+const DMA_DST: u64 = 0x108;
+const DMA_LEN: u64 = 0x110;
+const DMA_CTRL: u64 = 0x118;
+const DMA_STATUS: u64 = 0x120;
+const IRQ_TRIGGER: u64 = 0x128;
+const COUNTERS: u64 = 0x130;
+const STALL: u64 = 0x140;
+const SLOW: u64 = 0x148;
+const SLVERR: u64 = 0xfe0;
+
+struct Rig {
+    sim: SimProcess,
+    host: HostModel,
+    _dir: tempfile::TempDir,
+}
+
+fn start_with(args: &[&str], tcp: bool) -> Result<Rig> {
+    let bin = sim_binary("cosim_test_top", "sim-test")?;
+    let (dir, mut ep) = temp_endpoint("dev0")?;
+    if tcp {
+        ep = free_tcp_endpoint()?;
+    }
+    let log = dir.path().join("sim.log");
+    let sim = SimProcess::spawn_with(
+        &bin,
+        &ep,
+        SimOptions {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log: Some(log),
+            ready_timeout: T,
+            ..Default::default()
+        },
+    )?;
+    let host = HostModel::connect(&ep, T).with_context(|| format!("connect; sim log:\n{}", sim.log()))?;
+    Ok(Rig { sim, host, _dir: dir })
+}
+
+fn start() -> Result<Rig> {
+    start_with(&[], false)
+}
+
+/// A deterministic byte pattern (xorshift), different per seed.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn mask(size: u8) -> u64 {
+    if size == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * size)) - 1
+    }
+}
+
+/// Writes and reads back every access size at every legal offset of a 16-byte window,
+/// checking against a byte-by-byte shadow.
+fn exercise_window(host: &mut HostModel, bar: u8, base: u64, seed: u64) -> Result<()> {
+    let mut shadow = [0u8; 16];
+    for (i, b) in shadow.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    host.write(bar, base, 8, u64::from_le_bytes(shadow[..8].try_into()?))?;
+    host.write(bar, base + 8, 8, u64::from_le_bytes(shadow[8..].try_into()?))?;
+    let vals = pattern(seed, 256);
+    let mut k = 0;
+    for size in [1u8, 2, 4, 8] {
+        for off in (0..16u64).filter(|o| o % u64::from(size) == 0) {
+            let v = u64::from_le_bytes(vals[k..k + 8].try_into()?) & mask(size);
+            k = (k + 3) % 200;
+            host.write(bar, base + off, size, v)?;
+            for j in 0..size as usize {
+                shadow[off as usize + j] = (v >> (8 * j)) as u8;
+            }
+            for rsize in [1u8, 2, 4, 8] {
+                for roff in (0..16u64).filter(|o| o % u64::from(rsize) == 0) {
+                    let got = host.read(bar, base + roff, rsize)?;
+                    let mut want = 0u64;
+                    for j in 0..rsize as usize {
+                        want |= u64::from(shadow[roff as usize + j]) << (8 * j);
+                    }
+                    ensure!(
+                        got == want,
+                        "BAR{bar} {:#x}: wrote {size}B {v:#x} at +{off}; read {rsize}B at +{roff} gave {got:#x}, want {want:#x}",
+                        base
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn registers_every_size_on_two_bars() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    ensure!(h.config().device_id == 0x7e57 && h.config().vendor_id == 0x1ded, "config {:?}", h.config());
+    ensure!(h.read(0, ID, 8)? == 0x7e57_0001_c051_0001);
+    ensure!(h.read(0, ID + 4, 4)? == 0x7e57_0001);
+    ensure!(h.read(0, ID + 6, 2)? == 0x7e57);
+    // BAR0: SCRATCH0..1 are two adjacent 64-bit registers.
+    exercise_window(h, 0, SCRATCH0, 1)?;
+    // BAR1: RAM, at two places.
+    exercise_window(h, 1, 0x0, 2)?;
+    exercise_window(h, 1, 0xff0, 3)?;
+    // Unaligned accesses inside 8 bytes are carried with the right lanes and strobes.
+    h.write(1, 0x100, 8, 0)?;
+    h.write(1, 0x103, 2, 0xbbaa)?;
+    h.write(1, 0x101, 1, 0x11)?;
+    ensure!(h.read(1, 0x100, 8)? == 0x0000_00bb_aa00_1100, "{:#x}", h.read(1, 0x100, 8)?);
+    ensure!(h.read(1, 0x103, 4)? == 0x0000_bbaa);
+    let s = h.stats();
+    ensure!(s.mmio_reads > 100 && s.mmio_writes > 50, "{s:?}");
+    Ok(())
+}
+
+#[test]
+fn registers_over_tcp() -> Result<()> {
+    let mut r = start_with(&[], true)?;
+    exercise_window(&mut r.host, 0, SCRATCH0, 7)?;
+    ensure!(r.host.read(0, ID, 8)? == 0x7e57_0001_c051_0001);
+    Ok(())
+}
+
+fn copy(h: &mut HostModel, src: u64, dst: u64, len: u64, max_beats: u64, vector: u64) -> Result<()> {
+    h.write(0, DMA_SRC, 8, src)?;
+    h.write(0, DMA_DST, 8, dst)?;
+    h.write(0, DMA_LEN, 8, len | (max_beats << 32))?;
+    h.write(0, DMA_CTRL, 4, 0b11 | (vector << 16))?;
+    h.wait_irq(vector as u16, T).context("copy completion interrupt")?;
+    let st = h.read(0, DMA_STATUS, 8)?;
+    ensure!(st & 0b111 == 0b010, "status {st:#x} after copy {src:#x} -> {dst:#x} len {len}");
+    Ok(())
+}
+
+#[test]
+fn dma_copies_of_odd_lengths_and_alignments() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    let cases: &[(u64, u64, u64, u64)] = &[
+        // (src offset, dst offset, len, max beats)
+        (0, 0, 8, 16),
+        (0, 0, 1, 16),
+        (3, 5, 1, 16),
+        (1, 6, 3, 16),
+        (7, 1, 9, 16),
+        (5, 2, 13, 1),
+        (0, 3, 64, 4),
+        (6, 7, 255, 16),
+        (2, 0, 1000, 256),
+        (4, 1, 3333, 16),
+        (0, 0, 4096, 256),
+        (1, 7, 4095, 8),
+    ];
+    for (i, &(so, do_, len, beats)) in cases.iter().enumerate() {
+        let src = 0x10_0000 + 0x1_0000 * i as u64 + so;
+        let dst = 0x80_0000 + 0x1_0000 * i as u64 + do_;
+        let data = pattern(100 + i as u64, len as usize);
+        h.mem().write_bytes(src, &data);
+        // Guard bytes around the destination must survive (partial strobes).
+        h.mem().fill(dst - 16, len as usize + 32, 0xee);
+        copy(h, src, dst, len, beats, (i % 8) as u64)?;
+        let got = h.mem().read_bytes(dst - 16, len as usize + 32);
+        for (k, b) in got.iter().enumerate() {
+            let want = if k < 16 || k >= 16 + len as usize { 0xee } else { data[k - 16] };
+            ensure!(*b == want, "case {i} ({so},{do_},{len},{beats}): byte {} at {:#x} is {b:#04x}, want {want:#04x}",
+                k as i64 - 16, dst - 16 + k as u64);
+        }
+    }
+    let total: u64 = cases.iter().map(|c| c.2).sum();
+    let s = h.stats();
+    ensure!(s.dma_write_bytes == total && s.dma_read_bytes >= total, "{s:?}, {total} bytes copied");
+    ensure!(h.read(0, DMA_STATUS, 8)? >> 32 == cases.len() as u64);
+    Ok(())
+}
+
+#[test]
+fn several_outstanding_dma_reads_answered_out_of_order() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    // 512 bytes in 16-beat bursts = 4 bursts; the engine keeps up to 4 in flight. The host
+    // model holds the requests until 4 are outstanding and answers them in reverse order, so
+    // the copy completes only if the bridge had 4 reads outstanding and reordered nothing wrongly.
+    h.hold_dma_reads(4);
+    let data = pattern(9, 512);
+    h.mem().write_bytes(0x4000, &data);
+    copy(h, 0x4000, 0x9000, 512, 16, 5)?;
+    ensure!(h.mem().read_bytes(0x9000, 512) == data, "copied data differs");
+    ensure!(h.stats().dma_reads == 4, "{:?}", h.stats());
+    h.hold_dma_reads(0);
+    Ok(())
+}
+
+#[test]
+fn dma_read_errors_reach_the_design() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    h.mem().add_fault(0x7000..0x7100);
+    h.write(0, DMA_SRC, 8, 0x7000)?;
+    h.write(0, DMA_DST, 8, 0x8000)?;
+    h.write(0, DMA_LEN, 8, 64)?;
+    h.write(0, DMA_CTRL, 4, 0b11 | (2 << 16))?;
+    h.wait_irq(2, T)?;
+    let st = h.read(0, DMA_STATUS, 8)?;
+    ensure!(st & 0b110 == 0b110, "status {st:#x}: ERROR expected after a failed DMA read");
+    Ok(())
+}
+
+#[test]
+fn interrupts_on_several_vectors() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    let order = [3u64, 0, 7, 1, 1, 6, 2, 5, 4];
+    for v in order {
+        h.write(0, IRQ_TRIGGER, 4, v)?;
+    }
+    for v in order {
+        h.wait_irq(v as u16, T)?;
+    }
+    ensure!(h.irq_log() == order.iter().map(|&v| v as u16).collect::<Vec<_>>(), "{:?}", h.irq_log());
+    // A vector the device does not have is dropped with a warning.
+    h.write(0, IRQ_TRIGGER, 4, 9)?;
+    r.sim.wait_log("MSI-X request for a vector the device does not have", T)?;
+    ensure!(h.pending_irqs(9) == 0);
+    Ok(())
+}
+
+#[test]
+fn frames_and_serial_both_ways() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    // The banner was printed before the host connected: the bridge kept it.
+    h.wait_serial(b"cosim test ready\n", T)?;
+    h.send_serial(b"hello, rtl")?;
+    let echo = h.wait_serial(b"hello, rtl", T)?;
+    ensure!(echo == b"hello, rtl", "{echo:?}");
+    let lens = [1usize, 7, 8, 9, 60, 64, 1514, 9000];
+    for (i, &n) in lens.iter().enumerate() {
+        let f = pattern(50 + i as u64, n);
+        h.send_frame(&f)?;
+        let back = h.recv_frame(T)?;
+        ensure!(back == f, "frame of {n} bytes came back as {} bytes (or different)", back.len());
+    }
+    // Several frames queued at once keep their boundaries and order.
+    for i in 0..5u8 {
+        h.send_frame(&vec![i; 20 + i as usize])?;
+    }
+    for i in 0..5u8 {
+        ensure!(h.recv_frame(T)? == vec![i; 20 + i as usize]);
+    }
+    let c = h.read(0, COUNTERS, 8)?;
+    ensure!(c & 0xffff_ffff == lens.len() as u64 + 5, "frames counted {c:#x}");
+    ensure!(c >> 32 == 10, "uart bytes counted {c:#x}");
+    Ok(())
+}
+
+#[test]
+fn mmio_error_responses_and_timeout() -> Result<()> {
+    let mut r = start_with(&["+cosim_mmio_timeout=2000"], false)?;
+    let h = &mut r.host;
+    match h.read(0, SLVERR, 4) {
+        Err(HostError::Completion { status: Status::CompleterAbort, .. }) => {}
+        other => bail!("SLVERR read gave {other:?}"),
+    }
+    // BAR2 has no registers in the design: it answers DECERR.
+    match h.read(2, 0x3000, 4) {
+        Err(HostError::Completion { status: Status::UnsupportedRequest, .. }) => {}
+        other => bail!("DECERR read gave {other:?}"),
+    }
+    // An access that crosses 8 bytes cannot be one beat: rejected with a warning.
+    match h.read(0, SCRATCH0 + 4, 8) {
+        Err(HostError::Completion { status: Status::UnsupportedRequest, .. }) => {}
+        other => bail!("crossing read gave {other:?}"),
+    }
+    r.sim.wait_log("crosses an 8-byte boundary", T)?;
+    // A slow register within the timeout answers; beyond it the read completes with an error.
+    h.write(0, STALL, 4, 100)?;
+    ensure!(h.read(0, SLOW, 4)? == 0x5105);
+    h.write(0, STALL, 4, 50_000)?;
+    let t0 = Instant::now();
+    match h.read(0, SLOW, 4) {
+        Err(HostError::Completion { status: Status::CompleterAbort, .. }) => {}
+        other => bail!("stuck read gave {other:?}"),
+    }
+    ensure!(t0.elapsed() < Duration::from_secs(5));
+    r.sim.wait_log("MMIO read timed out", T)?;
+    // Once the design answers (late), MMIO works again.
+    let deadline = Instant::now() + T;
+    loop {
+        match h.read(0, SCRATCH0, 8) {
+            Ok(_) => break,
+            Err(HostError::Completion { .. }) if Instant::now() < deadline => h.poll(Duration::from_millis(20))?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    h.write(0, STALL, 4, 4)?;
+    h.write(0, SCRATCH0, 8, 0x1234)?;
+    ensure!(h.read(0, SCRATCH0, 8)? == 0x1234);
+    Ok(())
+}
+
+#[test]
+fn malformed_messages_are_reported_and_the_sim_keeps_running() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    h.send_raw(b"garbage!")?;
+    // Valid header, unknown opcode 0x7f.
+    h.send_raw(&[b'C', b'S', 1, 0x7f, 0, 0, 0, 0])?;
+    // An MMIO read with a bad access size (3).
+    let mut bad = vec![b'C', b'S', 1, 0x10, 16, 0, 0, 0];
+    bad.extend_from_slice(&[1, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    h.send_raw(&bad)?;
+    r.sim.wait_log("malformed message from the host dropped", T)?;
+    h.write(0, SCRATCH0, 8, 0xfeed)?;
+    ensure!(h.read(0, SCRATCH0, 8)? == 0xfeed, "sim stopped answering after malformed input");
+    h.goodbye()?;
+    r.sim.wait_exit(T)?;
+    let log = r.sim.log();
+    ensure!(log.contains("malformed=3"), "exit stats should count 3 malformed frames:\n{log}");
+    Ok(())
+}
+
+#[test]
+fn version_mismatch_is_refused() -> Result<()> {
+    let mut r = start()?;
+    // An INIT frame with protocol major 9 in the header.
+    let mut init = vec![b'C', b'S', 9, 0x01, 16, 0, 0, 0];
+    init.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    r.host.send_raw(&init)?;
+    match r.host.poll(Duration::from_secs(2)) {
+        Err(HostError::Goodbye(GoodbyeReason::Refused)) => {}
+        other => bail!("expected GOODBYE(Refused), got {other:?}"),
+    }
+    r.sim.wait_log("host speaks protocol 9.x", T)?;
+    Ok(())
+}
+
+#[test]
+fn sim_killed_mid_transfer_gives_a_clear_error() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    // Keep the copy mid-transfer: hold its reads (never 8 outstanding, so never released).
+    h.hold_dma_reads(8);
+    h.mem().write_bytes(0x1000, &pattern(1, 2048));
+    h.write(0, DMA_SRC, 8, 0x1000)?;
+    h.write(0, DMA_DST, 8, 0x2000)?;
+    h.write(0, DMA_LEN, 8, 2048)?;
+    h.write(0, DMA_CTRL, 4, 0b11)?;
+    h.poll(Duration::from_millis(200))?;
+    r.sim.kill();
+    let t0 = Instant::now();
+    match h.wait_irq(0, T) {
+        Err(HostError::PeerLost { .. }) => {}
+        other => bail!("expected PeerLost, got {other:?}"),
+    }
+    ensure!(t0.elapsed() < Duration::from_secs(4), "took {:?}", t0.elapsed());
+    // Later calls fail at once with the same clear error.
+    let t1 = Instant::now();
+    match h.read(0, ID, 4) {
+        Err(e @ HostError::PeerLost { .. }) => ensure!(e.to_string().contains("lost"), "{e}"),
+        other => bail!("expected PeerLost, got {other:?}"),
+    }
+    ensure!(t1.elapsed() < Duration::from_millis(500));
+    Ok(())
+}
+
+#[test]
+fn reset_restarts_the_design() -> Result<()> {
+    let mut r = start()?;
+    let h = &mut r.host;
+    h.wait_serial(b"ready\n", T)?;
+    h.write(0, SCRATCH0, 8, 0xabcd)?;
+    h.reset()?;
+    h.poll(Duration::from_millis(100))?;
+    ensure!(h.read(0, SCRATCH0, 8)? == 0, "SCRATCH0 survived a reset");
+    h.wait_serial(b"cosim test ready\n", T).context("banner after reset")?;
+    Ok(())
+}
+
+#[test]
+fn goodbye_sigterm_and_waves_end_cleanly() -> Result<()> {
+    // GOODBYE from the host.
+    let mut r = start()?;
+    r.host.write(0, SCRATCH0, 8, 1)?;
+    r.host.goodbye()?;
+    let st = r.sim.wait_exit(T)?;
+    ensure!(st.success(), "{st:?}");
+    let log = r.sim.log();
+    ensure!(log.contains("stopping: host said goodbye") && log.contains("cosim-sim: stats cycles="), "{log}");
+    ensure!(log.matches("cosim-sim: ready endpoint=").count() == 1, "{log}");
+
+    // SIGTERM, with a waveform.
+    let (dir, _) = temp_endpoint("x")?;
+    let fst = dir.path().join("w.fst");
+    let fst_s = fst.display().to_string();
+    let mut r = start_with(&["--waves", &fst_s], false)?;
+    r.host.write(0, SCRATCH0, 8, 2)?;
+    ensure!(r.host.read(0, SCRATCH0, 8)? == 2);
+    let st = r.sim.terminate(T)?;
+    ensure!(st.success(), "{st:?}");
+    let log = r.sim.log();
+    ensure!(log.contains("terminated (SIGTERM)") && log.contains("mmio_reads=1 mmio_writes=1"), "{log}");
+    ensure!(std::fs::metadata(&fst)?.len() > 1000, "waveform {fst_s} is empty");
+    Ok(())
+}
+
+#[test]
+fn max_cycles_and_help() -> Result<()> {
+    let bin = sim_binary("cosim_test_top", "sim-test")?;
+    let out = std::process::Command::new(&bin).arg("--help").output()?;
+    ensure!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--endpoint"));
+    let (_dir, ep) = temp_endpoint("mc")?;
+    let out = std::process::Command::new(&bin).args(["--endpoint", &ep, "--max-cycles", "100000"]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success() && err.contains("stopping: max-cycles reached") && err.contains("cycles=100000 "), "{err}");
+    Ok(())
+}

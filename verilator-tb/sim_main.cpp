@@ -1,0 +1,222 @@
+// cosim simulation main: drives the clock and reset of any top module that instantiates
+// cosim_pcie_ep, until Ctrl-C / SIGTERM, a GOODBYE from the host, $finish or --max-cycles.
+//
+// This translation unit includes Verilator's V<top>__Dpi.h and the cbindgen header of the DPI
+// bridge together, so a prototype mismatch between the SV imports and the Rust exports fails
+// the build. The Makefile generates tb_ports.h (top name, clock and reset port names).
+#include "tb_ports.h"
+
+#include TB_TOP_HEADER
+#include TB_DPI_HEADER
+#include "cosim_dpi_bridge.h"
+
+#include <verilated.h>
+#if VM_TRACE
+#include <verilated_fst_c.h>
+#endif
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+static volatile std::sig_atomic_t g_signal = 0;
+
+static void on_signal(int sig) { g_signal = sig; }
+
+static const char* const kHelp =
+    "usage: %s --endpoint <ipc:///path/name | tcp://host:port> [options] [+plusargs]\n"
+    "\n"
+    "  --endpoint E      base endpoint of the (first) cosim_pcie_ep; same as +cosim_endpoint=E\n"
+    "  --max-cycles N    stop after N clock cycles (default: run until stopped)\n"
+    "  --clock-mhz F     clock frequency for simulated time and waveforms (default 100)\n"
+    "  --waves FILE.fst  write an FST waveform (the model must be built with tracing, the default)\n"
+    "  --stats           also print statistics every 2 s while running\n"
+    "  --no-dpi-poll     do not call the per-clock DPI poll (benchmark baseline only: the host\n"
+    "                    is never served)\n"
+    "  --help            this text\n"
+    "\n"
+    "Plusargs: +cosim_endpoint=E, +cosim_endpoint@<instance>=E, +max_cycles=N, +clock_mhz=F,\n"
+    "+waves=FILE, +cosim_no_dpi_poll, +cosim_mmio_timeout=N and the ID/BAR overrides of\n"
+    "docs/hdl-endpoint.md. Prints 'cosim-sim: ready endpoint=E' on stderr once bound; ends on\n"
+    "Ctrl-C, SIGTERM or a GOODBYE from the host, printing statistics.\n";
+
+struct Options {
+    std::string endpoint;
+    unsigned long long max_cycles = 0;
+    double clock_mhz = 100.0;
+    std::string waves;
+    bool stats = false;
+    bool no_poll = false;
+};
+
+static bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+
+static void print_stats(const char* what, unsigned long long cycles, double wall_s) {
+    CosimSimStats s = cosim_sim_stats();
+    std::fprintf(stderr,
+                 "cosim-sim: %s cycles=%llu wall_s=%.3f cycles_per_s=%.0f mmio_reads=%llu mmio_writes=%llu "
+                 "mmio_errors=%llu dma_reads=%llu dma_read_bytes=%llu dma_writes=%llu dma_write_bytes=%llu "
+                 "irqs=%llu frames_tx=%llu frames_rx=%llu serial_tx=%llu serial_rx=%llu malformed=%llu "
+                 "resets=%llu\n",
+                 what, cycles, wall_s, wall_s > 0 ? cycles / wall_s : 0.0, (unsigned long long)s.mmio_reads,
+                 (unsigned long long)s.mmio_writes, (unsigned long long)s.mmio_errors,
+                 (unsigned long long)s.dma_reads, (unsigned long long)s.dma_read_bytes,
+                 (unsigned long long)s.dma_writes, (unsigned long long)s.dma_write_bytes,
+                 (unsigned long long)s.irqs, (unsigned long long)s.frames_tx, (unsigned long long)s.frames_rx,
+                 (unsigned long long)s.serial_tx, (unsigned long long)s.serial_rx,
+                 (unsigned long long)s.malformed, (unsigned long long)s.resets);
+}
+
+int main(int argc, char** argv) {
+    Options o;
+    std::vector<std::string> vargs{argv[0]};
+    auto need = [&](int& i, const char* flag) -> std::string {
+        if (i + 1 >= argc) {
+            std::fprintf(stderr, "cosim-sim: %s needs a value (see --help)\n", flag);
+            std::exit(2);
+        }
+        return argv[++i];
+    };
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (a == "--help" || a == "-h") {
+            std::printf(kHelp, argv[0]);
+            return 0;
+        } else if (a == "--endpoint") {
+            o.endpoint = need(i, "--endpoint");
+        } else if (a == "--max-cycles") {
+            o.max_cycles = std::strtoull(need(i, "--max-cycles").c_str(), nullptr, 0);
+        } else if (a == "--clock-mhz") {
+            o.clock_mhz = std::atof(need(i, "--clock-mhz").c_str());
+        } else if (a == "--waves") {
+            o.waves = need(i, "--waves");
+        } else if (a == "--stats") {
+            o.stats = true;
+        } else if (a == "--no-dpi-poll") {
+            o.no_poll = true;
+        } else if (starts_with(a, "+max_cycles=")) {
+            o.max_cycles = std::strtoull(a.c_str() + 12, nullptr, 0);
+        } else if (starts_with(a, "+clock_mhz=")) {
+            o.clock_mhz = std::atof(a.c_str() + 11);
+        } else if (starts_with(a, "+waves=")) {
+            o.waves = a.substr(7);
+        } else if (starts_with(a, "+cosim_endpoint=")) {
+            o.endpoint = a.substr(16);
+        } else if (starts_with(a, "+")) {
+            vargs.push_back(a);
+        } else {
+            std::fprintf(stderr, "cosim-sim: unknown argument '%s' (see --help)\n", a.c_str());
+            return 2;
+        }
+    }
+    if (!(o.clock_mhz > 0)) {
+        std::fprintf(stderr, "cosim-sim: --clock-mhz must be positive\n");
+        return 2;
+    }
+    if (!o.endpoint.empty()) vargs.push_back("+cosim_endpoint=" + o.endpoint);
+    if (o.no_poll) vargs.push_back("+cosim_no_dpi_poll");
+    std::vector<const char*> cargs;
+    for (auto& s : vargs) cargs.push_back(s.c_str());
+
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C kills at once
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+
+    auto ctx = std::make_unique<VerilatedContext>();
+    ctx->commandArgs(static_cast<int>(cargs.size()), cargs.data());
+    ctx->timeunit(-12);
+    ctx->timeprecision(-12);
+#if VM_TRACE
+    if (!o.waves.empty()) ctx->traceEverOn(true);
+#endif
+    auto top = std::make_unique<TB_TOP>(ctx.get(), "TOP");
+#if VM_TRACE
+    std::unique_ptr<VerilatedFstC> tfp;
+    if (!o.waves.empty()) {
+        tfp = std::make_unique<VerilatedFstC>();
+        top->trace(tfp.get(), 99);
+        tfp->open(o.waves.c_str());
+    }
+#else
+    if (!o.waves.empty()) {
+        std::fprintf(stderr, "cosim-sim: this model was built without tracing (WAVES=0); --waves ignored\n");
+    }
+#endif
+    const uint64_t half_ps = static_cast<uint64_t>(1e6 / (2.0 * o.clock_mhz) + 0.5);
+
+    // Time 0: initial blocks run here; every cosim_pcie_ep binds its endpoint.
+    top->TB_CLK = 0;
+    top->TB_RSTN = 0;
+    top->eval();
+    if (ctx->gotFinish()) {
+        std::fprintf(stderr, "cosim-sim: the design finished during initialisation\n");
+        return 1;
+    }
+    char eps[4096];
+    if (cosim_sim_endpoints(eps, sizeof eps) == 0) {
+        std::fprintf(stderr, "cosim-sim: no cosim_pcie_ep endpoint was started by the design\n");
+        return 1;
+    }
+    std::fprintf(stderr, "cosim-sim: ready endpoint=%s\n", eps);
+    std::fflush(stderr);
+
+    const unsigned kResetCycles = 16;
+    unsigned long long cycles = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    auto next_report = t0 + std::chrono::seconds(2);
+    const char* why = "max-cycles reached";
+    for (;;) {
+        if ((cycles & 1023) == 0) {
+            if (g_signal) {
+                why = g_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)";
+                break;
+            }
+            if (cosim_sim_stop_requested()) {
+                why = "host said goodbye";
+                break;
+            }
+            if (o.stats && (cycles & 0xfffff) == 0) {
+                auto now = std::chrono::steady_clock::now();
+                if (now >= next_report) {
+                    print_stats("progress", cycles, std::chrono::duration<double>(now - t0).count());
+                    next_report = now + std::chrono::seconds(2);
+                }
+            }
+        }
+        if (o.max_cycles && cycles >= o.max_cycles) break;
+        if (ctx->gotFinish()) {
+            why = "$finish";
+            break;
+        }
+        if (cycles == kResetCycles) top->TB_RSTN = 1;
+        top->TB_CLK = 1;
+        top->eval();
+#if VM_TRACE
+        if (tfp) tfp->dump(ctx->time());
+#endif
+        ctx->timeInc(half_ps);
+        top->TB_CLK = 0;
+        top->eval();
+#if VM_TRACE
+        if (tfp) tfp->dump(ctx->time());
+#endif
+        ctx->timeInc(half_ps);
+        cycles++;
+    }
+    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "cosim-sim: stopping: %s\n", why);
+    top->final();  // final blocks: every endpoint says goodbye and closes
+#if VM_TRACE
+    if (tfp) tfp->close();
+#endif
+    print_stats("stats", cycles, wall);
+    return 0;
+}
