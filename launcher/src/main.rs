@@ -346,6 +346,13 @@ impl Run {
 
     fn context_for(&self, stage: &str) -> String {
         let mut s = String::new();
+        if stage == "sim start" {
+            for (i, t) in self.sim_tails.iter().enumerate() {
+                if !self.sim_ready[i] {
+                    s.push_str(&format!("; simulation {i} is not ready; its last lines:\n  {}", t.join("\n  ")));
+                }
+            }
+        }
         if !self.qemu_stderr_tail.is_empty() {
             s.push_str(&format!("; QEMU stderr:\n  {}", self.qemu_stderr_tail.join("\n  ")));
         }
