@@ -20,10 +20,10 @@ GEMM_CARGO_TEST := $(CARGO) test --release -p cosim-host-model
 
 sim-gemm: $(GEMM_SIM_DIR)/sim
 
+# verilator-tb adds the endpoint shell's sources itself.
 $(GEMM_SIM_DIR)/sim: $(GEMM_EP_SRC) $(GEMM_CORE_SRC) $(GEMM_TOP_SRC) $(wildcard $(ROOT)/verilator-tb/*) \
-                     $(wildcard $(ROOT)/dpi-bridge/src/*.rs)
-	$(MAKE) -C $(ROOT)/verilator-tb TOP=gemm_top SOURCES="$(GEMM_EP_SRC) $(GEMM_CORE_SRC) $(GEMM_TOP_SRC)" \
-	    OUT=$(GEMM_SIM_DIR)
+                     $(wildcard $(ROOT)/dpi-bridge/src/*.rs) $(ROOT)/dpi-bridge/build.rs
+	$(MAKE) -C $(ROOT)/verilator-tb TOP=gemm_top SOURCES="$(GEMM_CORE_SRC) $(GEMM_TOP_SRC)" OUT=$(GEMM_SIM_DIR)
 
 # Lint: the accelerator alone (-Wall, no waivers), and gemm_top with the shell, where only
 # warnings in hdl/gemm_accel count (the shell is linted by its own part).
@@ -45,10 +45,11 @@ $(GEMM_TB_DIR)/tb_gemm_accel: $(GEMM_CORE_SRC) $(GEMM_DIR)/tb/tb_gemm_accel.cpp
 tb-gemm: $(GEMM_TB_DIR)/tb_gemm_accel
 	$(GEMM_TB_DIR)/tb_gemm_accel $(GEMM_TB_SEED)
 
-test-gemm: lint-gemm tb-gemm sim-gemm
+test-gemm: deps lint-gemm tb-gemm sim-gemm
 	$(GEMM_CARGO_TEST) --test gemm -- --test-threads=1 --nocapture
 
-bench-gemm: sim-gemm
+bench-gemm: deps sim-gemm
 	$(GEMM_CARGO_TEST) --test gemm_bench -- --ignored --nocapture --test-threads=1
 
 TEST_TIERS += test-gemm
+BENCHES    += bench-gemm
