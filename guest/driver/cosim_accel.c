@@ -79,7 +79,7 @@
 /* How often a waiting job re-checks that the device still answers. */
 #define LIVENESS_SLICE_MS 500
 
-static unsigned int timeout_ms = 30000;
+static unsigned int timeout_ms = 120000;
 module_param(timeout_ms, uint, 0644);
 MODULE_PARM_DESC(timeout_ms, "default GEMM job timeout in milliseconds (per-job override in the ioctl)");
 

@@ -39,7 +39,10 @@ const DEFAULT_RUN: &str = "gemm --m 64 --n 64 --k 64 --seed 1 --check";
 fn default_build() -> PathBuf {
     std::env::var_os("COSIM_BUILD")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("build"))
+        .unwrap_or_else(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            root.canonicalize().unwrap_or(root).join("build")
+        })
 }
 
 #[derive(Parser, Debug)]
