@@ -330,7 +330,7 @@ impl EpCore {
         let n = size.bytes() as u64;
         let reject = if !desc.present() {
             Some("BAR is absent")
-        } else if offset.checked_add(n).map_or(true, |e| e > desc.size) {
+        } else if offset.checked_add(n).filter(|&e| e <= desc.size).is_none() {
             Some("access beyond the end of the BAR")
         } else if (offset & 7) + n > 8 {
             Some("access crosses an 8-byte boundary (the 64-bit AXI bus cannot carry it in one beat)")
@@ -774,7 +774,7 @@ mod tests {
     fn nic_and_uart_streams() {
         let (mut c, io) = core();
         c.nic_tx(0x0807_0605_0403_0201, 0xff, false);
-        c.nic_tx(0x0b0a_09, 0x07, true);
+        c.nic_tx(0x000b_0a09, 0x07, true);
         c.uart_tx(b'h');
         c.uart_tx(b'i');
         c.tick();

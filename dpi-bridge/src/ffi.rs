@@ -19,7 +19,7 @@ use crate::registry::{self, CosimSimStats};
 use crate::{Ep, EpBuilder};
 
 enum State {
-    Building(EpBuilder),
+    Building(Box<EpBuilder>),
     Running(Box<Ep>),
     Failed,
 }
@@ -92,7 +92,7 @@ pub unsafe extern "C" fn cosim_ep_new(name: *const c_char, endpoint: *const c_ch
     // SAFETY: forwarded caller guarantee.
     let (name, endpoint) = unsafe { (cstr(name), cstr(endpoint)) };
     let b = EpBuilder::new(&name, &endpoint);
-    Box::into_raw(Box::new(Handle { state: State::Building(b) })) as *mut c_void
+    Box::into_raw(Box::new(Handle { state: State::Building(Box::new(b)) })) as *mut c_void
 }
 
 /// PCI identity. Returns 0, or -1 if a value is out of range.

@@ -273,7 +273,7 @@ impl HostModel {
         if !desc.present() {
             return Err(HostError::BadAccess { bar, offset, size, reason: "BAR is absent" });
         }
-        if offset.checked_add(u64::from(size)).map_or(true, |end| end > desc.size) {
+        if offset.checked_add(u64::from(size)).filter(|&end| end <= desc.size).is_none() {
             return Err(HostError::BadAccess { bar, offset, size, reason: "beyond the end of the BAR" });
         }
         Ok((b, s))
