@@ -524,3 +524,26 @@ fn gemm_nic_frame_echo() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn gemm_reset_during_a_job() -> Result<()> {
+    let mut rng = seeded("gemm_reset_during_a_job");
+    let mut d = start()?;
+    let big = Job::packed(256, 256, 256);
+    d.fill(&big, &mut rng);
+    d.program(&big)?;
+    d.wr(CTRL, CTRL_START | CTRL_IRQ_EN)?;
+    ensure!(d.rd(STATUS)? & ST_BUSY != 0, "job not running");
+    d.host.poll(Duration::from_millis(20))?;
+    // A host Reset aborts the job: registers return to their reset values, no interrupt.
+    d.host.reset()?;
+    d.host.wait_serial(BANNER, Duration::from_secs(10)).context("banner after the reset")?;
+    ensure!(d.rd(STATUS)? == 0, "STATUS after a reset during a job: {:#x}", d.rd(STATUS)?);
+    ensure!(d.rd(REG_M)? == 0 && d.rd(JOBS_DONE)? == 0, "job registers after reset");
+    d.host.poll(Duration::from_millis(100))?;
+    ensure!(d.host.pending_irqs(0) == 0, "interrupt from the aborted job");
+    // The engine works normally afterwards.
+    d.gemm(&Job::packed(20, 30, 40), &mut rng).context("job after a reset")?;
+    Ok(())
+}
+
