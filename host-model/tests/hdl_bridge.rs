@@ -439,3 +439,33 @@ fn max_cycles_and_help() -> Result<()> {
     ensure!(out.status.success() && err.contains("stopping: max-cycles reached") && err.contains("cycles=100000 "), "{err}");
     Ok(())
 }
+
+#[test]
+fn two_endpoints_in_one_simulation() -> Result<()> {
+    let bin = sim_binary("cosim_test_dual", "sim-test")?;
+    let (dir, ep0) = temp_endpoint("dev0")?;
+    let ep1 = format!("ipc://{}/dev1", dir.path().display());
+    let per_instance = format!("+cosim_endpoint@TOP.cosim_test_dual.dev1.u_ep={ep1}");
+    let sim = SimProcess::spawn(&bin, &ep0, &[&per_instance], T)?;
+    ensure!(sim.log().contains(&format!("cosim-sim: ready endpoint={ep0},{ep1}")), "{}", sim.log());
+    let mut h0 = HostModel::connect(&ep0, T)?;
+    let mut h1 = HostModel::connect(&ep1, T)?;
+    h0.write(0, SCRATCH0, 8, 0xaaaa)?;
+    h1.write(0, SCRATCH0, 8, 0xbbbb)?;
+    ensure!(h0.read(0, SCRATCH0, 8)? == 0xaaaa && h1.read(0, SCRATCH0, 8)? == 0xbbbb, "instances share state");
+    // A copy on each device, each with its own guest memory and interrupt.
+    let (a, b) = (pattern(11, 777), pattern(12, 333));
+    h0.mem().write_bytes(0x1000, &a);
+    h1.mem().write_bytes(0x1000, &b);
+    for (h, len, vec) in [(&mut h0, 777u64, 1u64), (&mut h1, 333, 2)] {
+        h.write(0, DMA_SRC, 8, 0x1000)?;
+        h.write(0, DMA_DST, 8, 0x3003)?;
+        h.write(0, DMA_LEN, 8, len)?;
+        h.write(0, DMA_CTRL, 4, 0b11 | (vec << 16))?;
+    }
+    h0.wait_irq(1, T)?;
+    h1.wait_irq(2, T)?;
+    ensure!(h0.mem().read_bytes(0x3003, 777) == a && h1.mem().read_bytes(0x3003, 333) == b);
+    ensure!(h0.irq_log() == [1] && h1.irq_log() == [2], "{:?} {:?}", h0.irq_log(), h1.irq_log());
+    Ok(())
+}
