@@ -1,0 +1,25 @@
+# QEMU side (issue 5): patched qemu-system-x86_64 with the accelerator-pcie device, qtest tests,
+# and the MMIO round-trip benchmark. Owner: QEMU device part. Docs: docs/qemu-device.md.
+#
+#   make qemu         build (or relink) $(BUILD)/qemu/qemu-system-x86_64 (cached in $(COSIM_CACHE)/qemu)
+#   make test-qemu    unit tests of the device logic + qtest tests against a scripted fake HDL peer
+#   make bench-qemu   MMIO read round trip through QEMU vs raw ZeroMQ ping-pong
+
+QEMU_BIN := $(BUILD)/qemu/qemu-system-x86_64
+# Firmware directories for running the self-built QEMU (seabios, qemu-system-data, ipxe-qemu).
+QEMU_FIRMWARE := /usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu
+export COSIM_QEMU := $(QEMU_BIN)
+
+.PHONY: qemu test-qemu bench-qemu
+TEST_TIERS += test-qemu
+BENCHES    += bench-qemu
+
+# Always runs the script: it is incremental (cargo + ninja), a no-op rebuild takes seconds.
+qemu: deps
+	$(ROOT)/scripts/build-qemu.sh --out $(BUILD)/qemu
+
+test-qemu: qemu
+	$(CARGO) test --release -p cosim-qemu-device -- --test-threads=2
+
+bench-qemu: qemu
+	$(CARGO) bench -p cosim-qemu-device --bench qemu_mmio

@@ -1,0 +1,498 @@
+//! The C ABI used by `c/accelerator-pcie.c` (header `cosim_qemu_device.h`, made by cbindgen).
+//!
+//! Conventions: one opaque handle per device (`cosim_device_new` / `cosim_device_free`); inputs
+//! before outputs; every buffer is followed by its length; every function checks its pointers,
+//! catches panics and returns a [`CosimStatus`], so a bug here never aborts QEMU. QEMU calls
+//! everything with its big lock held, from one thread at a time; a call that re-enters the same
+//! device while it is busy (for example a NIC loopback during a DMA) gets [`CosimStatus::Busy`].
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use cosim_protocol::{AccessSize, BarIndex, Caps, GuestAddr, NUM_BARS};
+use cosim_transport::{Endpoint, Side, ZmqOptions, ZmqTransport};
+
+use crate::host::{DeviceOptions, HostDevice};
+use crate::ops::{DmaError, QemuOps};
+
+/// BAR flag: I/O space.
+pub const COSIM_BAR_FLAG_IO: u8 = 1;
+/// BAR flag: 64-bit memory BAR.
+pub const COSIM_BAR_FLAG_MEM64: u8 = 2;
+/// BAR flag: prefetchable.
+pub const COSIM_BAR_FLAG_PREFETCH: u8 = 4;
+/// Number of BAR slots in [`CosimDeviceInfo`].
+pub const COSIM_NUM_BARS: usize = 6;
+/// Default INIT / MMIO read timeout when `timeout_ms` is 0.
+pub const COSIM_DEFAULT_TIMEOUT_MS: u32 = 5000;
+
+/// Result of every call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CosimStatus {
+    /// Done.
+    Ok = 0,
+    /// A required pointer was NULL.
+    NullPointer = 1,
+    /// An argument is out of range (BAR index, access size, string encoding).
+    InvalidArgument = 2,
+    /// The device is inside another call (re-entry); nothing was done.
+    Busy = 3,
+    /// A bug: the Rust code panicked; nothing was done.
+    Panic = 4,
+    /// The device could not be created (see the error text).
+    Failed = 5,
+}
+
+/// Inputs of [`cosim_device_new`] (QEMU's properties).
+#[repr(C)]
+#[derive(Debug)]
+pub struct CosimDeviceParams {
+    /// Device name for messages (the `id=`), may be NULL.
+    pub name: *const c_char,
+    /// `endpoint=`: `ipc:///dir/name`, a path, or `tcp://host[:port]`.
+    pub endpoint: *const c_char,
+    /// `port=`: base TCP port for a tcp endpoint without a port (0: use `COSIM_PORT`).
+    pub port: u32,
+    /// `timeout-ms=`: INIT and MMIO read timeout (0: [`COSIM_DEFAULT_TIMEOUT_MS`]).
+    pub timeout_ms: u32,
+    /// A netdev is attached.
+    pub has_nic: bool,
+    /// A chardev is attached.
+    pub has_serial: bool,
+}
+
+/// The HDL's configuration, as QEMU needs it to build the PCI function.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct CosimDeviceInfo {
+    /// PCI vendor ID.
+    pub vendor_id: u16,
+    /// PCI device ID.
+    pub device_id: u16,
+    /// Subsystem vendor ID.
+    pub subsystem_vendor_id: u16,
+    /// Subsystem ID.
+    pub subsystem_id: u16,
+    /// Class code (base << 16 | sub << 8 | prog-if).
+    pub class_code: u32,
+    /// Revision ID.
+    pub revision: u8,
+    /// BAR sizes (0: absent).
+    pub bar_size: [u64; COSIM_NUM_BARS],
+    /// BAR flags (`COSIM_BAR_FLAG_*`).
+    pub bar_flags: [u8; COSIM_NUM_BARS],
+    /// MSI-X vectors (0: no MSI-X).
+    pub msix_vectors: u16,
+    /// BAR holding the MSI-X table.
+    pub msix_table_bar: u8,
+    /// Offset of the MSI-X table in its BAR.
+    pub msix_table_offset: u32,
+    /// BAR holding the PBA.
+    pub msix_pba_bar: u8,
+    /// Offset of the PBA in its BAR.
+    pub msix_pba_offset: u32,
+    /// Capability bits the HDL announced.
+    pub peer_caps: u32,
+}
+
+/// QEMU services, called with the big lock held. `opaque` is passed back to each.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CosimQemuCallbacks {
+    /// Passed to every callback.
+    pub opaque: *mut c_void,
+    /// `pci_dma_read`; returns true on success.
+    pub dma_read: Option<unsafe extern "C" fn(opaque: *mut c_void, addr: u64, buf: *mut u8, len: usize) -> bool>,
+    /// `pci_dma_write`; returns true on success.
+    pub dma_write: Option<unsafe extern "C" fn(opaque: *mut c_void, addr: u64, buf: *const u8, len: usize) -> bool>,
+    /// `msix_notify`.
+    pub msix_notify: Option<unsafe extern "C" fn(opaque: *mut c_void, vector: u16)>,
+    /// Frame to the netdev.
+    pub nic_send: Option<unsafe extern "C" fn(opaque: *mut c_void, buf: *const u8, len: usize)>,
+    /// Bytes to the chardev.
+    pub serial_write: Option<unsafe extern "C" fn(opaque: *mut c_void, buf: *const u8, len: usize)>,
+    /// Schedule `cosim_device_poll` from the main loop (a bottom half).
+    pub schedule_poll: Option<unsafe extern "C" fn(opaque: *mut c_void)>,
+}
+
+/// The C callback table as a [`QemuOps`].
+struct CCallbacks(CosimQemuCallbacks);
+
+// SAFETY: QEMU calls the device only under its big lock, one thread at a time; the callbacks
+// and `opaque` are only used from inside those calls.
+unsafe impl Send for CCallbacks {}
+
+impl QemuOps for CCallbacks {
+    fn dma_read(&mut self, addr: GuestAddr, buf: &mut [u8]) -> Result<(), DmaError> {
+        let f = self.0.dma_read.ok_or(DmaError { addr, len: buf.len() })?;
+        // SAFETY: `buf` is valid for `buf.len()` writable bytes; the callback contract (header)
+        // is to write at most `len` bytes and not keep the pointer.
+        let ok = unsafe { f(self.0.opaque, addr.0, buf.as_mut_ptr(), buf.len()) };
+        if ok { Ok(()) } else { Err(DmaError { addr, len: buf.len() }) }
+    }
+
+    fn dma_write(&mut self, addr: GuestAddr, data: &[u8]) -> Result<(), DmaError> {
+        let f = self.0.dma_write.ok_or(DmaError { addr, len: data.len() })?;
+        // SAFETY: `data` is valid for `data.len()` bytes for the duration of the call.
+        let ok = unsafe { f(self.0.opaque, addr.0, data.as_ptr(), data.len()) };
+        if ok { Ok(()) } else { Err(DmaError { addr, len: data.len() }) }
+    }
+
+    fn msix_notify(&mut self, vector: u16) {
+        if let Some(f) = self.0.msix_notify {
+            // SAFETY: plain values; `opaque` is what QEMU gave us for this device.
+            unsafe { f(self.0.opaque, vector) }
+        }
+    }
+
+    fn nic_send(&mut self, frame: &[u8]) {
+        if let Some(f) = self.0.nic_send {
+            // SAFETY: `frame` is valid for its length during the call.
+            unsafe { f(self.0.opaque, frame.as_ptr(), frame.len()) }
+        }
+    }
+
+    fn serial_write(&mut self, data: &[u8]) {
+        if let Some(f) = self.0.serial_write {
+            // SAFETY: `data` is valid for its length during the call.
+            unsafe { f(self.0.opaque, data.as_ptr(), data.len()) }
+        }
+    }
+
+    fn schedule_poll(&mut self) {
+        if let Some(f) = self.0.schedule_poll {
+            // SAFETY: `opaque` is what QEMU gave us for this device.
+            unsafe { f(self.0.opaque) }
+        }
+    }
+}
+
+/// One `accelerator-pcie` device (opaque to C).
+pub struct CosimDevice {
+    inner: RefCell<HostDevice<ZmqTransport, CCallbacks>>,
+    notify_fd: c_int,
+}
+
+static LOG_INIT: Once = Once::new();
+
+/// Installs the `tracing` subscriber once per process: filter from `COSIM_LOG` (default `warn`),
+/// output on stderr.
+fn init_logging() {
+    LOG_INIT.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("COSIM_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+fn write_err(err: *mut c_char, err_len: usize, msg: &str) {
+    if err.is_null() || err_len == 0 {
+        return;
+    }
+    let bytes = msg.as_bytes();
+    let n = bytes.len().min(err_len - 1);
+    // SAFETY: the caller gives `err` as a buffer of `err_len` bytes; we write `n + 1 <= err_len`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), err.cast::<u8>(), n);
+        *err.add(n) = 0;
+    }
+}
+
+/// Reads an optional C string.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for the call.
+unsafe fn opt_str(p: *const c_char) -> Result<Option<String>, ()> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: guaranteed by the caller.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map(|s| Some(s.to_string())).map_err(|_| ())
+}
+
+fn new_inner(params: &CosimDeviceParams, cb: CosimQemuCallbacks) -> Result<(CosimDevice, CosimDeviceInfo), String> {
+    // SAFETY: the header documents both as NULL or NUL-terminated strings.
+    let name = unsafe { opt_str(params.name) }.map_err(|_| "id is not UTF-8".to_string())?;
+    // SAFETY: as above.
+    let endpoint = unsafe { opt_str(params.endpoint) }.map_err(|_| "endpoint= is not UTF-8".to_string())?;
+    let name = name.filter(|n| !n.is_empty()).unwrap_or_else(|| "accelerator-pcie".to_string());
+    let endpoint = endpoint.filter(|e| !e.is_empty()).ok_or_else(|| {
+        "endpoint= is required: ipc:///<dir>/<name>, a path, or tcp://<host>[:<port>] \
+         (the same endpoint the HDL simulation was started with)"
+            .to_string()
+    })?;
+    let port = match params.port {
+        0 => None,
+        p @ 1..=65534 => Some(p as u16),
+        p => return Err(format!("port={p} is not a usable base port (1..65534)")),
+    };
+    let ep = Endpoint::parse_with_port(&endpoint, port).map_err(|e| e.to_string())?;
+    let timeout = Duration::from_millis(u64::from(if params.timeout_ms == 0 {
+        COSIM_DEFAULT_TIMEOUT_MS
+    } else {
+        params.timeout_ms
+    }));
+    let mut caps = Caps::MSIX;
+    if params.has_nic {
+        caps |= Caps::NIC;
+    }
+    if params.has_serial {
+        caps |= Caps::SERIAL;
+    }
+    // A short send timeout: a full queue means a stuck peer, and QEMU must not hang on it.
+    let zopts = ZmqOptions { send_timeout: Duration::from_millis(1000), ..ZmqOptions::default() };
+    let link = ZmqTransport::open(&ep, Side::Host, &zopts).map_err(|e| format!("{e}"))?;
+    let notify_fd = link.notify_fd().map_err(|e| e.to_string())?;
+    let opts = DeviceOptions { name, endpoint: ep.to_string(), timeout, caps };
+    let dev = HostDevice::connect(link, CCallbacks(cb), opts).map_err(|e| e.to_string())?;
+    let c = dev.config().clone();
+    let mut info = CosimDeviceInfo {
+        vendor_id: c.vendor_id,
+        device_id: c.device_id,
+        subsystem_vendor_id: c.subsystem_vendor_id,
+        subsystem_id: c.subsystem_id,
+        class_code: c.class_code,
+        revision: c.revision,
+        msix_vectors: c.msix.vectors,
+        msix_table_bar: c.msix.table_bar,
+        msix_table_offset: c.msix.table_offset,
+        msix_pba_bar: c.msix.pba_bar,
+        msix_pba_offset: c.msix.pba_offset,
+        peer_caps: dev.peer_caps().bits(),
+        ..CosimDeviceInfo::default()
+    };
+    for (i, b) in c.bars.iter().enumerate().take(NUM_BARS) {
+        info.bar_size[i] = b.size;
+        info.bar_flags[i] = b.flags.bits();
+    }
+    Ok((CosimDevice { inner: RefCell::new(dev), notify_fd }, info))
+}
+
+/// Connects to the HDL simulation and runs the INIT exchange (blocks up to the timeout).
+/// On success returns a handle and fills `*info_out`; on failure returns NULL and writes a
+/// NUL-terminated message (saying what to start or fix) into `err` (`err_len` bytes).
+///
+/// # Safety
+/// `params`, `callbacks` and `info_out` are valid pointers (or NULL, which fails); the strings in
+/// `params` are NUL-terminated; `err` is NULL or has `err_len` writable bytes. The callbacks stay
+/// valid until [`cosim_device_free`].
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_new(
+    params: *const CosimDeviceParams,
+    callbacks: *const CosimQemuCallbacks,
+    info_out: *mut CosimDeviceInfo,
+    err: *mut c_char,
+    err_len: usize,
+) -> *mut CosimDevice {
+    init_logging();
+    if params.is_null() || callbacks.is_null() || info_out.is_null() {
+        write_err(err, err_len, "cosim_device_new: NULL argument");
+        return std::ptr::null_mut();
+    }
+    // SAFETY: checked non-NULL; valid per the contract above.
+    let (params, cb) = unsafe { (&*params, *callbacks) };
+    match catch_unwind(AssertUnwindSafe(|| new_inner(params, cb))) {
+        Ok(Ok((dev, info))) => {
+            // SAFETY: checked non-NULL; the caller owns the storage.
+            unsafe { info_out.write(info) };
+            Box::into_raw(Box::new(dev))
+        }
+        Ok(Err(msg)) => {
+            write_err(err, err_len, &msg);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            write_err(err, err_len, "internal error (panic) while connecting; see the log above");
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Says goodbye to the HDL and frees the device. NULL is ignored.
+///
+/// # Safety
+/// `dev` came from [`cosim_device_new`] and is not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_free(dev: *mut CosimDevice) {
+    if dev.is_null() {
+        return;
+    }
+    // SAFETY: ownership returns to Rust; the caller does not use `dev` again.
+    let dev = unsafe { Box::from_raw(dev) };
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        if let Ok(mut d) = dev.inner.try_borrow_mut() {
+            d.shutdown();
+        }
+        drop(dev);
+    }));
+}
+
+/// Runs `f` on the device behind `dev`, with pointer, re-entry and panic checks.
+///
+/// # Safety
+/// `dev` is NULL or a live handle from [`cosim_device_new`].
+unsafe fn with_dev(dev: *const CosimDevice, f: impl FnOnce(&mut HostDevice<ZmqTransport, CCallbacks>)) -> CosimStatus {
+    if dev.is_null() {
+        return CosimStatus::NullPointer;
+    }
+    // SAFETY: non-NULL and live per the caller's contract; only shared access to the handle.
+    let dev = unsafe { &*dev };
+    let Ok(mut d) = dev.inner.try_borrow_mut() else {
+        tracing::warn!(target: "cosim::guest", "re-entrant call into accelerator-pcie refused");
+        return CosimStatus::Busy;
+    };
+    match catch_unwind(AssertUnwindSafe(|| f(&mut d))) {
+        Ok(()) => CosimStatus::Ok,
+        Err(_) => CosimStatus::Panic,
+    }
+}
+
+fn access(bar: u8, size: u32) -> Option<(BarIndex, AccessSize)> {
+    Some((BarIndex::new(bar)?, AccessSize::try_from(u8::try_from(size).ok()?).ok()?))
+}
+
+/// The file descriptor QEMU's main loop watches for readability (ZeroMQ's `ZMQ_FD`,
+/// edge-triggered: call [`cosim_device_poll`] when it fires). -1 for NULL.
+///
+/// # Safety
+/// `dev` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_notify_fd(dev: *const CosimDevice) -> c_int {
+    if dev.is_null() {
+        return -1;
+    }
+    // SAFETY: non-NULL and live per the contract.
+    unsafe { (*dev).notify_fd }
+}
+
+/// MMIO read of `size` (1, 2, 4, 8) bytes at `offset` of BAR `bar`. Blocks until the HDL
+/// completes it or the timeout passes, serving DMA and MSI-X meanwhile. `*data_out` always gets
+/// a value: all ones when the HDL is absent or the read fails.
+///
+/// # Safety
+/// `dev` is NULL or a live handle; `data_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_mmio_read(
+    dev: *mut CosimDevice,
+    bar: u8,
+    offset: u64,
+    size: u32,
+    data_out: *mut u64,
+) -> CosimStatus {
+    if data_out.is_null() {
+        return CosimStatus::NullPointer;
+    }
+    let ones = match size {
+        1 | 2 | 4 => (1u64 << (8 * size)) - 1,
+        _ => u64::MAX,
+    };
+    // SAFETY: checked non-NULL; writable per the contract.
+    unsafe { data_out.write(ones) };
+    let Some((bar, size)) = access(bar, size) else {
+        return CosimStatus::InvalidArgument;
+    };
+    let mut value = ones;
+    // SAFETY: forwarded contract.
+    let st = unsafe { with_dev(dev, |d| value = d.mmio_read(bar, offset, size)) };
+    // SAFETY: as above.
+    unsafe { data_out.write(value) };
+    st
+}
+
+/// Posted MMIO write of the low `size` bytes of `data` at `offset` of BAR `bar`.
+///
+/// # Safety
+/// `dev` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_mmio_write(dev: *mut CosimDevice, bar: u8, offset: u64, size: u32, data: u64) -> CosimStatus {
+    let Some((bar, size)) = access(bar, size) else {
+        return CosimStatus::InvalidArgument;
+    };
+    // SAFETY: forwarded contract.
+    unsafe { with_dev(dev, |d| d.mmio_write(bar, offset, size, data)) }
+}
+
+/// Handles everything the HDL sent (call when the notify fd is readable, or from the bottom half
+/// requested through `schedule_poll`).
+///
+/// # Safety
+/// `dev` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_poll(dev: *mut CosimDevice) -> CosimStatus {
+    // SAFETY: forwarded contract.
+    unsafe { with_dev(dev, |d| d.poll()) }
+}
+
+/// Periodic work: heartbeats and liveness. Returns the milliseconds until the next call is due.
+///
+/// # Safety
+/// `dev` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_tick(dev: *mut CosimDevice) -> u32 {
+    // SAFETY: forwarded contract.
+    unsafe { with_dev(dev, |d| d.tick(Instant::now())) };
+    50
+}
+
+/// Device reset: forwarded to the HDL.
+///
+/// # Safety
+/// `dev` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_reset(dev: *mut CosimDevice) -> CosimStatus {
+    // SAFETY: forwarded contract.
+    unsafe { with_dev(dev, |d| d.reset()) }
+}
+
+/// A frame from the netdev, for the HDL's NIC.
+///
+/// # Safety
+/// `dev` is NULL or a live handle; `buf` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_nic_receive(dev: *mut CosimDevice, buf: *const u8, len: usize) -> CosimStatus {
+    if buf.is_null() {
+        return CosimStatus::NullPointer;
+    }
+    // SAFETY: `buf` has `len` readable bytes per the contract.
+    let frame = unsafe { std::slice::from_raw_parts(buf, len) };
+    // SAFETY: forwarded contract.
+    unsafe { with_dev(dev, |d| d.nic_receive(frame)) }
+}
+
+/// Bytes from the chardev, for the HDL's UART.
+///
+/// # Safety
+/// `dev` is NULL or a live handle; `buf` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_serial_receive(dev: *mut CosimDevice, buf: *const u8, len: usize) -> CosimStatus {
+    if buf.is_null() {
+        return CosimStatus::NullPointer;
+    }
+    // SAFETY: `buf` has `len` readable bytes per the contract.
+    let data = unsafe { std::slice::from_raw_parts(buf, len) };
+    // SAFETY: forwarded contract.
+    unsafe { with_dev(dev, |d| d.serial_receive(data)) }
+}
+
+/// True if the device currently has a session with the HDL (1) or not (0).
+///
+/// # Safety
+/// `dev` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_connected(dev: *const CosimDevice) -> bool {
+    if dev.is_null() {
+        return false;
+    }
+    // SAFETY: non-NULL and live per the contract.
+    let dev = unsafe { &*dev };
+    dev.inner.try_borrow().map(|d| d.state() == crate::LinkState::Connected).unwrap_or(true)
+}
