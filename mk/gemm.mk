@@ -7,7 +7,7 @@
 
 GEMM_DIR      := $(ROOT)/hdl/gemm_accel
 # Leaf modules first, gemm_top last.
-GEMM_CORE_SRC := $(addprefix $(GEMM_DIR)/,gemm_mac.sv gemm_mac_array.sv gemm_dma_rd.sv gemm_dma_wr.sv \
+GEMM_CORE_SRC := $(addprefix $(GEMM_DIR)/,gemm_mac.sv gemm_mac_array.sv gemm_dma_rd.sv gemm_rd_mux.sv gemm_dma_wr.sv \
                    gemm_engine.sv gemm_regs.sv gemm_uart.sv gemm_nic_echo.sv gemm_accel.sv)
 GEMM_TOP_SRC  := $(GEMM_DIR)/gemm_top.sv
 # The endpoint shell (hdl/ep): package first, then the shell's modules.
@@ -43,7 +43,8 @@ $(GEMM_TB_DIR)/tb_gemm_accel: $(GEMM_CORE_SRC) $(GEMM_DIR)/tb/tb_gemm_accel.cpp
 	    || { tail -40 $(GEMM_TB_DIR).log; exit 1; }
 
 tb-gemm: $(GEMM_TB_DIR)/tb_gemm_accel
-	$(GEMM_TB_DIR)/tb_gemm_accel $(GEMM_TB_SEED)
+	set -o pipefail; $(GEMM_TB_DIR)/tb_gemm_accel $(GEMM_TB_SEED) 20 | tail -3
+	set -o pipefail; $(GEMM_TB_DIR)/tb_gemm_accel $(GEMM_TB_SEED) 400 | tail -3
 
 test-gemm: deps lint-gemm tb-gemm sim-gemm
 	$(GEMM_CARGO_TEST) --test gemm -- --test-threads=1 --nocapture

@@ -1,10 +1,13 @@
 // GEMM job engine: validates a job, then computes C = A x B tile by tile.
 //
-// Schedule (docs/register-map.md, "Engine"): for every panel of NB columns of B, the K x NB panel
-// is read into BBUF; for every tile of ROWS rows of A, the ROWS x K rows are read into ABUF, the
-// ROWS x NB strip of C is computed COLS columns at a time by the ROWS x COLS MAC array (one k per
-// cycle) into one of two CBUF banks, and the strip is written back by DMA while the next tile is
-// read and computed into the other bank.
+// Schedule (docs/register-map.md, "Engine"): C is computed in panels of NB columns and, within a
+// panel, in tiles of ROWS rows. A tile needs the K x NB panel of B (BBUF) and its ROWS x K rows
+// of A (ABUF); the ROWS x COLS MAC array computes the tile's ROWS x NB strip of C, COLS columns at
+// a time, one k per cycle, into one of two CBUF banks, from which the DMA write engine writes it
+// back while the next tile computes. ABUF and BBUF have two banks each: while a tile computes, a
+// DMA read engine fills the other A bank with the rows of the next tile and, during the first
+// tile of a panel, a second engine fills the other B bank with the next panel. Both read engines
+// share the AXI read channel (gemm_rd_mux).
 module gemm_engine #(
     parameter int ROWS    = 4,
     parameter int COLS    = 4,
@@ -75,16 +78,16 @@ module gemm_engine #(
                            E_DMA_ERROR = 8'd6;
 
     localparam int DIM_W   = $clog2(MAX_DIM + 1);          // holds 0..MAX_DIM
-    localparam int ABUF_N  = 1 << $clog2(ROWS * MAX_DIM);  // bytes of A on chip
-    localparam int BBUF_N  = 1 << $clog2(MAX_DIM * NB);    // bytes of B on chip
+    localparam int ABUF_N  = 1 << $clog2(ROWS * MAX_DIM);  // bytes of A per bank
+    localparam int BBUF_N  = 1 << $clog2(MAX_DIM * NB);    // bytes of B per bank
     localparam int AI_W    = $clog2(ABUF_N);
     localparam int BI_W    = $clog2(BBUF_N);
     localparam int ROW_W   = (ROWS > 1) ? $clog2(ROWS) : 1;
     localparam int COL_W   = $clog2(NB + 1);
+    localparam int RID_W   = ID_W - 1;                     // IDs of one read engine
 
     typedef enum logic [3:0] {
-        S_IDLE, S_CHECK, S_LOAD_B, S_WAIT_B, S_LOAD_A, S_WAIT_A, S_WAIT_PF, S_COMP, S_DRAIN,
-        S_WRITE_C, S_FLUSH, S_IRQ
+        S_IDLE, S_CHECK, S_FIRST, S_NEXT, S_COMP, S_DRAIN, S_WRITE_C, S_FLUSH, S_IRQ
     } state_t;
     state_t state;
 
@@ -96,22 +99,25 @@ module gemm_engine #(
     logic [7:0]       code_q;
     logic [63:0]      cyc_cnt, wait_cnt;
 
-    // ---- loop registers ----
-    logic [DIM_W-1:0] jb, ib;          // panel column, tile row
+    // ---- current tile ----
+    logic [DIM_W-1:0] jb, ib;          // first column of the panel, first row of the tile
     logic [COL_W-1:0] nb;              // columns in this panel
     logic [ROW_W:0]   mr;              // rows in this tile
+    logic             new_panel;       // the tile to start is the first of a panel
     logic [COL_W-1:0] jc;              // first column of the chunk being computed
     logic [DIM_W-1:0] kk;              // k being issued
     logic [BI_W-1:0]  kb;              // kk * nb
-    logic [63:0]      b_panel_addr, c_panel_addr, a_tile_addr, c_tile_addr;
+    logic [63:0]      a_tile_addr, c_tile_addr, c_panel_addr;
     logic [AI_W-1:0]  a_row_off [ROWS];// r * K
     logic             bank;            // CBUF bank the compute writes
-    logic             a_cbank;         // ABUF bank the compute reads
-    logic             a_wbank;         // ABUF bank the DMA read engine fills
-    logic             pf_active;       // the next tile of A is being (or has been) prefetched
-    logic             pf_done;         // ... and its read has finished
-    logic [ROW_W:0]   pf_mr;           // rows of the prefetched tile
-    logic             wr_err_seen;
+    logic             a_cbank, b_cbank;// ABUF/BBUF banks the compute reads
+
+    // ---- loads in flight (the other bank) ----
+    logic             al_active, al_done, al_err;   // A rows of the next tile
+    logic [ROW_W:0]   al_mr;
+    logic             bl_active, bl_done, bl_err;   // B panel of the next panel
+    logic [COL_W-1:0] bl_nb;
+    logic             dma_err_q;
 
     // ---- validation (docs/register-map.md "Error codes") ----
     logic [7:0] check_code;
@@ -134,44 +140,93 @@ module gemm_engine #(
     assign n_d = DIM_W'(n_q);
     assign k_d = DIM_W'(k_q);
 
-    logic [DIM_W-1:0] n_left, m_left;
-    logic [COL_W-1:0] nb_next;
-    logic [ROW_W:0]   mr_next;
-    assign n_left  = n_d - jb;
-    assign m_left  = m_d - ib;
-    assign nb_next = (n_left < DIM_W'(NB))   ? COL_W'(n_left)   : COL_W'(NB);
-    assign mr_next = (m_left < DIM_W'(ROWS)) ? (ROW_W+1)'(m_left) : (ROW_W+1)'(ROWS);
+    // ---- the tile after the current one ----
+    logic             more_rows, more_panels, has_next;
+    logic [DIM_W-1:0] ib_nx, jb_nx, m_rest, n_rest;
+    logic [ROW_W:0]   mr_nx;
+    logic [COL_W-1:0] nb_nx;
+    logic [63:0]      lda_rows, ldc_rows, a_nx_addr;
+    always_comb begin
+        lda_rows    = 64'(lda_e) * ROWS;
+        ldc_rows    = {30'd0, ldc_e, 2'b00} * ROWS;
+        more_rows   = (32'(ib) + ROWS < m_q);
+        more_panels = (32'(jb) + NB < n_q);
+        has_next    = more_rows || more_panels;
+        ib_nx       = more_rows ? ib + DIM_W'(ROWS) : '0;
+        jb_nx       = jb + DIM_W'(NB);
+        a_nx_addr   = more_rows ? a_tile_addr + lda_rows : a_q;
+        m_rest      = m_d - ib_nx;
+        n_rest      = n_d - jb_nx;
+        mr_nx       = (m_rest < DIM_W'(ROWS)) ? (ROW_W+1)'(m_rest) : (ROW_W+1)'(ROWS);
+        nb_nx       = (n_rest < DIM_W'(NB))   ? COL_W'(n_rest)   : COL_W'(NB);
+    end
 
-    // ---- DMA read engine and on-chip A/B buffers ----
-    logic        rd_start, rd_busy, rd_done, rd_err, rd_to_b;
-    logic [63:0] rd_src, rd_stride;
-    logic [31:0] rd_row_bytes, rd_nrows;
-    logic        rw_valid;
-    logic [31:0] rw_base;
-    logic [7:0]  rw_en;
-    logic [63:0] rw_data;
+    // ---- DMA read engines (A rows, B panels) on one AXI read channel ----
+    logic             ra_start, ra_busy, ra_done, ra_err;
+    logic             rb_start, rb_busy, rb_done, rb_err;
+    logic [63:0]      ra_src, rb_src;
+    logic [31:0]      ra_nrows;
+    logic [31:0]      rb_row_bytes;
+    logic             wa_valid, wb_valid;
+    logic [31:0]      wa_base, wb_base;
+    logic [7:0]       wa_en, wb_en;
+    logic [63:0]      wa_data, wb_data;
+    logic             a_wbank, b_wbank;
 
-    gemm_dma_rd #(.ID_W(ID_W), .NOUT(RD_OUT)) u_rd (
+    logic [RID_W-1:0] pa_arid, pb_arid, pa_rid, pb_rid;
+    logic [63:0]      pa_araddr, pb_araddr;
+    logic [7:0]       pa_arlen, pb_arlen;
+    logic [2:0]       pa_arsize, pb_arsize;
+    logic [1:0]       pa_arburst, pb_arburst;
+    logic             pa_arvalid, pa_arready, pa_rvalid, pa_rready;
+    logic             pb_arvalid, pb_arready, pb_rvalid, pb_rready;
+
+    gemm_dma_rd #(.ID_W(RID_W), .NOUT(RD_OUT / 2)) u_rd_a (
         .clk, .rst_n,
-        .start(rd_start), .src_addr(rd_src), .src_stride(rd_stride),
-        .row_bytes(rd_row_bytes), .nrows(rd_nrows),
-        .busy(rd_busy), .done(rd_done), .err(rd_err),
-        .wr_valid(rw_valid), .wr_base(rw_base), .wr_lane_en(rw_en), .wr_data(rw_data),
-        .m_axi_arid, .m_axi_araddr, .m_axi_arlen, .m_axi_arsize, .m_axi_arburst,
-        .m_axi_arvalid, .m_axi_arready, .m_axi_rid, .m_axi_rdata, .m_axi_rresp, .m_axi_rlast,
-        .m_axi_rvalid, .m_axi_rready
+        .start(ra_start), .src_addr(ra_src), .src_stride({32'd0, lda_e}),
+        .row_bytes(k_q), .nrows(ra_nrows),
+        .busy(ra_busy), .done(ra_done), .err(ra_err),
+        .wr_valid(wa_valid), .wr_base(wa_base), .wr_lane_en(wa_en), .wr_data(wa_data),
+        .m_axi_arid(pa_arid), .m_axi_araddr(pa_araddr), .m_axi_arlen(pa_arlen),
+        .m_axi_arsize(pa_arsize), .m_axi_arburst(pa_arburst), .m_axi_arvalid(pa_arvalid),
+        .m_axi_arready(pa_arready), .m_axi_rid(pa_rid), .m_axi_rdata(m_axi_rdata),
+        .m_axi_rresp(m_axi_rresp), .m_axi_rlast(m_axi_rlast), .m_axi_rvalid(pa_rvalid),
+        .m_axi_rready(pa_rready)
     );
 
-    logic [7:0] abuf [2 * ABUF_N];     // two banks: one computed from, one prefetched into
-    logic [7:0] bbuf [BBUF_N];
+    gemm_dma_rd #(.ID_W(RID_W), .NOUT(RD_OUT / 2)) u_rd_b (
+        .clk, .rst_n,
+        .start(rb_start), .src_addr(rb_src), .src_stride({32'd0, ldb_e}),
+        .row_bytes(rb_row_bytes), .nrows(k_q),
+        .busy(rb_busy), .done(rb_done), .err(rb_err),
+        .wr_valid(wb_valid), .wr_base(wb_base), .wr_lane_en(wb_en), .wr_data(wb_data),
+        .m_axi_arid(pb_arid), .m_axi_araddr(pb_araddr), .m_axi_arlen(pb_arlen),
+        .m_axi_arsize(pb_arsize), .m_axi_arburst(pb_arburst), .m_axi_arvalid(pb_arvalid),
+        .m_axi_arready(pb_arready), .m_axi_rid(pb_rid), .m_axi_rdata(m_axi_rdata),
+        .m_axi_rresp(m_axi_rresp), .m_axi_rlast(m_axi_rlast), .m_axi_rvalid(pb_rvalid),
+        .m_axi_rready(pb_rready)
+    );
+
+    gemm_rd_mux #(.ID_W(ID_W)) u_rd_mux (
+        .clk, .rst_n,
+        .p0_arid(pa_arid), .p0_araddr(pa_araddr), .p0_arlen(pa_arlen), .p0_arsize(pa_arsize),
+        .p0_arburst(pa_arburst), .p0_arvalid(pa_arvalid), .p0_arready(pa_arready),
+        .p0_rid(pa_rid), .p0_rvalid(pa_rvalid), .p0_rready(pa_rready),
+        .p1_arid(pb_arid), .p1_araddr(pb_araddr), .p1_arlen(pb_arlen), .p1_arsize(pb_arsize),
+        .p1_arburst(pb_arburst), .p1_arvalid(pb_arvalid), .p1_arready(pb_arready),
+        .p1_rid(pb_rid), .p1_rvalid(pb_rvalid), .p1_rready(pb_rready),
+        .m_arid(m_axi_arid), .m_araddr(m_axi_araddr), .m_arlen(m_axi_arlen),
+        .m_arsize(m_axi_arsize), .m_arburst(m_axi_arburst), .m_arvalid(m_axi_arvalid),
+        .m_arready(m_axi_arready), .m_rid(m_axi_rid), .m_rvalid(m_axi_rvalid),
+        .m_rready(m_axi_rready)
+    );
+
+    logic [7:0] abuf [2 * ABUF_N];     // two banks: one computed from, one filled
+    logic [7:0] bbuf [2 * BBUF_N];
     always_ff @(posedge clk) begin
-        if (rw_valid) begin
-            for (int l = 0; l < 8; l++) begin
-                if (rw_en[l]) begin
-                    if (rd_to_b) bbuf[BI_W'(rw_base + 32'(l))] <= rw_data[8*l +: 8];
-                    else         abuf[{a_wbank, AI_W'(rw_base + 32'(l))}] <= rw_data[8*l +: 8];
-                end
-            end
+        for (int l = 0; l < 8; l++) begin
+            if (wa_valid && wa_en[l]) abuf[{a_wbank, AI_W'(wa_base + 32'(l))}] <= wa_data[8*l +: 8];
+            if (wb_valid && wb_en[l]) bbuf[{b_wbank, BI_W'(wb_base + 32'(l))}] <= wb_data[8*l +: 8];
         end
     end
 
@@ -187,7 +242,7 @@ module gemm_engine #(
     always_ff @(posedge clk) begin
         for (int r = 0; r < ROWS; r++) a_vec[r] <= abuf[{a_cbank, a_row_off[r] + AI_W'(kk)}];
         for (int c = 0; c < COLS; c++)
-            b_vec[c] <= (32'(jc) + c < 32'(nb)) ? bbuf[kb + BI_W'(jc) + BI_W'(c)] : 8'd0;
+            b_vec[c] <= (32'(jc) + c < 32'(nb)) ? bbuf[{b_cbank, kb + BI_W'(jc) + BI_W'(c)}] : 8'd0;
         p1_first <= (kk == '0);
         p1_last  <= (kk == k_d - 1'b1);
         p1_jc    <= jc;
@@ -238,39 +293,35 @@ module gemm_engine #(
     assign msix_req_valid  = (state == S_IRQ) && irq_en_q;
     assign msix_req_vector = vector_q;
 
-    logic last_chunk;
-    assign last_chunk = (32'(jc) + COLS >= 32'(nb));
-
-    // Prefetch of the next tile of A, started in the first compute cycle of a tile.
-    logic             more_tiles, pf_start;
-    logic [DIM_W-1:0] m_after;
-    logic [63:0]      lda_rows;
-    assign more_tiles = (32'(ib) + ROWS < m_q);
-    assign m_after    = m_d - ib - DIM_W'(ROWS);
-    assign lda_rows   = 64'(lda_e) * ROWS;
-    assign pf_start   = (state == S_COMP) && jc == '0 && kk == '0 && !pf_active && more_tiles;
+    logic last_chunk, tile_start, a_pf, b_pf, dma_err_now, next_ready;
+    assign last_chunk  = (32'(jc) + COLS >= 32'(nb));
+    // First compute cycle of a tile: prefetch the next tile's rows of A and, in the first tile of
+    // a panel, the next panel of B.
+    assign tile_start  = (state == S_COMP) && jc == '0 && kk == '0;
+    assign a_pf        = tile_start && !al_active && has_next;
+    assign b_pf        = tile_start && !bl_active && ib == '0 && more_panels;
+    assign dma_err_now = dma_err_q || (ra_done && ra_err) || (rb_done && rb_err) || (wr_done && wr_err);
+    assign next_ready  = al_done && (!new_panel || bl_done);
 
     always_comb begin
-        rd_start     = 1'b0;
-        rd_src       = a_tile_addr;
-        rd_stride    = {32'd0, lda_e};
-        rd_row_bytes = k_q;
-        rd_nrows     = 32'(mr_next);
-        wr_start     = 1'b0;
-        if (state == S_LOAD_B) begin
-            rd_start     = 1'b1;
-            rd_src       = b_panel_addr;
-            rd_stride    = {32'd0, ldb_e};
-            rd_row_bytes = 32'(nb_next);
-            rd_nrows     = k_q;
-        end else if (state == S_LOAD_A) begin
-            rd_start     = 1'b1;
-        end else if (pf_start) begin
-            rd_start     = 1'b1;
-            rd_src       = a_tile_addr + lda_rows;
-            rd_nrows     = (m_after < DIM_W'(ROWS)) ? 32'(m_after) : ROWS;
+        ra_start     = 1'b0;
+        ra_src       = a_nx_addr;
+        ra_nrows     = 32'(mr_nx);
+        rb_start     = 1'b0;
+        rb_src       = b_q + 64'(jb_nx);
+        rb_row_bytes = 32'(nb_nx);
+        if (state == S_FIRST) begin
+            // Tile (0, 0): its A rows and B panel.
+            ra_start     = 1'b1;
+            ra_src       = a_q;
+            ra_nrows     = (m_d < DIM_W'(ROWS)) ? 32'(m_d) : ROWS;
+            rb_start     = 1'b1;
+            rb_src       = b_q;
+            rb_row_bytes = (n_d < DIM_W'(NB)) ? 32'(n_d) : NB;
         end
-        if (state == S_WRITE_C && !wr_busy) wr_start = 1'b1;
+        if (a_pf) ra_start = 1'b1;
+        if (b_pf) rb_start = 1'b1;
+        wr_start = (state == S_WRITE_C) && !wr_busy && !dma_err_now;
     end
 
     always_ff @(posedge clk) begin
@@ -282,76 +333,91 @@ module gemm_engine #(
             job_cycles   <= '0;
             job_dma_wait <= '0;
             jobs_done    <= '0;
-            rd_to_b      <= 1'b0;
             bank         <= 1'b0;
-            a_cbank      <= 1'b0;
-            a_wbank      <= 1'b0;
-            pf_active    <= 1'b0;
-            pf_done      <= 1'b0;
             wr_bank      <= 1'b0;
+            a_cbank      <= 1'b0;
+            b_cbank      <= 1'b0;
+            a_wbank      <= 1'b0;
+            b_wbank      <= 1'b0;
+            al_active    <= 1'b0;
+            bl_active    <= 1'b0;
+            al_done      <= 1'b0;
+            bl_done      <= 1'b0;
         end else begin
             if (clear) begin
                 done  <= 1'b0;
                 error <= 1'b0;
             end
             if (state != S_IDLE) cyc_cnt <= cyc_cnt + 64'd1;
-            if (wr_done && wr_err) wr_err_seen <= 1'b1;
+
+            // Loads: started here, finished by the engines' DONE pulses, consumed in S_NEXT.
+            if (ra_start) begin
+                al_active <= 1'b1;
+                al_done   <= 1'b0;
+                al_mr     <= (state == S_FIRST) ? (ROW_W+1)'(ra_nrows) : mr_nx;
+                a_wbank   <= !a_cbank;
+            end
+            if (rb_start) begin
+                bl_active <= 1'b1;
+                bl_done   <= 1'b0;
+                bl_nb     <= COL_W'(rb_row_bytes);
+                b_wbank   <= !b_cbank;
+            end
+            if (ra_done) begin
+                al_done <= 1'b1;
+                al_err  <= ra_err;
+            end
+            if (rb_done) begin
+                bl_done <= 1'b1;
+                bl_err  <= rb_err;
+            end
+            if (dma_err_now) dma_err_q <= 1'b1;
 
             case (state)
                 S_IDLE: if (start) begin
-                    state    <= S_CHECK;
+                    state      <= S_CHECK;
                     done       <= 1'b0;
                     error      <= 1'b0;
                     error_code <= E_OK;
                     m_q <= cfg_m;  n_q <= cfg_n;  k_q <= cfg_k;
                     lda_q <= cfg_lda;  ldb_q <= cfg_ldb;  ldc_q <= cfg_ldc;
                     a_q <= cfg_a;  b_q <= cfg_b;  c_q <= cfg_c;
-                    irq_en_q    <= irq_en;
-                    vector_q    <= cfg_vector;
-                    cyc_cnt     <= 64'd1;
-                    wait_cnt    <= 64'd0;
-                    wr_err_seen <= 1'b0;
+                    irq_en_q  <= irq_en;
+                    vector_q  <= cfg_vector;
+                    cyc_cnt   <= 64'd1;
+                    wait_cnt  <= 64'd0;
+                    dma_err_q <= 1'b0;
                 end
                 S_CHECK: begin
                     code_q <= check_code;
                     for (int r = 0; r < ROWS; r++) a_row_off[r] <= AI_W'(r) * AI_W'(k_q);
                     jb           <= '0;
-                    pf_active    <= 1'b0;
-                    pf_done      <= 1'b0;
-                    b_panel_addr <= b_q;
+                    ib           <= '0;
+                    new_panel    <= 1'b1;
+                    a_tile_addr  <= a_q;
+                    c_tile_addr  <= c_q;
                     c_panel_addr <= c_q;
-                    state        <= (check_code == E_OK) ? S_LOAD_B : S_IRQ;
+                    state        <= (check_code == E_OK) ? S_FIRST : S_IRQ;
                 end
-                S_LOAD_B: begin
-                    nb          <= nb_next;
-                    rd_to_b     <= 1'b1;
-                    ib          <= '0;
-                    a_tile_addr <= a_q;
-                    c_tile_addr <= c_panel_addr;
-                    state       <= S_WAIT_B;
-                end
-                S_WAIT_B: if (rd_done) state <= rd_err ? S_FLUSH : S_LOAD_A;
-                S_LOAD_A: begin
-                    mr      <= mr_next;
-                    rd_to_b <= 1'b0;
-                    a_wbank <= a_cbank;
-                    state   <= S_WAIT_A;
-                end
-                S_WAIT_PF: if (pf_done || rd_done) begin
-                    pf_active <= 1'b0;
-                    pf_done   <= 1'b0;
+                S_FIRST: state <= S_NEXT;
+                // Wait until the tile's operands are in the other banks, then switch to them.
+                S_NEXT: if (dma_err_q) begin
+                    state <= S_FLUSH;
+                end else if (next_ready) begin
+                    al_active <= 1'b0;
+                    al_done   <= 1'b0;
                     a_cbank   <= !a_cbank;
-                    mr        <= pf_mr;
-                    jc <= '0;
-                    kk <= '0;
-                    kb <= '0;
-                    state <= rd_err ? S_FLUSH : S_COMP;
-                end
-                S_WAIT_A: if (rd_done) begin
-                    jc <= '0;
-                    kk <= '0;
-                    kb <= '0;
-                    state <= rd_err ? S_FLUSH : S_COMP;
+                    mr        <= al_mr;
+                    if (new_panel) begin
+                        bl_active <= 1'b0;
+                        bl_done   <= 1'b0;
+                        b_cbank   <= !b_cbank;
+                        nb        <= bl_nb;
+                    end
+                    jc    <= '0;
+                    kk    <= '0;
+                    kb    <= '0;
+                    state <= S_COMP;
                 end
                 S_COMP: begin
                     if (kk == k_d - 1'b1) begin
@@ -365,25 +431,26 @@ module gemm_engine #(
                     end
                 end
                 S_DRAIN: if (!p1_valid && !p2_last) state <= S_WRITE_C;
-                S_WRITE_C: if (!wr_busy) begin
-                    // wr_start is asserted this cycle for bank 'bank' at c_tile_addr.
-                    wr_bank <= bank;
-                    bank    <= !bank;
-                    state   <= pf_active ? S_WAIT_PF : S_LOAD_A;
-                    ib          <= ib + DIM_W'(ROWS);
-                    a_tile_addr <= a_tile_addr + lda_rows;
-                    c_tile_addr <= c_tile_addr + {30'd0, ldc_e, 2'b00} * ROWS;
-                    if (32'(ib) + ROWS >= m_q) begin
-                        jb           <= jb + DIM_W'(NB);
-                        b_panel_addr <= b_panel_addr + 64'(NB);
+                // Hand the strip to the write engine (wr_start), then move to the next tile.
+                S_WRITE_C: if (dma_err_now) begin
+                    state <= S_FLUSH;
+                end else if (!wr_busy) begin
+                    wr_bank     <= bank;
+                    bank        <= !bank;
+                    ib          <= ib_nx;
+                    a_tile_addr <= a_nx_addr;
+                    new_panel   <= !more_rows;
+                    if (more_rows) begin
+                        c_tile_addr <= c_tile_addr + ldc_rows;
+                    end else begin
+                        jb           <= jb_nx;
                         c_panel_addr <= c_panel_addr + 64'(NB * 4);
-                        state        <= (32'(jb) + NB >= n_q) ? S_FLUSH : S_LOAD_B;
+                        c_tile_addr  <= c_panel_addr + 64'(NB * 4);
                     end
-                    if (wr_err_seen) state <= S_FLUSH;
+                    state <= has_next ? S_NEXT : S_FLUSH;
                 end
-                S_FLUSH: if (!wr_busy && !rd_busy) begin
-                    if (code_q == E_OK && (rd_err || wr_err_seen || (wr_done && wr_err)))
-                        code_q <= E_DMA_ERROR;
+                S_FLUSH: if (!wr_busy && !ra_busy && !rb_busy) begin
+                    if (code_q == E_OK && dma_err_now) code_q <= E_DMA_ERROR;
                     state <= S_IRQ;
                 end
                 S_IRQ: if (!irq_en_q || msix_req_ready) begin
@@ -399,21 +466,10 @@ module gemm_engine #(
                 default: state <= S_IDLE;
             endcase
 
-            // Cycles spent waiting for the DMA engines.
-            if ((state == S_LOAD_B) || (state == S_WAIT_B) || (state == S_LOAD_A) ||
-                (state == S_WAIT_A) || (state == S_WRITE_C && wr_busy) ||
-                (state == S_WAIT_PF && !pf_done) ||
-                (state == S_FLUSH && (wr_busy || rd_busy)))
+            // Cycles in which the engine could not compute because of DMA.
+            if ((state == S_FIRST) || (state == S_NEXT) || (state == S_WRITE_C && wr_busy) ||
+                (state == S_FLUSH && (wr_busy || ra_busy || rb_busy)))
                 wait_cnt <= wait_cnt + 64'd1;
-
-            if (pf_start) begin
-                pf_active <= 1'b1;
-                pf_done   <= 1'b0;
-                pf_mr     <= (m_after < DIM_W'(ROWS)) ? (ROW_W+1)'(m_after) : (ROW_W+1)'(ROWS);
-                rd_to_b   <= 1'b0;
-                a_wbank   <= !a_cbank;
-            end
-            if (pf_active && rd_done && state != S_WAIT_PF) pf_done <= 1'b1;
 
             // A START while busy is refused (register map: BUSY).
             if (start && state != S_IDLE) begin
@@ -423,4 +479,6 @@ module gemm_engine #(
         end
     end
 
+    logic unused;
+    assign unused = ^{al_err, bl_err};
 endmodule

@@ -1,6 +1,6 @@
 // Self-checking unit testbench for gemm_accel alone (no endpoint shell, no host model):
 // a C++ AXI memory model serves the DMA master, register accesses drive the BAR0 slave.
-// Usage: tb_gemm_accel [seed]
+// Usage: tb_gemm_accel [seed [read latency in cycles, default 20]]
 #include "Vgemm_accel.h"
 #include "verilated.h"
 #include <cstdint>
@@ -267,6 +267,7 @@ static void expect_error(const Job& j, uint32_t code) {
 int main(int argc, char** argv) {
     Verilated::commandArgs(argc, argv);
     uint64_t seed = argc > 1 ? strtoull(argv[1], 0, 0) : 1;
+    if (argc > 2) latency = atoi(argv[2]);
     printf("seed %llu\n", (unsigned long long)seed);
     rng.seed(seed);
     top = new Vgemm_accel;
