@@ -558,3 +558,227 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
         tracing::warn!(target: PEER, "{}: reconnected to the HDL simulation at {}", self.opts.name, self.opts.endpoint);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use cosim_protocol::{BarDesc, Config, DmaRead, DmaWrite, GuestAddr, MmioReadResp, Msix, MsixConfig};
+
+    use super::*;
+    use crate::ops::DmaError;
+
+    /// A scripted peer inside the transport: `answer` turns each message we send into replies.
+    struct ScriptLink {
+        sent: Vec<Message>,
+        inbox: VecDeque<Vec<u8>>,
+        answer: Box<dyn FnMut(&Message) -> Vec<Message> + Send>,
+    }
+
+    impl Transport for ScriptLink {
+        fn send_frame(&mut self, frame: &[u8]) -> Result<(), TransportError> {
+            let m = Message::decode(frame).expect("we send valid frames");
+            for r in (self.answer)(&m) {
+                self.inbox.push_back(r.encode_to_vec());
+            }
+            self.sent.push(m);
+            Ok(())
+        }
+        fn recv_frame(&mut self, _timeout: Duration) -> Result<Option<Vec<u8>>, TransportError> {
+            Ok(self.inbox.pop_front())
+        }
+    }
+    impl HostLink for ScriptLink {}
+
+    #[derive(Default)]
+    struct FakeQemu {
+        mem: Vec<u8>,
+        msix: Vec<u16>,
+        frames: Vec<Vec<u8>>,
+        serial: Vec<u8>,
+    }
+
+    impl QemuOps for FakeQemu {
+        fn dma_read(&mut self, addr: GuestAddr, buf: &mut [u8]) -> Result<(), DmaError> {
+            let a = addr.0 as usize;
+            let src = self.mem.get(a..a + buf.len()).ok_or(DmaError { addr, len: buf.len() })?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+        fn dma_write(&mut self, addr: GuestAddr, data: &[u8]) -> Result<(), DmaError> {
+            let a = addr.0 as usize;
+            let dst = self.mem.get_mut(a..a + data.len()).ok_or(DmaError { addr, len: data.len() })?;
+            dst.copy_from_slice(data);
+            Ok(())
+        }
+        fn msix_notify(&mut self, vector: u16) {
+            self.msix.push(vector);
+        }
+        fn nic_send(&mut self, frame: &[u8]) {
+            self.frames.push(frame.to_vec());
+        }
+        fn serial_write(&mut self, data: &[u8]) {
+            self.serial.extend_from_slice(data);
+        }
+        fn schedule_poll(&mut self) {}
+    }
+
+    fn cfg() -> DeviceConfig {
+        let mut bars = [BarDesc::ABSENT; 6];
+        bars[0] = BarDesc::mem32(4096);
+        bars[2] = BarDesc::mem64(16384, false);
+        DeviceConfig {
+            vendor_id: 0x1ded,
+            device_id: 0xacc1,
+            class_code: 0x120000,
+            revision: 1,
+            bars,
+            msix: MsixConfig { vectors: 4, table_bar: 2, table_offset: 0, pba_bar: 2, pba_offset: 0x2000 },
+            ..DeviceConfig::default()
+        }
+    }
+
+    fn config_for(init: &Init, device: DeviceConfig) -> Message {
+        Message::Config(Config { major: VERSION_MAJOR, minor: 0, caps: Caps::all(), session: init.session, device })
+    }
+
+    fn opts(ms: u64) -> DeviceOptions {
+        DeviceOptions { name: "t".into(), endpoint: "mem".into(), timeout: Duration::from_millis(ms), caps: Caps::MSIX }
+    }
+
+    fn link(answer: impl FnMut(&Message) -> Vec<Message> + Send + 'static) -> ScriptLink {
+        ScriptLink { sent: Vec::new(), inbox: VecDeque::new(), answer: Box::new(answer) }
+    }
+
+    /// A device whose peer answers INIT with `cfg()` and reads with `read(tag, offset)`.
+    fn device(mut read: impl FnMut(&MmioRead) -> Vec<Message> + Send + 'static) -> HostDevice<ScriptLink, FakeQemu> {
+        let l = link(move |m| match m {
+            Message::Init(i) => vec![config_for(i, cfg())],
+            Message::MmioRead(r) => read(r),
+            _ => vec![],
+        });
+        let q = FakeQemu { mem: vec![0; 0x10000], ..FakeQemu::default() };
+        HostDevice::connect(l, q, opts(200)).expect("connect")
+    }
+
+    fn resp(tag: u32, data: u64) -> Message {
+        Message::MmioReadResp(MmioReadResp { tag, status: Status::Ok, data })
+    }
+
+    #[test]
+    fn connect_takes_the_config_and_rejects_bad_ones() {
+        let d = device(|_| vec![]);
+        assert_eq!(d.config(), &cfg());
+        assert_eq!(d.state(), LinkState::Connected);
+
+        let mut bad = cfg();
+        bad.bars[0] = BarDesc::mem32(100);
+        let l = link(move |m| match m {
+            Message::Init(i) => vec![config_for(i, bad.clone())],
+            _ => vec![],
+        });
+        let e = HostDevice::connect(l, FakeQemu::default(), opts(100)).err().expect("must fail");
+        assert!(matches!(e, DeviceError::Config { .. }), "{e}");
+
+        let silent = link(|_| vec![]);
+        let e = HostDevice::connect(silent, FakeQemu::default(), opts(30)).err().expect("must fail");
+        assert!(e.to_string().contains("start the simulation"), "{e}");
+    }
+
+    #[test]
+    fn read_returns_the_completion_masked_to_its_size() {
+        let mut d = device(|r| vec![resp(r.tag, 0x1122_3344_5566_7788)]);
+        let bar = BarIndex::new(0).unwrap();
+        assert_eq!(d.mmio_read(bar, 8, AccessSize::B2), 0x7788);
+        assert_eq!(d.mmio_read(bar, 8, AccessSize::B8), 0x1122_3344_5566_7788);
+        let reads: Vec<_> = d.link().sent.iter().filter(|m| matches!(m, Message::MmioRead(_))).collect();
+        assert_eq!(reads.len(), 2);
+    }
+
+    #[test]
+    fn dma_and_msix_are_served_while_a_read_waits() {
+        let mut d = device(|r| {
+            vec![
+                Message::DmaWrite(DmaWrite { addr: GuestAddr(0x100), data: vec![1, 2, 3, 4] }),
+                Message::DmaRead(DmaRead { tag: 9, addr: GuestAddr(0x100), len: 4 }),
+                Message::Msix(Msix { vector: 2 }),
+                Message::Msix(Msix { vector: 99 }), // out of range: dropped
+                resp(r.tag + 1000, 1),              // stale tag: dropped
+                resp(r.tag, 0xab),
+            ]
+        });
+        assert_eq!(d.mmio_read(BarIndex::new(0).unwrap(), 0, AccessSize::B4), 0xab);
+        assert_eq!(&d.ops().mem[0x100..0x104], &[1, 2, 3, 4]);
+        assert_eq!(d.ops().msix, vec![2]);
+        let resp = d.link().sent.iter().find_map(|m| match m {
+            Message::DmaReadResp(r) => Some(r.clone()),
+            _ => None,
+        });
+        assert_eq!(resp, Some(DmaReadResp { tag: 9, status: Status::Ok, data: vec![1, 2, 3, 4] }));
+    }
+
+    #[test]
+    fn read_timeout_gives_all_ones() {
+        let mut d = device(|_| vec![]);
+        assert_eq!(d.mmio_read(BarIndex::new(0).unwrap(), 0, AccessSize::B4), 0xffff_ffff);
+    }
+
+    #[test]
+    fn lost_peer_gives_all_ones_and_a_returning_peer_gets_init() {
+        let mut d = device(|r| vec![resp(r.tag, 5)]);
+        let bar = BarIndex::new(0).unwrap();
+        d.tick(Instant::now() + Duration::from_secs(2));
+        assert_eq!(d.state(), LinkState::Disconnected);
+        assert_eq!(d.mmio_read(bar, 0, AccessSize::B1), 0xff);
+        d.mmio_write(bar, 0, AccessSize::B4, 1);
+        assert!(!d.link().sent.iter().any(|m| matches!(m, Message::MmioWrite(_))), "writes dropped while lost");
+        // The peer comes back: heartbeat -> INIT -> CONFIG (same layout) -> connected.
+        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 77 }).encode_to_vec());
+        d.poll();
+        assert_eq!(d.state(), LinkState::Connected);
+        assert_eq!(d.link().sent.iter().filter(|m| matches!(m, Message::Init(_))).count(), 2);
+        assert_eq!(d.mmio_read(bar, 0, AccessSize::B1), 5);
+    }
+
+    #[test]
+    fn a_peer_back_with_another_layout_stays_disconnected() {
+        let mut first = true;
+        let l = link(move |m| match m {
+            Message::Init(i) => {
+                let mut c = cfg();
+                if !std::mem::take(&mut first) {
+                    c.bars[0] = BarDesc::mem32(8192);
+                }
+                vec![config_for(i, c)]
+            }
+            _ => vec![],
+        });
+        let mut d = HostDevice::connect(l, FakeQemu::default(), opts(100)).unwrap();
+        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 1 }).encode_to_vec());
+        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 2 }).encode_to_vec()); // restart
+        d.poll();
+        assert_eq!(d.state(), LinkState::Mismatch);
+        assert_eq!(d.mmio_read(BarIndex::new(0).unwrap(), 0, AccessSize::B4), 0xffff_ffff);
+    }
+
+    #[test]
+    fn malformed_frames_nic_serial_reset_and_goodbye() {
+        let mut d = device(|_| vec![]);
+        d.link.inbox.push_back(b"junk".to_vec());
+        d.link.inbox.push_back(Message::NicFrame(vec![7; 60]).encode_to_vec());
+        d.link.inbox.push_back(Message::Serial(b"hi".to_vec()).encode_to_vec());
+        d.poll();
+        assert_eq!(d.ops().frames, vec![vec![7; 60]]);
+        assert_eq!(d.ops().serial, b"hi");
+        d.nic_receive(&[1; 64]);
+        d.serial_receive(b"x");
+        d.reset();
+        let sent = &d.link().sent;
+        assert!(sent.contains(&Message::NicFrame(vec![1; 64])));
+        assert!(sent.contains(&Message::Serial(b"x".to_vec())));
+        assert!(sent.contains(&Message::Reset));
+        d.link.inbox.push_back(Message::Goodbye(GoodbyeReason::Shutdown).encode_to_vec());
+        d.poll();
+        assert_eq!(d.state(), LinkState::Disconnected);
+    }
+}
