@@ -447,7 +447,8 @@ impl EpCore {
     }
 
     /// DMA read address handshake. Sends the DMA read (or fails it at once without a host).
-    pub fn dma_ar(&mut self, id: u32, addr: u64, len: u8, size: u8, burst: u8) {
+    /// Returns true if no further read can be accepted now (hold ARREADY low).
+    pub fn dma_ar(&mut self, id: u32, addr: u64, len: u8, size: u8, burst: u8) -> bool {
         let b = self.burst("AR", addr, len, size, burst);
         let (lo, hi) = b.byte_range();
         let tag = self.next_dma_tag;
@@ -466,6 +467,7 @@ impl EpCore {
             tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, "AR accepted beyond the outstanding-read limit");
         }
         self.reads.push_back(ReadBurst { id, tag, burst: b, lo, beat: 0, data });
+        self.reads.len() >= self.cfg.max_reads
     }
 
     fn on_dma_read_resp(&mut self, r: DmaReadResp) {
@@ -768,6 +770,16 @@ mod tests {
         assert_eq!(c.dma_r(), Some(RBeat { id: 1, data: 0x0f0e_0d0c_0b0a_0908, resp: 0, last: true }));
         assert_eq!(c.dma_r(), Some(RBeat { id: 2, data: 0x0302_0100_0000_0000, resp: 0, last: true }));
         assert_eq!(c.dma_r(), None);
+    }
+
+    #[test]
+    fn dma_ar_reports_full_at_the_limit() {
+        let (mut c, _io) = core();
+        assert!(!c.dma_ar(0, 0, 0, 3, 1));
+        assert!(!c.dma_ar(1, 8, 0, 3, 1));
+        assert!(!c.dma_ar(2, 16, 0, 3, 1));
+        assert!(c.dma_ar(3, 24, 0, 3, 1), "the fourth of max_reads = 4 fills the slots");
+        assert_ne!(c.tick() & PEND_AR_FULL, 0);
     }
 
     #[test]

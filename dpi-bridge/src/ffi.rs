@@ -275,10 +275,17 @@ pub extern "C" fn cosim_ep_mmio_reject_queued(h: *mut c_void) {
     running(h, "cosim_ep_mmio_reject_queued", (), |ep| ep.core.mmio_reject_queued())
 }
 
-/// DMA read address handshake (AR channel).
+/// DMA read address handshake (AR channel). Returns 1 if no further read can be accepted now.
 #[no_mangle]
-pub extern "C" fn cosim_ep_dma_ar(h: *mut c_void, id: c_uint, addr: c_ulonglong, len: c_uchar, size: c_uchar, burst: c_uchar) {
-    running(h, "cosim_ep_dma_ar", (), |ep| ep.core.dma_ar(id, addr, len, size, burst))
+pub extern "C" fn cosim_ep_dma_ar(
+    h: *mut c_void,
+    id: c_uint,
+    addr: c_ulonglong,
+    len: c_uchar,
+    size: c_uchar,
+    burst: c_uchar,
+) -> u8 {
+    running(h, "cosim_ep_dma_ar", 1, |ep| u8::from(ep.core.dma_ar(id, addr, len, size, burst)))
 }
 
 /// Next R beat. Returns 1 and fills the outputs, or 0 if the oldest read has no data yet.

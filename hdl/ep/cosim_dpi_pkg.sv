@@ -30,7 +30,7 @@ package cosim_dpi_pkg;
   import "DPI-C" function void cosim_ep_mmio_write_done(input chandle h, input byte unsigned bresp);
   import "DPI-C" function void cosim_ep_mmio_timeout(input chandle h, input bit write, input int unsigned cycles);
   import "DPI-C" function void cosim_ep_mmio_reject_queued(input chandle h);
-  import "DPI-C" function void cosim_ep_dma_ar(input chandle h, input int unsigned id, input longint unsigned addr,
+  import "DPI-C" function bit cosim_ep_dma_ar(input chandle h, input int unsigned id, input longint unsigned addr,
       input byte unsigned len, input byte unsigned size, input byte unsigned burst);
   import "DPI-C" function bit cosim_ep_dma_r(input chandle h, output int unsigned id, output longint unsigned data,
       output byte unsigned resp, output bit last);

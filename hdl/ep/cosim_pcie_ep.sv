@@ -2,9 +2,10 @@
 // DPI bridge. Port names follow the AXI Bridge for PCIe that FPGA designs use (m_axi_* for
 // MMIO from the host, s_axi_* for the design's DMA). See docs/hdl-endpoint.md.
 //
-// All DPI calls of one instance happen in one clocked block in a fixed order (DMA address and
-// data first, then MSI-X, NIC and UART, then the per-clock tick), so a DMA write always reaches
-// the host before an interrupt requested in the same or a later cycle.
+// All DPI calls of one instance happen in one clocked block in a fixed order (the per-clock
+// tick, then DMA read address, DMA write address and data, MSI-X, NIC and UART transmit, then
+// what the host sent), so a DMA write always reaches the host before an interrupt requested in
+// the same or a later cycle.
 module cosim_pcie_ep #(
   parameter string ENDPOINT = "ipc:///tmp/cosim/accel0",  // +cosim_endpoint=... overrides
   parameter logic [15:0] VENDOR_ID = 16'h1ded,
@@ -250,9 +251,11 @@ module cosim_pcie_ep #(
       uart_rx_valid <= 1'b0;
       ar_full <= 1'b0;
     end else begin
-      // DMA read address
+      // DMA read address (the tick above ran before it: its "full" answer decides ARREADY)
+      ar_full <= (pend & PEND_AR_FULL) != 0;
       if (s_axi_arvalid && s_axi_arready)
-        cosim_ep_dma_ar(ctx, 32'(s_axi_arid), s_axi_araddr, s_axi_arlen, {5'b0, s_axi_arsize}, {6'b0, s_axi_arburst});
+        ar_full <= cosim_ep_dma_ar(ctx, 32'(s_axi_arid), s_axi_araddr, s_axi_arlen, {5'b0, s_axi_arsize},
+                                   {6'b0, s_axi_arburst});
       // DMA write address, data, response
       case (wstate)
         W_IDLE: if (s_axi_awvalid) begin
@@ -278,7 +281,6 @@ module cosim_pcie_ep #(
       if (uart_tx_valid) cosim_ep_uart_tx(ctx, uart_tx_data);
 
       // Things the host sent, when their output register is free.
-      ar_full <= (pend & PEND_AR_FULL) != 0;
       if (!s_axi_rvalid || s_axi_rready) begin
         s_axi_rvalid <= 1'b0;
         if ((pend & PEND_RBEAT) != 0 && cosim_ep_dma_r(ctx, i_id, l_data, y_resp, b_last)) begin

@@ -356,6 +356,26 @@ impl HostModel {
         }
     }
 
+    /// True while a session with a live device exists (not lost, no goodbye, no re-INIT pending).
+    pub fn connected(&self) -> bool {
+        !self.lost && self.goodbye.is_none() && self.reconnecting.is_none()
+    }
+
+    /// Serves traffic until the device is connected again after [`HostError::PeerLost`] or a
+    /// device restart (a new simulation on the same endpoint): its heartbeat triggers a fresh
+    /// INIT, and this returns once the CONFIG arrived. Returns at once if already connected.
+    pub fn wait_connected(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.connected() {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(HostError::Timeout { what: format!("the device at {} to come back", self.endpoint), after: timeout });
+            }
+            self.service((deadline - now).min(Duration::from_millis(50)))?;
+        }
+        Ok(())
+    }
+
     /// Waits for one interrupt on `vector` and consumes it.
     pub fn wait_irq(&mut self, vector: u16, timeout: Duration) -> Result<()> {
         self.wait_for(timeout, &format!("MSI-X vector {vector}"), |m| match m.irqs.get_mut(&vector) {

@@ -385,6 +385,13 @@ fn sim_killed_mid_transfer_gives_a_clear_error() -> Result<()> {
         other => bail!("expected PeerLost, got {other:?}"),
     }
     ensure!(t1.elapsed() < Duration::from_millis(500));
+    // A new simulation on the same endpoint: its heartbeat makes the host model INIT again.
+    let ep = r.sim.endpoint().to_string();
+    let bin = sim_binary("cosim_test_top", "sim-test")?;
+    let _sim2 = SimProcess::spawn(&bin, &ep, &[], T)?;
+    h.hold_dma_reads(0);
+    h.wait_connected(T)?;
+    ensure!(h.read(0, ID, 8)? == 0x7e57_0001_c051_0001);
     Ok(())
 }
 
