@@ -65,6 +65,9 @@
 #define REG_DMA_WAIT_LO 0x068
 #define REG_DMA_WAIT_HI 0x06c
 #define REG_JOBS_DONE 0x070
+#define REG_NIC_RX_FRAMES 0x080
+#define REG_NIC_TX_FRAMES 0x084
+#define REG_UART_RX_BYTES 0x088
 
 #define CTRL_START BIT(0)
 #define CTRL_IRQ_EN BIT(1)
@@ -460,7 +463,12 @@ static long accel_info(struct accel_dev *a, struct cosim_accel_info __user *uarg
 	info.irqs = atomic64_read(&a->irqs);
 	if (mutex_lock_interruptible(&a->lock))
 		return -EINTR;
-	info.jobs_done_reg = a->gone ? 0 : rd(a, REG_JOBS_DONE);
+	if (!a->gone) {
+		info.jobs_done_reg = rd(a, REG_JOBS_DONE);
+		info.nic_rx_frames = rd(a, REG_NIC_RX_FRAMES);
+		info.nic_tx_frames = rd(a, REG_NIC_TX_FRAMES);
+		info.uart_rx_bytes = rd(a, REG_UART_RX_BYTES);
+	}
 	mutex_unlock(&a->lock);
 	strscpy(info.pci_name, pci_name(a->pdev), sizeof(info.pci_name));
 	return copy_to_user(uarg, &info, sizeof(info)) ? -EFAULT : 0;
@@ -533,6 +541,25 @@ COUNTER_ATTR(last_device_ns, READ_ONCE(a->last_device_ns));
 COUNTER_ATTR(last_error, READ_ONCE(a->last_error));
 COUNTER_ATTR(max_dim, a->max_dim);
 
+/* Device registers read on demand (all ones if the simulation is gone). */
+#define REG_ATTR(name, reg)                                                                \
+	static ssize_t name##_show(struct device *d, struct device_attribute *attr, char *buf) \
+	{                                                                                  \
+		struct accel_dev *a = dev_get_drvdata(d);                                  \
+		u32 v;                                                                     \
+		if (mutex_lock_interruptible(&a->lock))                                    \
+			return -EINTR;                                                     \
+		v = a->gone ? 0 : rd(a, reg);                                              \
+		mutex_unlock(&a->lock);                                                    \
+		return sysfs_emit(buf, "%u\n", v);                                         \
+	}                                                                                  \
+	static DEVICE_ATTR_RO(name)
+
+REG_ATTR(jobs_done_reg, REG_JOBS_DONE);
+REG_ATTR(nic_rx_frames, REG_NIC_RX_FRAMES);
+REG_ATTR(nic_tx_frames, REG_NIC_TX_FRAMES);
+REG_ATTR(uart_rx_bytes, REG_UART_RX_BYTES);
+
 static ssize_t array_show(struct device *d, struct device_attribute *attr, char *buf)
 {
 	struct accel_dev *a = dev_get_drvdata(d);
@@ -561,6 +588,10 @@ static struct attribute *accel_attrs[] = {
 	&dev_attr_max_dim.attr,
 	&dev_attr_array.attr,
 	&dev_attr_pci_slot.attr,
+	&dev_attr_jobs_done_reg.attr,
+	&dev_attr_nic_rx_frames.attr,
+	&dev_attr_nic_tx_frames.attr,
+	&dev_attr_uart_rx_bytes.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(accel);

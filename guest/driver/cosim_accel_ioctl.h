@@ -37,6 +37,10 @@ struct cosim_accel_info {
 	__u64 irqs;          /* MSI-X interrupts received */
 	__u64 jobs_done_reg; /* JOBS_DONE register (device-side count since reset) */
 	char pci_name[32];   /* e.g. "0000:00:04.0", NUL-terminated */
+	__u32 nic_rx_frames; /* NIC_RX_FRAMES register: Ethernet frames received by the RTL */
+	__u32 nic_tx_frames; /* NIC_TX_FRAMES register */
+	__u32 uart_rx_bytes; /* UART_RX_BYTES register */
+	__u32 pad2;
 };
 
 /*

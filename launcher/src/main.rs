@@ -126,6 +126,11 @@ struct Cli {
     #[arg(long, value_name = "NETDEV")]
     accel_netdev: Option<String>,
 
+    /// Give the guest an e1000 NIC on this QEMU netdev (the text after "-netdev ", without id=),
+    /// and boot it with cosim.net=1 (modules loaded, link up; `accel-tool net` sends raw frames).
+    #[arg(long, value_name = "NETDEV")]
+    nic: Option<String>,
+
     /// Extra QEMU argument (repeatable; use --qemu-arg=-foo for values starting with '-').
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     qemu_args: Vec<String>,
@@ -457,6 +462,9 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     // Stage: QEMU start.
     let cli = &run.cli;
     let mut append = format!("console=ttyS0 panic=-1 cosim.run=\"{workload}\"");
+    if cli.nic.is_some() {
+        append.push_str(" cosim.net=1");
+    }
     if !cli.append.is_empty() {
         append.push(' ');
         append.push_str(&cli.append);
@@ -476,6 +484,10 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
         .arg(&append);
     if let Some(nd) = &cli.accel_netdev {
         cmd.arg("-netdev").arg(format!("{nd},id=accnet0"));
+    }
+    if let Some(nd) = &cli.nic {
+        cmd.arg("-netdev").arg(format!("{nd},id=guestnet0"));
+        cmd.arg("-device").arg("e1000,netdev=guestnet0");
     }
     for (i, ep) in endpoints.iter().enumerate() {
         let uart = run.log_dir.join(format!("accel{i}-uart.log"));

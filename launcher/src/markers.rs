@@ -147,7 +147,7 @@ pub fn table(report: &GuestReport) -> String {
     for r in report.results.iter().filter(|r| r["kind"] == "info") {
         let _ = writeln!(
             s,
-            "{}: {} id {} v{} array {}x{} max_dim {} jobs {} errors {} timeouts {} irqs {}",
+            "{}: {} id {} v{} array {}x{} max_dim {} jobs {} errors {} timeouts {} irqs {} nic rx/tx {}/{} uart rx {}",
             r["device"].as_str().unwrap_or("-"),
             num(r, "pci", 0),
             num(r, "id", 0),
@@ -158,10 +158,31 @@ pub fn table(report: &GuestReport) -> String {
             num(r, "jobs", 0),
             num(r, "errors", 0),
             num(r, "timeouts", 0),
-            num(r, "irqs", 0)
+            num(r, "irqs", 0),
+            num(r, "nic_rx_frames", 0),
+            num(r, "nic_tx_frames", 0),
+            num(r, "uart_rx_bytes", 0)
         );
     }
-    for r in report.results.iter().filter(|r| !matches!(r["kind"].as_str(), Some("gemm" | "bench" | "info"))) {
+    for r in report.results.iter().filter(|r| r["kind"] == "net") {
+        let _ = writeln!(
+            s,
+            "net {} ({}): sent {} received {} lost {} rtt median {} us max {} us",
+            num(r, "iface", 0),
+            num(r, "mac", 0),
+            num(r, "sent", 0),
+            num(r, "received", 0),
+            num(r, "lost", 0),
+            num(r, "rtt_us_median", 1),
+            num(r, "rtt_us_max", 1)
+        );
+    }
+    // Other kinds; "error" records are shown by the FAILED lines below.
+    for r in report
+        .results
+        .iter()
+        .filter(|r| !matches!(r["kind"].as_str(), Some("gemm" | "bench" | "info" | "net" | "error")))
+    {
         let _ = writeln!(s, "{r}");
     }
     for f in &report.failures {

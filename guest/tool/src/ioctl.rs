@@ -32,6 +32,10 @@ pub struct RawInfo {
     pub irqs: u64,
     pub jobs_done_reg: u64,
     pub pci_name: [u8; 32],
+    pub nic_rx_frames: u32,
+    pub nic_tx_frames: u32,
+    pub uart_rx_bytes: u32,
+    pub pad2: u32,
 }
 
 /// `struct cosim_accel_gemm`.
@@ -53,7 +57,7 @@ pub struct RawGemm {
 }
 
 // The C header's layout (checked here so a mismatch fails the build).
-const _: () = assert!(std::mem::size_of::<RawInfo>() == 120);
+const _: () = assert!(std::mem::size_of::<RawInfo>() == 136);
 const _: () = assert!(std::mem::size_of::<RawGemm>() == 72);
 
 const IOC_MAGIC: u32 = b'G' as u32;
@@ -191,8 +195,8 @@ mod tests {
 
     #[test]
     fn request_codes_match_linux_macros() {
-        // _IOR('G', 1, 120), _IOWR('G', 2, 72), _IO('G', 3) as computed by <linux/ioctl.h>.
-        assert_eq!(IOC_INFO, 0x8078_4701);
+        // _IOR('G', 1, 136), _IOWR('G', 2, 72), _IO('G', 3) as computed by <linux/ioctl.h>.
+        assert_eq!(IOC_INFO, 0x8088_4701);
         assert_eq!(IOC_GEMM, 0xc048_4702);
         assert_eq!(IOC_RESET, 0x0000_4703);
     }

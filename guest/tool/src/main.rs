@@ -9,6 +9,7 @@
 
 mod gemm;
 mod ioctl;
+mod net;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,6 +58,21 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         timeout_ms: u32,
     },
+    /// Raw Ethernet ping-pong through a NIC (the RTL's Ethernet port answers with MACs swapped).
+    Net {
+        /// Network interface (default: the first one other than lo).
+        #[arg(long)]
+        iface: Option<String>,
+        /// Frames to send, one at a time.
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        /// Frame size in bytes (at least 60).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// How long to wait for each answer, in ms.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Clear the device's status and try a PCI function reset.
     Reset {
         /// /dev/accelN (default: the first accelerator), or "all".
@@ -94,6 +110,9 @@ struct GemmArgs {
     /// Skip the CPU path (no timing, no check).
     #[arg(long, conflicts_with = "check")]
     no_cpu: bool,
+    /// Only the CPU path, no accelerator needed (the baseline VM of a comparative run).
+    #[arg(long, conflicts_with_all = ["no_cpu", "device", "check"])]
+    cpu_only: bool,
 }
 
 /// Accelerator nodes in /dev, ordered by index.
@@ -180,6 +199,8 @@ fn cmd_info(out: &mut Out, device: &str) -> Result<bool, String> {
                     "msix_vectors": i.msix_vectors, "timeout_ms": i.timeout_ms,
                     "jobs": i.jobs, "errors": i.errors, "timeouts": i.timeouts, "irqs": i.irqs,
                     "jobs_done_reg": i.jobs_done_reg, "abi_version": i.abi_version,
+                    "nic_rx_frames": i.nic_rx_frames, "nic_tx_frames": i.nic_tx_frames,
+                    "uart_rx_bytes": i.uart_rx_bytes,
                 })
             }
             Err(e) => {
@@ -231,9 +252,29 @@ fn run_on_device(path: &Path, g: &GemmArgs, ops: &gemm::Operands) -> Result<Devi
     Ok(DeviceRun { path: path.to_path_buf(), runs, array: (info.array_rows, info.array_cols) })
 }
 
+/// FNV-style hash of C, so results of two VMs can be compared without printing C.
+fn c_hash(c: &[i32]) -> String {
+    let h = c.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &v| (h ^ v as u32 as u64).wrapping_mul(0x100_0000_01b3));
+    format!("{h:#018x}")
+}
+
 fn cmd_gemm(out: &mut Out, g: &GemmArgs) -> Result<bool, String> {
-    let devs = select(g.device.as_deref(), false)?;
     let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
+    if g.cpu_only {
+        let ops = gemm::operands(m, n, k, g.seed);
+        for run in 0..g.repeat.max(1) {
+            let t0 = Instant::now();
+            let c = gemm::reference(m, n, k, &ops.a, &ops.b);
+            let cpu_us = t0.elapsed().as_nanos() as f64 / 1e3;
+            out.push(json!({
+                "kind": "gemm", "ok": true, "device": "cpu", "m": g.m, "n": g.n, "k": g.k,
+                "seed": g.seed, "run": run, "check": "skipped", "cpu_us": cpu_us,
+                "c_hash": c_hash(&c),
+            }));
+        }
+        return Ok(true);
+    }
+    let devs = select(g.device.as_deref(), false)?;
     let ops = gemm::operands(m, n, k, g.seed);
 
     // Device path first (all devices at the same time), then the CPU path alone, so neither
@@ -283,6 +324,7 @@ fn cmd_gemm(out: &mut Out, g: &GemmArgs) -> Result<bool, String> {
             });
             let ok = match &rr.result {
                 Ok(o) => {
+                    rec["c_hash"] = json!(c_hash(&rr.c));
                     rec["rtl_cycles"] = json!(o.cycles);
                     rec["dma_wait_cycles"] = json!(o.dma_wait_cycles);
                     rec["device_us"] = json!(o.device_ns as f64 / 1e3);
@@ -431,6 +473,29 @@ fn cmd_reset(out: &mut Out, device: Option<&str>) -> Result<bool, String> {
     Ok(ok)
 }
 
+fn cmd_net(out: &mut Out, iface: Option<&str>, count: u32, size: usize, timeout_ms: u64) -> Result<bool, String> {
+    let iface = match iface {
+        Some(i) => i.to_string(),
+        None => net::default_iface().ok_or("no network interface (boot with cosim.net=1 and a NIC)")?,
+    };
+    let st = net::ping(&iface, count, size, std::time::Duration::from_millis(timeout_ms))
+        .map_err(|e| format!("net {iface}: {e}"))?;
+    let ok = st.received == st.sent && st.sent > 0;
+    let mut rtts = st.rtts_us.clone();
+    if !ok {
+        eprintln!("accel-tool: net {iface}: {} of {} frames answered", st.received, st.sent);
+    }
+    out.push(json!({
+        "kind": "net", "ok": ok, "iface": st.iface, "mac": net::mac_str(&st.mac),
+        "peer_mac": net::mac_str(&net::PEER_MAC), "sent": st.sent, "received": st.received,
+        "lost": st.sent - st.received, "size": size.max(60),
+        "rtt_us_median": if rtts.is_empty() { None } else { Some(median(&mut rtts)) },
+        "rtt_us_max": rtts.iter().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+        "if_tx_packets": st.tx_packets, "if_rx_packets": st.rx_packets,
+    }));
+    Ok(ok)
+}
+
 fn fmt_opt(v: &Value, key: &str, prec: usize) -> String {
     match &v[key] {
         Value::Null => "-".into(),
@@ -503,6 +568,9 @@ fn main() -> ExitCode {
             ("bench", cmd_bench(&mut out, device.as_deref(), sizes, *repeat, *seed, *timeout_ms))
         }
         Cmd::Reset { device } => ("reset", cmd_reset(&mut out, device.as_deref())),
+        Cmd::Net { iface, count, size, timeout_ms } => {
+            ("net", cmd_net(&mut out, iface.as_deref(), *count, *size, *timeout_ms))
+        }
     };
     match r {
         Ok(ok) => {
