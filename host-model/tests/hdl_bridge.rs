@@ -432,6 +432,13 @@ fn goodbye_sigterm_and_waves_end_cleanly() -> Result<()> {
     let log = r.sim.log();
     ensure!(log.contains("terminated (SIGTERM)") && log.contains("mmio_reads=1 mmio_writes=1"), "{log}");
     ensure!(std::fs::metadata(&fst)?.len() > 1000, "waveform {fst_s} is empty");
+
+    // Ctrl-C (SIGINT).
+    let mut r = start()?;
+    r.sim.signal(libc::SIGINT)?;
+    let st = r.sim.wait_exit(T)?;
+    ensure!(st.success(), "{st:?}");
+    ensure!(r.sim.log().contains("interrupted (SIGINT)"), "{}", r.sim.log());
     Ok(())
 }
 
