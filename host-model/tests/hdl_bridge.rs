@@ -139,8 +139,13 @@ fn registers_every_size_on_two_bars() -> Result<()> {
 }
 
 #[test]
-fn registers_over_tcp() -> Result<()> {
-    let mut r = start_with(&[], true)?;
+fn registers_over_tcp_with_plusarg_overrides() -> Result<()> {
+    let mut r = start_with(&["+cosim_device_id=beef", "+cosim_subsys_id=42", "+cosim_bar1_size=2000"], true)?;
+    let c = r.host.config().clone();
+    ensure!(c.device_id == 0xbeef && c.subsystem_id == 0x42 && c.bars[1].size == 0x2000, "{c:?}");
+    // BAR1 is now 8 KiB: its upper half is reachable (the RAM decodes 4 KiB, so it aliases).
+    r.host.write(1, 0x1ff8, 8, 0x55)?;
+    ensure!(r.host.read(1, 0xff8, 8)? == 0x55);
     exercise_window(&mut r.host, 0, SCRATCH0, 7)?;
     ensure!(r.host.read(0, ID, 8)? == 0x7e57_0001_c051_0001);
     Ok(())
