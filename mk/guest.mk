@@ -1,5 +1,9 @@
 # Guest image (kernel, cosim_accel.ko, accel-tool, busybox initramfs) and the launcher.
 # Owner: guest/launcher part. See docs/guest.md.
+#   make guest        build/guest/{bzImage,initramfs.cpio.gz} (scripts/build-guest.sh)
+#   make launcher     target/release/cosim-launch (+ cosim-fake-gemm, the software device model)
+#   make test-guest   launcher stage handling (stand-in processes) and one boot of the guest image
+#                     under Debian's QEMU without an accelerator
 
 GUEST_DIR := $(BUILD)/guest
 
@@ -10,4 +14,7 @@ guest: deps
 launcher:
 	$(CARGO) build --release -p cosim-launch
 
-# Unit tests of the tool and the launcher are in test-unit (cargo test --workspace).
+test-guest: guest
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test stages
+
+TEST_TIERS += test-guest
