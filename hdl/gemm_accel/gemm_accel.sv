@@ -4,6 +4,7 @@ module gemm_accel #(
     parameter int ROWS      = 4,     // MAC array rows
     parameter int COLS      = 4,     // MAC array columns
     parameter int NB        = 64,    // columns of B held on chip (multiple of COLS)
+    parameter int AM        = 32,    // rows of A held on chip (multiple of ROWS)
     parameter int MAX_DIM   = 1024,
     parameter int AXI_ID_W  = 4,
     parameter int RD_OUT    = 16,    // outstanding DMA read bursts (<= 2**AXI_ID_W)
@@ -120,7 +121,7 @@ module gemm_accel #(
     );
 
     gemm_engine #(
-        .ROWS(ROWS), .COLS(COLS), .NB(NB), .MAX_DIM(MAX_DIM), .ID_W(AXI_ID_W), .RD_OUT(RD_OUT)
+        .ROWS(ROWS), .COLS(COLS), .NB(NB), .AM(AM), .MAX_DIM(MAX_DIM), .ID_W(AXI_ID_W), .RD_OUT(RD_OUT)
     ) u_engine (
         .clk, .rst_n,
         .start, .irq_en, .clear, .cfg_m, .cfg_n, .cfg_k, .cfg_lda, .cfg_ldb, .cfg_ldc,

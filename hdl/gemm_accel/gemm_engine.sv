@@ -12,6 +12,7 @@ module gemm_engine #(
     parameter int ROWS    = 4,
     parameter int COLS    = 4,
     parameter int NB      = 64,      // columns of B held on chip (multiple of COLS)
+    parameter int AM      = 32,      // rows of A held on chip (multiple of ROWS)
     parameter int MAX_DIM = 1024,
     parameter int ID_W    = 4,
     parameter int RD_OUT  = 8
@@ -78,7 +79,7 @@ module gemm_engine #(
                            E_DMA_ERROR = 8'd6;
 
     localparam int DIM_W   = $clog2(MAX_DIM + 1);          // holds 0..MAX_DIM
-    localparam int ABUF_N  = 1 << $clog2(ROWS * MAX_DIM);  // bytes of A per bank
+    localparam int ABUF_N  = 1 << $clog2(AM * MAX_DIM);    // bytes of A per bank
     localparam int BBUF_N  = 1 << $clog2(MAX_DIM * NB);    // bytes of B per bank
     localparam int AI_W    = $clog2(ABUF_N);
     localparam int BI_W    = $clog2(BBUF_N);
@@ -104,17 +105,19 @@ module gemm_engine #(
     logic [COL_W-1:0] nb;              // columns in this panel
     logic [ROW_W:0]   mr;              // rows in this tile
     logic             new_panel;       // the tile to start is the first of a panel
+    logic             new_block;       // ... the first of a block of AM rows of A
+    logic [DIM_W-1:0] blk_ib;          // first row of the block of A on chip
+    logic [AI_W-1:0]  a_tile_off;      // (ib - blk_ib) * K: the tile's rows in ABUF
     logic [COL_W-1:0] jc;              // first column of the chunk being computed
     logic [DIM_W-1:0] kk;              // k being issued
     logic [BI_W-1:0]  kb;              // kk * nb
-    logic [63:0]      a_tile_addr, c_tile_addr, c_panel_addr;
+    logic [63:0]      a_blk_addr, c_tile_addr, c_panel_addr;
     logic [AI_W-1:0]  a_row_off [ROWS];// r * K
     logic             bank;            // CBUF bank the compute writes
     logic             a_cbank, b_cbank;// ABUF/BBUF banks the compute reads
 
     // ---- loads in flight (the other bank) ----
     logic             al_active, al_done, al_err;   // A rows of the next tile
-    logic [ROW_W:0]   al_mr;
     logic             bl_active, bl_done, bl_err;   // B panel of the next panel
     logic [COL_W-1:0] bl_nb;
     logic             dma_err_q;
@@ -141,24 +144,33 @@ module gemm_engine #(
     assign k_d = DIM_W'(k_q);
 
     // ---- the tile after the current one ----
-    logic             more_rows, more_panels, has_next;
-    logic [DIM_W-1:0] ib_nx, jb_nx, m_rest, n_rest;
-    logic [ROW_W:0]   mr_nx;
+    // Tiles go down a block of AM rows, then to the next block, then to the next panel. When all
+    // of A fits in one block (M <= AM) it stays on chip for every panel.
+    logic             more_in_blk, more_blocks, more_panels, has_next, a_resident, has_next_blk;
+    logic [DIM_W-1:0] jb_nx, n_rest, m_tile, m_blk;
+    logic [ROW_W:0]   mr_cur;
     logic [COL_W-1:0] nb_nx;
-    logic [63:0]      lda_rows, ldc_rows, a_nx_addr;
+    logic [63:0]      ldc_rows, lda_blk, a_nxb_addr;
+    logic [31:0]      a_nxb_rows;
     always_comb begin
-        lda_rows    = 64'(lda_e) * ROWS;
-        ldc_rows    = {30'd0, ldc_e, 2'b00} * ROWS;
-        more_rows   = (32'(ib) + ROWS < m_q);
-        more_panels = (32'(jb) + NB < n_q);
-        has_next    = more_rows || more_panels;
-        ib_nx       = more_rows ? ib + DIM_W'(ROWS) : '0;
-        jb_nx       = jb + DIM_W'(NB);
-        a_nx_addr   = more_rows ? a_tile_addr + lda_rows : a_q;
-        m_rest      = m_d - ib_nx;
-        n_rest      = n_d - jb_nx;
-        mr_nx       = (m_rest < DIM_W'(ROWS)) ? (ROW_W+1)'(m_rest) : (ROW_W+1)'(ROWS);
-        nb_nx       = (n_rest < DIM_W'(NB))   ? COL_W'(n_rest)   : COL_W'(NB);
+        lda_blk      = 64'(lda_e) * AM;
+        ldc_rows     = {30'd0, ldc_e, 2'b00} * ROWS;
+        a_resident   = (m_q <= AM);
+        more_in_blk  = (32'(ib) + ROWS < m_q) && (32'(ib) + ROWS < 32'(blk_ib) + AM);
+        more_blocks  = (32'(blk_ib) + AM < m_q);
+        more_panels  = (32'(jb) + NB < n_q);
+        has_next     = more_in_blk || more_blocks || more_panels;
+        has_next_blk = more_blocks || (more_panels && !a_resident);
+        jb_nx        = jb + DIM_W'(NB);
+        n_rest       = n_d - jb_nx;
+        nb_nx        = (n_rest < DIM_W'(NB)) ? COL_W'(n_rest) : COL_W'(NB);
+        // The block after the current one: the next AM rows, or rows 0.. for the next panel.
+        a_nxb_addr   = more_blocks ? a_blk_addr + lda_blk : a_q;
+        m_blk        = more_blocks ? m_d - blk_ib - DIM_W'(AM) : m_d;
+        a_nxb_rows   = (m_blk < DIM_W'(AM)) ? 32'(m_blk) : AM;
+        // Rows of the tile at ib.
+        m_tile       = m_d - ib;
+        mr_cur       = (m_tile < DIM_W'(ROWS)) ? (ROW_W+1)'(m_tile) : (ROW_W+1)'(ROWS);
     end
 
     // ---- DMA read engines (A rows, B panels) on one AXI read channel ----
@@ -240,7 +252,7 @@ module gemm_engine #(
     assign issue = (state == S_COMP);
 
     always_ff @(posedge clk) begin
-        for (int r = 0; r < ROWS; r++) a_vec[r] <= abuf[{a_cbank, a_row_off[r] + AI_W'(kk)}];
+        for (int r = 0; r < ROWS; r++) a_vec[r] <= abuf[{a_cbank, a_tile_off + a_row_off[r] + AI_W'(kk)}];
         for (int c = 0; c < COLS; c++)
             b_vec[c] <= (32'(jc) + c < 32'(nb)) ? bbuf[{b_cbank, kb + BI_W'(jc) + BI_W'(c)}] : 8'd0;
         p1_first <= (kk == '0);
@@ -298,23 +310,23 @@ module gemm_engine #(
     // First compute cycle of a tile: prefetch the next tile's rows of A and, in the first tile of
     // a panel, the next panel of B.
     assign tile_start  = (state == S_COMP) && jc == '0 && kk == '0;
-    assign a_pf        = tile_start && !al_active && has_next;
+    assign a_pf        = tile_start && !al_active && ib == blk_ib && has_next_blk;
     assign b_pf        = tile_start && !bl_active && ib == '0 && more_panels;
     assign dma_err_now = dma_err_q || (ra_done && ra_err) || (rb_done && rb_err) || (wr_done && wr_err);
-    assign next_ready  = al_done && (!new_panel || bl_done);
+    assign next_ready  = (!new_block || al_done) && (!new_panel || bl_done);
 
     always_comb begin
         ra_start     = 1'b0;
-        ra_src       = a_nx_addr;
-        ra_nrows     = 32'(mr_nx);
+        ra_src       = a_nxb_addr;
+        ra_nrows     = a_nxb_rows;
         rb_start     = 1'b0;
         rb_src       = b_q + 64'(jb_nx);
         rb_row_bytes = 32'(nb_nx);
         if (state == S_FIRST) begin
-            // Tile (0, 0): its A rows and B panel.
+            // Tile (0, 0): its block of A and panel of B.
             ra_start     = 1'b1;
             ra_src       = a_q;
-            ra_nrows     = (m_d < DIM_W'(ROWS)) ? 32'(m_d) : ROWS;
+            ra_nrows     = (m_d < DIM_W'(AM)) ? 32'(m_d) : AM;
             rb_start     = 1'b1;
             rb_src       = b_q;
             rb_row_bytes = (n_d < DIM_W'(NB)) ? 32'(n_d) : NB;
@@ -354,7 +366,6 @@ module gemm_engine #(
             if (ra_start) begin
                 al_active <= 1'b1;
                 al_done   <= 1'b0;
-                al_mr     <= (state == S_FIRST) ? (ROW_W+1)'(ra_nrows) : mr_nx;
                 a_wbank   <= !a_cbank;
             end
             if (rb_start) begin
@@ -394,7 +405,10 @@ module gemm_engine #(
                     jb           <= '0;
                     ib           <= '0;
                     new_panel    <= 1'b1;
-                    a_tile_addr  <= a_q;
+                    new_block    <= 1'b1;
+                    blk_ib       <= '0;
+                    a_tile_off   <= '0;
+                    a_blk_addr   <= a_q;
                     c_tile_addr  <= c_q;
                     c_panel_addr <= c_q;
                     state        <= (check_code == E_OK) ? S_FIRST : S_IRQ;
@@ -404,10 +418,12 @@ module gemm_engine #(
                 S_NEXT: if (dma_err_q) begin
                     state <= S_FLUSH;
                 end else if (next_ready) begin
-                    al_active <= 1'b0;
-                    al_done   <= 1'b0;
-                    a_cbank   <= !a_cbank;
-                    mr        <= al_mr;
+                    mr <= mr_cur;
+                    if (new_block) begin
+                        al_active <= 1'b0;
+                        al_done   <= 1'b0;
+                        a_cbank   <= !a_cbank;
+                    end
                     if (new_panel) begin
                         bl_active <= 1'b0;
                         bl_done   <= 1'b0;
@@ -437,12 +453,26 @@ module gemm_engine #(
                 end else if (!wr_busy) begin
                     wr_bank     <= bank;
                     bank        <= !bank;
-                    ib          <= ib_nx;
-                    a_tile_addr <= a_nx_addr;
-                    new_panel   <= !more_rows;
-                    if (more_rows) begin
+                    new_block   <= 1'b0;
+                    new_panel   <= 1'b0;
+                    if (more_in_blk) begin
+                        ib          <= ib + DIM_W'(ROWS);
+                        a_tile_off  <= a_tile_off + AI_W'(ROWS) * AI_W'(k_q);
+                        c_tile_addr <= c_tile_addr + ldc_rows;
+                    end else if (more_blocks) begin
+                        ib          <= blk_ib + DIM_W'(AM);
+                        blk_ib      <= blk_ib + DIM_W'(AM);
+                        a_blk_addr  <= a_blk_addr + lda_blk;
+                        a_tile_off  <= '0;
+                        new_block   <= 1'b1;
                         c_tile_addr <= c_tile_addr + ldc_rows;
                     end else begin
+                        ib           <= '0;
+                        blk_ib       <= '0;
+                        a_blk_addr   <= a_q;
+                        a_tile_off   <= '0;
+                        new_block    <= !a_resident;
+                        new_panel    <= 1'b1;
                         jb           <= jb_nx;
                         c_panel_addr <= c_panel_addr + 64'(NB * 4);
                         c_tile_addr  <= c_panel_addr + 64'(NB * 4);

@@ -6,7 +6,8 @@ module gemm_top #(
     parameter string ENDPOINT = "ipc:///tmp/cosim/accel0",   // +cosim_endpoint=... overrides
     parameter int    ROWS     = 4,
     parameter int    COLS     = 4,
-    parameter int    AXI_ID_W = 4
+    parameter int    AXI_ID_W = 5,    // 16 read IDs for each of the two DMA read engines
+    parameter int    RD_OUT   = 32    // DMA read bursts in flight (the shell's MAX_DMA_READS)
 ) (
     input logic axi_aclk,
     input logic axi_aresetn
@@ -59,7 +60,8 @@ module gemm_top #(
         .MSIX_TABLE_OFFSET (0),
         .MSIX_PBA_BAR      (2),
         .MSIX_PBA_OFFSET   ('h2000),
-        .AXI_ID_W          (AXI_ID_W)
+        .AXI_ID_W          (AXI_ID_W),
+        .MAX_DMA_READS     (RD_OUT)
     ) u_ep (
         .axi_aclk, .axi_aresetn, .user_resetn,
         .m_axi_awaddr (mmio_awaddr),  .m_axi_awlen (mmio_awlen),   .m_axi_awsize (mmio_awsize),
@@ -92,7 +94,7 @@ module gemm_top #(
         .uart_rx_valid, .uart_rx_ready, .uart_rx_data
     );
 
-    gemm_accel #(.ROWS(ROWS), .COLS(COLS), .AXI_ID_W(AXI_ID_W)) u_accel (
+    gemm_accel #(.ROWS(ROWS), .COLS(COLS), .AXI_ID_W(AXI_ID_W), .RD_OUT(RD_OUT)) u_accel (
         .clk(axi_aclk), .rst_n(user_resetn),
         .s_axi_awaddr (mmio_awaddr),  .s_axi_awlen (mmio_awlen),   .s_axi_awsize (mmio_awsize),
         .s_axi_awburst(mmio_awburst), .s_axi_awuser(mmio_awuser),  .s_axi_awvalid(mmio_awvalid),
