@@ -30,7 +30,7 @@ fn splitmix(s: &mut u64) -> u64 {
 #[ignore = "benchmark: run with `make bench-gemm`"]
 fn gemm_bench() -> Result<()> {
     let sizes: Vec<(u32, u32, u32)> = std::env::var("GEMM_BENCH_SIZES")
-        .unwrap_or_else(|_| "4x4x4,16x16x16,64x64x64,128x128x128,256x256x256,64x1024x64".into())
+        .unwrap_or_else(|_| "4x4x4,16x16x16,17x33x9,64x64x64,100x100x100,128x128x128,256x256x256,512x512x512,64x1024x64,1024x16x256".into())
         .split(',')
         .map(|s| {
             let v: Vec<u32> = s.split('x').map(|x| x.trim().parse().expect("size MxNxK")).collect();
