@@ -22,6 +22,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 static volatile std::sig_atomic_t g_signal = 0;
@@ -38,6 +39,9 @@ static const char* const kHelp =
     "  --stats           also print statistics every 2 s while running\n"
     "  --no-dpi-poll     do not call the per-clock DPI poll (benchmark baseline only: the host\n"
     "                    is never served)\n"
+    "  --idle-throttle   when no message crossed the bridge for 50 ms, sleep 1 ms every 1024\n"
+    "                    cycles (frees the CPU while e.g. the guest boots; slows designs that\n"
+    "                    compute for long without bus traffic; off by default)\n"
     "  --help            this text\n"
     "\n"
     "Plusargs: +cosim_endpoint=E, +cosim_endpoint@<instance>=E, +max_cycles=N, +clock_mhz=F,\n"
@@ -52,6 +56,7 @@ struct Options {
     std::string waves;
     bool stats = false;
     bool no_poll = false;
+    bool idle_throttle = false;
 };
 
 static bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
@@ -99,6 +104,8 @@ int main(int argc, char** argv) {
             o.stats = true;
         } else if (a == "--no-dpi-poll") {
             o.no_poll = true;
+        } else if (a == "--idle-throttle") {
+            o.idle_throttle = true;
         } else if (starts_with(a, "+max_cycles=")) {
             o.max_cycles = std::strtoull(a.c_str() + 12, nullptr, 0);
         } else if (starts_with(a, "+clock_mhz=")) {
@@ -173,7 +180,21 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     auto next_report = t0 + std::chrono::seconds(2);
     const char* why = "max-cycles reached";
+    uint64_t last_activity = cosim_sim_activity();
+    auto last_active = t0;
+    unsigned long long idle_sleeps = 0;
     for (;;) {
+        if (o.idle_throttle && (cycles & 1023) == 0) {
+            uint64_t a = cosim_sim_activity();
+            auto now = std::chrono::steady_clock::now();
+            if (a != last_activity) {
+                last_activity = a;
+                last_active = now;
+            } else if (now - last_active > std::chrono::milliseconds(50)) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                idle_sleeps++;
+            }
+        }
         if ((cycles & 1023) == 0) {
             if (g_signal) {
                 why = g_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)";
@@ -218,5 +239,6 @@ int main(int argc, char** argv) {
     if (tfp) tfp->close();
 #endif
     print_stats("stats", cycles, wall);
+    if (o.idle_throttle) std::fprintf(stderr, "cosim-sim: idle throttle slept %llu times\n", idle_sleeps);
     return 0;
 }

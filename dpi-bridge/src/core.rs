@@ -176,6 +176,7 @@ impl EpCore {
     }
 
     fn send(&mut self, m: Message) {
+        crate::registry::note_activity();
         if !self.connected {
             if let Message::Serial(b) = m {
                 // Console output before the host connects is kept (like a chardev log), up to a limit.
@@ -240,6 +241,7 @@ impl EpCore {
     }
 
     fn on_message(&mut self, m: ToSim) {
+        crate::registry::note_activity();
         match m {
             ToSim::Msg(Message::MmioRead(r)) => self.queue_mmio(false, r.tag, r.bar, r.offset, r.size, 0),
             ToSim::Msg(Message::MmioWrite(w)) => self.queue_mmio(true, 0, w.bar, w.offset, w.size, w.data),

@@ -438,6 +438,13 @@ pub unsafe extern "C" fn cosim_sim_endpoints(buf: *mut c_char, len: usize) -> us
     s.len()
 }
 
+/// For the C++ main: messages that crossed the bridge so far (heartbeats excluded); unchanged
+/// means the host and the design exchanged nothing.
+#[no_mangle]
+pub extern "C" fn cosim_sim_activity() -> u64 {
+    registry::activity()
+}
+
 /// For the C++ main: statistics summed over every endpoint.
 #[no_mangle]
 pub extern "C" fn cosim_sim_stats() -> CosimSimStats {

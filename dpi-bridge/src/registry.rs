@@ -1,12 +1,14 @@
 //! Process-wide view of every endpoint in the simulation, for the C++ main: the endpoints to
 //! announce in the ready line, whether the simulation should stop, and summed statistics.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::link::SharedStats;
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Messages that crossed any endpoint (both directions, heartbeats excluded).
+static ACTIVITY: AtomicU64 = AtomicU64::new(0);
 static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 struct Entry {
@@ -26,6 +28,17 @@ pub(crate) fn request_stop(why: &str) {
     if !STOP.swap(true, Ordering::SeqCst) {
         tracing::info!(target: "cosim::dpi", why, "simulation stop requested");
     }
+}
+
+/// Counts one message through the bridge (for the C++ main's idle detection).
+#[inline]
+pub(crate) fn note_activity() {
+    ACTIVITY.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Messages that crossed the bridge so far (heartbeats excluded).
+pub fn activity() -> u64 {
+    ACTIVITY.load(Ordering::Relaxed)
 }
 
 /// True once some endpoint asked the simulation to stop.

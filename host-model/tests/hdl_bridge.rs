@@ -488,3 +488,21 @@ fn two_endpoints_in_one_simulation() -> Result<()> {
     ensure!(h0.irq_log() == [1] && h1.irq_log() == [2], "{:?} {:?}", h0.irq_log(), h1.irq_log());
     Ok(())
 }
+
+#[test]
+fn idle_throttle_still_serves_the_host() -> Result<()> {
+    let mut r = start_with(&["--idle-throttle"], false)?;
+    let h = &mut r.host;
+    h.poll(Duration::from_millis(300))?; // idle: the simulation sleeps between cycle chunks
+    h.write(0, SCRATCH0, 8, 0x77)?;
+    ensure!(h.read(0, SCRATCH0, 8)? == 0x77);
+    let data = pattern(5, 1234);
+    h.mem().write_bytes(0x2_0000, &data);
+    copy(h, 0x2_0000, 0x3_0001, 1234, 16, 3)?;
+    ensure!(h.mem().read_bytes(0x3_0001, 1234) == data);
+    h.goodbye()?;
+    r.sim.wait_exit(T)?;
+    let log = r.sim.log();
+    ensure!(log.contains("idle throttle slept"), "{log}");
+    Ok(())
+}
