@@ -23,6 +23,7 @@
 #include "hw/qdev-properties.h"
 #include "hw/qdev-properties-system.h"
 #include "hw/resettable.h"
+#include "system/system.h"
 #include "chardev/char-fe.h"
 #include "net/net.h"
 #include "qom/object.h"
@@ -56,6 +57,7 @@ struct AccelPcieState {
     NICState *nic;
     QEMUTimer *tick;
     QEMUBH *poll_bh;
+    Notifier exit_notifier;
     int fd;
 };
 
@@ -176,6 +178,8 @@ static void accel_chr_receive(void *opaque, const uint8_t *buf, int size)
 
 /* ---- QOM ---------------------------------------------------------------------------------- */
 
+static void accel_exit_notify(Notifier *n, void *data);
+
 static void accel_realize(PCIDevice *pdev, Error **errp)
 {
     AccelPcieState *s = ACCELERATOR_PCIE(pdev);
@@ -284,19 +288,35 @@ static void accel_realize(PCIDevice *pdev, Error **errp)
     qemu_set_fd_handler(s->fd, accel_fd_read, NULL, s);
     s->tick = timer_new_ms(QEMU_CLOCK_REALTIME, accel_tick, s);
     timer_mod(s->tick, qemu_clock_get_ms(QEMU_CLOCK_REALTIME));
+    s->exit_notifier.notify = accel_exit_notify;
+    qemu_add_exit_notifier(&s->exit_notifier);
     /* Messages may have queued during the handshake; the fd edge may already be gone. */
     qemu_bh_schedule(s->poll_bh);
+}
+
+/* QEMU is exiting (quit, SIGTERM): say GOODBYE so the simulation can end, and flush it. */
+static void accel_exit_notify(Notifier *n, void *data)
+{
+    AccelPcieState *s = container_of(n, AccelPcieState, exit_notifier);
+
+    if (s->dev) {
+        qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
+        cosim_device_free(s->dev);  /* later calls with NULL are refused by the library */
+        s->dev = NULL;
+    }
 }
 
 static void accel_exit(PCIDevice *pdev)
 {
     AccelPcieState *s = ACCELERATOR_PCIE(pdev);
 
-    if (!s->dev) {
-        return;
+    if (!s->tick) {
+        return;  /* realize failed */
     }
+    qemu_remove_exit_notifier(&s->exit_notifier);
     qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
     timer_free(s->tick);
+    s->tick = NULL;
     qemu_bh_delete(s->poll_bh);
     qemu_chr_fe_deinit(&s->chr, false);
     if (s->nic) {
@@ -305,7 +325,7 @@ static void accel_exit(PCIDevice *pdev)
     if (s->info.msix_vectors) {
         msix_uninit(pdev, &s->bar[s->info.msix_table_bar], &s->bar[s->info.msix_pba_bar]);
     }
-    cosim_device_free(s->dev);
+    cosim_device_free(s->dev);  /* NULL-safe */
     s->dev = NULL;
 }
 
@@ -342,6 +362,12 @@ static void accel_class_init(ObjectClass *klass, void *data)
     dc->user_creatable = true;
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
     device_class_set_props(dc, accel_properties);
+    object_class_property_set_description(klass, "endpoint",
+        "HDL simulation endpoint: ipc:///<dir>/<name>, a path, or tcp://<host>[:<port>]");
+    object_class_property_set_description(klass, "port",
+        "base TCP port for a tcp endpoint without one (0: COSIM_PORT)");
+    object_class_property_set_description(klass, "timeout-ms",
+        "how long realize waits for the HDL's CONFIG and an MMIO read for its completion");
 }
 
 static const TypeInfo accel_info = {

@@ -410,3 +410,14 @@ fn reset_is_forwarded() -> Result<()> {
     peer.expect("RESET", T, |m| matches!(m, Message::Reset).then_some(()))?;
     Ok(())
 }
+
+#[test]
+fn clean_qemu_exit_says_goodbye() -> Result<()> {
+    let dir = TempDir::new("bye");
+    let (peer, mut q) = start(&dir, "a")?;
+    q.readl(BAR0_ADDR)?;
+    q.terminate();
+    peer.expect("GOODBYE", T, |m| matches!(m, Message::Goodbye(_)).then_some(()))?;
+    let (_, _err) = q.wait_exit(T)?;
+    Ok(())
+}

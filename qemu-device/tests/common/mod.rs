@@ -455,6 +455,12 @@ impl Qemu {
         }
     }
 
+    /// Sends SIGTERM (QEMU's clean shutdown).
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
