@@ -469,6 +469,14 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
         append.push(' ');
         append.push_str(&cli.append);
     }
+    // x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL.
+    if append.len() > 2047 {
+        return Err(stage_err(
+            EXIT_SETUP,
+            "setup",
+            format!("kernel command line is {} bytes, the limit is 2047: shorten the --run items", append.len()),
+        ));
+    }
     let mut cmd = Command::new(&qemu_bin);
     cmd.args(["-M", "q35", "-accel", "tcg", "-m"])
         .arg(cli.memory.to_string())
