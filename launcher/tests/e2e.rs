@@ -1,0 +1,169 @@
+//! End-to-end tier: a real Linux guest in our QEMU with `-device accelerator-pcie`, its driver
+//! and tool, against the GEMM RTL simulated by Verilator, all started by `cosim-launch`.
+//!
+//! Needs `make qemu sim-gemm guest` (the `test-e2e` make target builds them first); a missing
+//! artifact fails the test with the launcher's message naming the make target.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const LAUNCH: &str = env!("CARGO_BIN_EXE_cosim-launch");
+/// Wall-clock bound of one launcher run (the launcher's own stage timeouts are tighter).
+const RUN_LIMIT: Duration = Duration::from_secs(600);
+
+struct Run {
+    code: i32,
+    json: Value,
+    stderr: String,
+}
+
+impl Run {
+    fn log_dir(&self) -> PathBuf {
+        PathBuf::from(self.json["log_dir"].as_str().unwrap_or_else(|| panic!("no log_dir in {}", self.json)))
+    }
+
+    fn results(&self) -> Vec<&Value> {
+        self.json["guest"]["results"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+    }
+
+    fn gemms(&self) -> Vec<&Value> {
+        self.results().into_iter().filter(|r| r["kind"] == "gemm").collect()
+    }
+
+    fn infos(&self) -> Vec<&Value> {
+        self.results().into_iter().filter(|r| r["kind"] == "info").collect()
+    }
+}
+
+fn launch(name: &str, args: &[&str]) -> Run {
+    let log_dir = std::env::temp_dir().join(format!("cosim-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let mut child = Command::new(LAUNCH)
+        .args(args)
+        .args(["--json", "--log-dir"])
+        .arg(&log_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cosim-launch");
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            panic!("cosim-launch {args:?} did not finish within {RUN_LIMIT:?}; logs in {}", log_dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("--- cosim-launch {args:?} ---\n{stderr}");
+    let json: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("launcher printed no JSON ({e}); stderr:\n{stderr}"));
+    Run { code: out.status.code().unwrap_or(-1), json, stderr }
+}
+
+fn gemm_item(m: u64, n: u64, k: u64, seed: u64) -> String {
+    format!("gemm --m {m} --n {n} --k {k} --seed {seed} --check")
+}
+
+fn assert_exact(r: &Value) {
+    assert_eq!(r["ok"], true, "GEMM failed: {r}");
+    assert_eq!(r["check"], "pass", "guest CPU reference disagrees: {r}");
+    assert_eq!(r["mismatches"], 0, "{r}");
+    let cycles = r["rtl_cycles"].as_u64().unwrap();
+    let ideal = r["ideal_cycles"].as_u64().unwrap();
+    assert!(ideal > 0 && cycles >= ideal, "RTL cycles {cycles} below the ideal {ideal}: {r}");
+}
+
+#[test]
+fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
+    let sizes: [(u64, u64, u64, u64); 5] = [(1, 1, 1, 11), (4, 4, 4, 12), (17, 33, 9, 13), (64, 64, 64, 14), (130, 20, 7, 15)];
+    let items: Vec<String> = sizes.iter().map(|&(m, n, k, s)| gemm_item(m, n, k, s)).collect();
+    let mut args: Vec<&str> = Vec::new();
+    for it in &items {
+        args.extend(["--run", it]);
+    }
+    // Nonsense from the guest: a dimension above MAX_DIM is refused with an errno, and the
+    // guest carries on with the next item.
+    args.extend(["--run", "gemm --m 2000 --n 1 --k 1 --check"]);
+    args.extend(["--run", "info"]);
+    let run = launch("single", &args);
+    assert_eq!(run.code, 1, "only the deliberately bad item may fail: {}", run.json);
+    let gemms = run.gemms();
+    assert_eq!(gemms.len(), sizes.len() + 1, "one result per size and the refused one: {}", run.json);
+    let refused = gemms[sizes.len()];
+    assert_eq!((refused["ok"].as_bool(), refused["errno"].as_u64()), (Some(false), Some(22)), "EINVAL: {refused}");
+    assert!(run.json["guest"]["klog"].to_string().contains("bad size m=2000"), "driver log line: {}", run.json);
+    for (r, &(m, n, k, _)) in gemms.iter().zip(&sizes) {
+        assert_eq!((r["m"].as_u64(), r["n"].as_u64(), r["k"].as_u64()), (Some(m), Some(n), Some(k)));
+        assert_exact(r);
+    }
+    let failures = run.json["guest"]["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["item"], sizes.len(), "the oversize GEMM is the failing item: {failures:?}");
+    let info = run.infos();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0]["jobs"].as_u64(), Some(sizes.len() as u64), "driver job counter: {}", info[0]);
+    let uart = std::fs::read(run.log_dir().join("accel0-uart.log")).expect("UART chardev log");
+    assert!(
+        String::from_utf8_lossy(&uart).contains("GEMM accelerator v1.0 ready"),
+        "the RTL's UART banner must reach QEMU's chardev; got {:?}",
+        String::from_utf8_lossy(&uart)
+    );
+}
+
+#[test]
+fn two_devices_in_one_guest_work_at_the_same_time_with_independent_counters() {
+    let both = "gemm --m 48 --n 40 --k 56 --seed 21 --check --device all".to_string();
+    let second = "gemm --m 9 --n 7 --k 5 --seed 22 --check --device /dev/accel1".to_string();
+    let run = launch("dual-dev", &["--devices", "2", "--run", &both, "--run", &second, "--run", "info"]);
+    assert_eq!(run.code, 0, "{}", run.json);
+    let gemms = run.gemms();
+    assert_eq!(gemms.len(), 3, "{}", run.json);
+    for r in &gemms {
+        assert_exact(r);
+    }
+    let devs: Vec<&str> = gemms.iter().map(|r| r["device"].as_str().unwrap()).collect();
+    assert!(devs[..2].contains(&"/dev/accel0") && devs[..2].contains(&"/dev/accel1"), "{devs:?}");
+    // The same GEMM on both devices gives the same C.
+    assert_eq!(gemms[0]["c_hash"], gemms[1]["c_hash"]);
+    let info = run.infos();
+    let jobs = |dev: &str| {
+        info.iter().find(|i| i["device"] == dev).unwrap_or_else(|| panic!("no info for {dev}: {info:?}"))["jobs"]
+            .as_u64()
+    };
+    assert_eq!(jobs("/dev/accel0"), Some(1), "accel0 ran one job");
+    assert_eq!(jobs("/dev/accel1"), Some(2), "accel1 ran two jobs");
+}
+
+#[test]
+fn simulation_stopped_mid_job_gives_the_guest_a_driver_error_and_the_guest_stays_up() {
+    let big = gemm_item(512, 512, 512, 31);
+    let run = launch(
+        "killed",
+        &[
+            "--kill-sim-after",
+            "2",
+            "--device-opt",
+            "timeout-ms=2000",
+            "--run",
+            &big,
+            "--run",
+            "sh:echo guest-still-up",
+            "--run",
+            "info",
+        ],
+    );
+    // The workload ran to the end (the guest powered off by itself) but the GEMM failed.
+    assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
+    assert!(run.json["failed_stage"].is_null(), "no stage may time out: {}", run.json);
+    assert_eq!(run.json["guest"]["done"]["items"], 3, "{}", run.json);
+    let failures = run.json["guest"]["failures"].as_array().unwrap();
+    assert!(failures.iter().any(|f| f["item"] == 0), "the GEMM must fail: {failures:?}");
+    assert!(run.json["guest"]["output"].to_string().contains("guest-still-up"));
+    let klog = run.json["guest"]["klog"].to_string();
+    assert!(klog.contains("cosim_accel"), "the driver must log the failure: {klog}");
+}

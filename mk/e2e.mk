@@ -1,0 +1,26 @@
+# End-to-end: the product as a user meets it. A Linux guest in our QEMU with -device
+# accelerator-pcie, its driver and tool, against the GEMM RTL in Verilator, via cosim-launch.
+#   make demo       build everything, run GEMMs of several sizes on the RTL from the guest, show results
+#   make test-e2e   the end-to-end test tier (launcher/tests/e2e.rs)
+#   make dual       accelerator VM and baseline VM side by side, sharing a network
+
+.PHONY: e2e-artifacts demo test-e2e dual
+LAUNCH := $(ROOT)/target/release/cosim-launch
+
+e2e-artifacts: deps qemu sim-gemm guest launcher
+
+DEMO_RUNS := --run "info" \
+	--run "gemm --m 16 --n 16 --k 16 --seed 1 --check" \
+	--run "gemm --m 17 --n 33 --k 9 --seed 2 --check" \
+	--run "gemm --m 64 --n 64 --k 64 --seed 3 --check" \
+	--run "gemm --m 128 --n 128 --k 128 --seed 4 --check" \
+	--run "gemm --m 200 --n 72 --k 40 --seed 5 --check"
+
+demo: e2e-artifacts
+	@echo "== cosim demo: booting a Linux guest in QEMU against the GEMM RTL in Verilator =="
+	COSIM_BUILD=$(BUILD) $(LAUNCH) $(DEMO_RUNS)
+
+test-e2e: e2e-artifacts
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test e2e -- --test-threads 1
+
+TEST_TIERS += test-e2e
