@@ -133,12 +133,10 @@ impl Device {
         Ok(info)
     }
 
-    /// C = A x B. `a` is m*k, `b` is k*n, `c` is m*n (packed row-major).
+    /// C = A x B for `(m, n, k)`. `a` is m*k, `b` is k*n, `c` is m*n (packed row-major).
     pub fn gemm(
         &self,
-        m: u32,
-        n: u32,
-        k: u32,
+        (m, n, k): (u32, u32, u32),
         a: &[i8],
         b: &[i8],
         c: &mut [i32],

@@ -234,7 +234,7 @@ fn run_on_device(path: &Path, g: &GemmArgs, ops: &gemm::Operands) -> Result<Devi
     for _ in 0..g.repeat.max(1) {
         let mut c = vec![0i32; g.m as usize * g.n as usize];
         let t0 = Instant::now();
-        let r = dev.gemm(g.m, g.n, g.k, &ops.a, &ops.b, &mut c, g.timeout_ms);
+        let r = dev.gemm((g.m, g.n, g.k), &ops.a, &ops.b, &mut c, g.timeout_ms);
         let accel_ns = t0.elapsed().as_nanos() as u64;
         let result = r.map_err(|e| {
             let mut msg = format!("{}: gemm: {}", dev.path().display(), e.err);
@@ -408,7 +408,7 @@ fn cmd_bench(
         for _ in 0..repeat.max(1) {
             let mut c = vec![0i32; su * su];
             let t0 = Instant::now();
-            let r = dev.gemm(s, s, s, &ops.a, &ops.b, &mut c, timeout_ms);
+            let r = dev.gemm((s, s, s), &ops.a, &ops.b, &mut c, timeout_ms);
             let a_us = t0.elapsed().as_nanos() as f64 / 1e3;
             let t1 = Instant::now();
             let refc = gemm::reference(su, su, su, &ops.a, &ops.b);
