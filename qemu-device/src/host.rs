@@ -387,9 +387,8 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
     /// Periodic work (every [`HEARTBEAT_INTERVAL_MS`] or sooner): heartbeats and liveness.
     pub fn tick(&mut self, now: Instant) {
         let up = matches!(self.state, LinkState::Connected | LinkState::AwaitingConfig { .. });
-        let due = self
-            .last_heartbeat
-            .map_or(true, |t| now.saturating_duration_since(t) >= Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+        let interval = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+        let due = !matches!(self.last_heartbeat, Some(t) if now.saturating_duration_since(t) < interval);
         if up && due {
             self.last_heartbeat = Some(now);
             if let Err(e) = self.link.send(&Message::Heartbeat(Heartbeat { instance: self.instance })) {
@@ -568,11 +567,13 @@ mod tests {
     use super::*;
     use crate::ops::DmaError;
 
+    type Answer = Box<dyn FnMut(&Message) -> Vec<Message> + Send>;
+
     /// A scripted peer inside the transport: `answer` turns each message we send into replies.
     struct ScriptLink {
         sent: Vec<Message>,
         inbox: VecDeque<Vec<u8>>,
-        answer: Box<dyn FnMut(&Message) -> Vec<Message> + Send>,
+        answer: Answer,
     }
 
     impl Transport for ScriptLink {
