@@ -252,9 +252,11 @@ module gemm_engine #(
     assign issue = (state == S_COMP);
 
     always_ff @(posedge clk) begin
-        for (int r = 0; r < ROWS; r++) a_vec[r] <= abuf[{a_cbank, a_tile_off + a_row_off[r] + AI_W'(kk)}];
-        for (int c = 0; c < COLS; c++)
-            b_vec[c] <= (32'(jc) + c < 32'(nb)) ? bbuf[{b_cbank, kb + BI_W'(jc) + BI_W'(c)}] : 8'd0;
+        if (issue) begin
+            for (int r = 0; r < ROWS; r++) a_vec[r] <= abuf[{a_cbank, a_tile_off + a_row_off[r] + AI_W'(kk)}];
+            for (int c = 0; c < COLS; c++)
+                b_vec[c] <= (32'(jc) + c < 32'(nb)) ? bbuf[{b_cbank, kb + BI_W'(jc) + BI_W'(c)}] : 8'd0;
+        end
         p1_first <= (kk == '0);
         p1_last  <= (kk == k_d - 1'b1);
         p1_jc    <= jc;
