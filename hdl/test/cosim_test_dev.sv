@@ -14,6 +14,15 @@
 //   0x138 CYCLES      RO  free-running cycle counter
 //   0x140 STALL       RW  read latency in cycles for offset 0x148 (tests the MMIO timeout)
 //   0x148 SLOW        RO  answers 0x5105 after STALL cycles
+//   0x150 BW_ADDR     RW  start address of a single test write burst
+//   0x158 BW_CFG      RW  [7:0] AWLEN, [10:8] AWSIZE, [13:12] AWBURST, [23:16] strobe mask (ANDed
+//                         with each beat's byte lanes), [31:24] data seed, bit 32 START (write 1);
+//                         byte j of beat i is seed + 8*i + j. Status: BW_CFG bit 33 BUSY, 34 DONE
+//   0x160 BR_ADDR     RW  start address of a single test read burst
+//   0x168 BR_CFG      RW  [7:0] ARLEN, [10:8] ARSIZE, [13:12] ARBURST, bit 32 START (write 1);
+//                         status: bit 33 BUSY, 34 DONE, 35 an RRESP was not OKAY
+//   0x170 BR_SUM      RO  sum = sum * 31 + byte over the bytes of every beat's byte lanes, in
+//                         beat order and lane order
 //   0xfe0 SLVERR      RO  answers with SLVERR
 // BAR1 (4 KiB, AXI 0x0001_0000): RAM, 512 x 64 bits, byte-writable.
 // Accesses with another BAR index on a*user answer DECERR.
@@ -69,6 +78,8 @@ module cosim_test_dev #(
     return r;
   endfunction
 
+  logic [63:0] bw_addr, bw_cfg, br_addr, br_cfg;
+  logic bw_start, br_start;
   logic [63:0] stall_new;
   assign stall_new = merge({32'b0, stall}, r_wdata, r_wstrb);
   logic start_pulse, trig_pulse;
@@ -90,9 +101,17 @@ module cosim_test_dev #(
       start_pulse <= 1'b0;
       trig_pulse <= 1'b0;
       trig_vector <= '0;
+      bw_addr <= '0;
+      bw_cfg <= '0;
+      bw_start <= 1'b0;
+      br_addr <= '0;
+      br_cfg <= '0;
+      br_start <= 1'b0;
     end else begin
       start_pulse <= 1'b0;
       trig_pulse <= 1'b0;
+      bw_start <= 1'b0;
+      br_start <= 1'b0;
       if (r_bvalid && r_bready) begin
         r_bvalid <= 1'b0;
         wr_busy <= 1'b0;
@@ -113,6 +132,16 @@ module cosim_test_dev #(
             9'h023: begin
               dma_ctrl <= merge(dma_ctrl, r_wdata, r_wstrb);
               start_pulse <= r_wstrb[0] && r_wdata[0];
+            end
+            9'h02a: bw_addr <= merge(bw_addr, r_wdata, r_wstrb);
+            9'h02c: br_addr <= merge(br_addr, r_wdata, r_wstrb);
+            9'h02d: begin
+              br_cfg <= merge(br_cfg, r_wdata, r_wstrb);
+              br_start <= r_wstrb[4] && r_wdata[32];
+            end
+            9'h02b: begin
+              bw_cfg <= merge(bw_cfg, r_wdata, r_wstrb);
+              bw_start <= r_wstrb[4] && r_wdata[32];
             end
             9'h025: begin
               trig_pulse <= 1'b1;
@@ -150,6 +179,11 @@ module cosim_test_dev #(
       9'h027: return cycles;
       9'h028: return {32'b0, stall};
       9'h029: return 64'h5105;
+      9'h02a: return bw_addr;
+      9'h02b: return {29'b0, bw_done, bw_busy, 1'b0, bw_cfg[31:0]};
+      9'h02c: return br_addr;
+      9'h02d: return {28'b0, br_err, br_done, br_busy, 1'b0, br_cfg[31:0]};
+      9'h02e: return br_sum;
       default: return 64'h0;
     endcase
   endfunction
@@ -218,37 +252,153 @@ module cosim_test_dev #(
 
   logic [8:0] rd_beats;
   assign rd_beats = burst_beats(rd_next, rd_end, max_beats);
-  assign d_arid = AXI_ID_W'(next_id);
-  assign d_araddr = rd_next;
-  assign d_arlen = 8'(rd_beats - 9'd1);
-  assign d_arsize = 3'd3;
-  assign d_arburst = 2'b01;
-  assign d_arvalid = (cst == C_READ) && rd_next < rd_end && !id_busy[next_id];
+  // The read channels are shared by the copy engine and the burst reader (never both busy).
+  typedef enum logic [1:0] {R_IDLE, R_AR, R_R} rstate_t;
+  rstate_t brst;
+  logic br_busy, br_done, br_err;
+  logic [8:0] br_beat;
+  logic [63:0] br_sum;
+  logic [63:0] br_a;
+  logic [7:0] br_lanes;
+  assign br_busy = (brst != R_IDLE);
+  assign d_arid = br_busy ? AXI_ID_W'(2) : AXI_ID_W'(next_id);
+  assign d_araddr = br_busy ? br_addr : rd_next;
+  assign d_arlen = br_busy ? br_cfg[7:0] : 8'(rd_beats - 9'd1);
+  assign d_arsize = br_busy ? br_cfg[10:8] : 3'd3;
+  assign d_arburst = br_busy ? br_cfg[13:12] : 2'b01;
+  assign d_arvalid = (brst == R_AR) || ((cst == C_READ) && rd_next < rd_end && !id_busy[next_id]);
   assign d_rready = 1'b1;
 
-  assign d_awid = '0;
-  assign d_awsize = 3'd3;
-  assign d_awburst = 2'b01;
-  assign d_awvalid = (cst == C_AW);
-  assign d_awaddr = wr_next;
-  assign d_awlen = 8'(w_beats - 9'd1);
-  assign d_wvalid = (cst == C_W);
-  assign d_wlast = (w_beat == w_beats - 9'd1);
-  assign d_bready = (cst == C_B);
+  // Address of beat i of a burst (AXI A3.4.1) and the byte lanes it uses on the 64-bit bus.
+  function automatic logic [63:0] beat_addr(input logic [63:0] addr, input logic [7:0] len,
+                                            input logic [2:0] size, input logic [1:0] burst,
+                                            input logic [8:0] i);
+    logic [63:0] n, aligned, w, base;
+    n = 64'd1 << size;
+    aligned = addr & ~(n - 64'd1);
+    w = n * (64'(len) + 64'd1);
+    base = aligned & ~(w - 64'd1);
+    case (burst)
+      2'b00: return addr;
+      2'b10: return base + ((aligned - base + 64'(i) * n) & (w - 64'd1));
+      default: return (i == 0) ? addr : aligned + 64'(i) * n;
+    endcase
+  endfunction
 
-  // Data and strobes of the write beat at aligned address wr_next + 8 * w_beat.
+  function automatic logic [7:0] beat_lanes(input logic [63:0] a, input logic [2:0] size);
+    logic [63:0] n;
+    logic [7:0] m;
+    n = 64'd1 << size;
+    m = '0;
+    for (int j = 0; j < 8; j++)
+      if (64'(j) >= {61'b0, a[2:0]} && 64'(j) < ((a & ~(n - 64'd1)) & 64'd7) + n) m[j] = 1'b1;
+    return m;
+  endfunction
+
+  assign br_a = beat_addr(br_addr, br_cfg[7:0], br_cfg[10:8], br_cfg[13:12], br_beat);
+  assign br_lanes = beat_lanes(br_a, br_cfg[10:8]);
+
+  always_ff @(posedge clk) begin
+    if (!rst_n) begin
+      brst <= R_IDLE;
+      br_done <= 1'b0;
+      br_err <= 1'b0;
+      br_beat <= '0;
+      br_sum <= '0;
+    end else begin
+      case (brst)
+        R_IDLE: if (br_start && cst == C_IDLE) begin
+          br_done <= 1'b0;
+          br_err <= 1'b0;
+          br_beat <= '0;
+          br_sum <= '0;
+          brst <= R_AR;
+        end
+        R_AR: if (d_arready) brst <= R_R;
+        default: if (d_rvalid) begin
+          logic [63:0] acc;
+          acc = br_sum;
+          for (int j = 0; j < 8; j++)
+            if (br_lanes[j]) acc = acc * 64'd31 + {56'b0, d_rdata[j*8 +: 8]};
+          br_sum <= acc;
+          br_beat <= br_beat + 9'd1;
+          if (d_rresp != 2'b00) br_err <= 1'b1;
+          if (d_rlast) begin
+            br_done <= 1'b1;
+            brst <= R_IDLE;
+          end
+        end
+      endcase
+    end
+  end
+
+  // The write channels are shared by the copy engine and the burst writer (never both busy).
+  typedef enum logic [1:0] {B_IDLE, B_AW, B_W, B_B} bstate_t;
+  bstate_t bst;
+  logic bw_busy, bw_done;
+  logic [8:0] bw_beat;
+  logic [63:0] bw_data;
+  logic [7:0] bw_strb;
+  assign bw_busy = (bst != B_IDLE);
+  assign d_awid = bw_busy ? AXI_ID_W'(1) : '0;
+  assign d_awsize = bw_busy ? bw_cfg[10:8] : 3'd3;
+  assign d_awburst = bw_busy ? bw_cfg[13:12] : 2'b01;
+  assign d_awvalid = (cst == C_AW) || (bst == B_AW);
+  assign d_awaddr = bw_busy ? bw_addr : wr_next;
+  assign d_awlen = bw_busy ? bw_cfg[7:0] : 8'(w_beats - 9'd1);
+  assign d_wvalid = (cst == C_W) || (bst == B_W);
+  assign d_wlast = bw_busy ? (bw_beat == {1'b0, bw_cfg[7:0]}) : (w_beat == w_beats - 9'd1);
+  assign d_bready = (cst == C_B) || (bst == B_B);
+  assign d_wdata = bw_busy ? bw_data : cp_wdata;
+  assign d_wstrb = bw_busy ? bw_strb : cp_wstrb;
+
+  // Data and strobes of the burst writer's beat: the beat's byte lanes ANDed with the mask.
+  always_comb begin
+    bw_strb = beat_lanes(beat_addr(bw_addr, bw_cfg[7:0], bw_cfg[10:8], bw_cfg[13:12], bw_beat), bw_cfg[10:8])
+              & bw_cfg[23:16];
+    for (int j = 0; j < 8; j++) bw_data[j*8 +: 8] = bw_cfg[31:24] + 8'(bw_beat) * 8'd8 + 8'(j);
+  end
+
+  always_ff @(posedge clk) begin
+    if (!rst_n) begin
+      bst <= B_IDLE;
+      bw_done <= 1'b0;
+      bw_beat <= '0;
+    end else begin
+      case (bst)
+        B_IDLE: if (bw_start && cst == C_IDLE) begin
+          bw_done <= 1'b0;
+          bw_beat <= '0;
+          bst <= B_AW;
+        end
+        B_AW: if (d_awready) bst <= B_W;
+        B_W: if (d_wready) begin
+          if (d_wlast) bst <= B_B;
+          else bw_beat <= bw_beat + 9'd1;
+        end
+        default: if (d_bvalid) begin
+          bw_done <= 1'b1;
+          bst <= B_IDLE;
+        end
+      endcase
+    end
+  end
+
+  // Data and strobes of the copy engine's write beat at aligned address wr_next + 8 * w_beat.
+  logic [63:0] cp_wdata;
+  logic [7:0] cp_wstrb;
   always_comb begin
     logic [63:0] a, d;
     logic [31:0] idx;
     a = wr_next + {52'b0, w_beat, 3'b000};
-    d_wdata = '0;
-    d_wstrb = '0;
+    cp_wdata = '0;
+    cp_wstrb = '0;
     for (int j = 0; j < 8; j++) begin
       d = a + 64'(j);
       idx = 32'(src_q[2:0]) + 32'(d - dst_q);
       if (d >= dst_q && d < dst_q + {32'b0, len_q} && idx < BUF_BYTES) begin
-        d_wdata[j*8 +: 8] = buffer[idx[12:0]];
-        d_wstrb[j] = 1'b1;
+        cp_wdata[j*8 +: 8] = buffer[idx[12:0]];
+        cp_wstrb[j] = 1'b1;
       end
     end
   end
@@ -265,7 +415,7 @@ module cosim_test_dev #(
       copy_irq <= 1'b0;
     end else begin
       // R beats land at their burst's buffer offset, whatever order the IDs complete in.
-      if (d_rvalid) begin
+      if (d_rvalid && !br_busy) begin
         logic [1:0] rid;
         logic [31:0] off;
         rid = d_rid[1:0];
@@ -279,7 +429,7 @@ module cosim_test_dev #(
       end
       copy_irq <= 1'b0;
       case (cst)
-        C_IDLE: if (start_pulse) begin
+        C_IDLE: if (start_pulse && !bw_busy && !br_busy) begin
           done <= 1'b0;
           err <= 1'b0;
           src_q <= dma_src;
