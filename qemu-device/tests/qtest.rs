@@ -421,3 +421,22 @@ fn clean_qemu_exit_says_goodbye() -> Result<()> {
     let (_, _err) = q.wait_exit(T)?;
     Ok(())
 }
+
+#[test]
+fn tcp_endpoint_with_port_property_and_cosim_port() -> Result<()> {
+    // port= on the device.
+    let p = free_port_pair();
+    let peer = FakePeer::start(&format!("tcp://127.0.0.1:{p}"), test_config(TEST_DEVICE));
+    let mut q = Qemu::spawn(&device_args("tcp://127.0.0.1", "04.0", &format!(",port={p}")))?;
+    map_bars(&mut q, SLOT, 0)?;
+    ensure!(q.readl(BAR0_ADDR + 4)? == default_read_value(0, 4) as u32, "read over tcp (port=)");
+    drop(q);
+    drop(peer);
+    // COSIM_PORT when neither the endpoint nor port= names one.
+    let p = free_port_pair();
+    let _peer = FakePeer::start(&format!("tcp://127.0.0.1:{p}"), test_config(TEST_DEVICE));
+    let mut q = Qemu::spawn_env(&device_args("tcp://127.0.0.1", "04.0", ""), &[("COSIM_PORT", p.to_string())])?;
+    map_bars(&mut q, SLOT, 0)?;
+    ensure!(q.readl(BAR0_ADDR + 4)? == default_read_value(0, 4) as u32, "read over tcp (COSIM_PORT)");
+    Ok(())
+}

@@ -267,7 +267,13 @@ pub struct Qemu {
 impl Qemu {
     /// Starts `qemu-system-x86_64 -M q35 -accel qtest -qtest stdio` with `args` (the devices).
     pub fn spawn(args: &[String]) -> Result<Self> {
+        Self::spawn_env(args, &[])
+    }
+
+    /// [`Qemu::spawn`] with extra environment variables.
+    pub fn spawn_env(args: &[String], env: &[(&str, String)]) -> Result<Self> {
         let mut cmd = Command::new(qemu_bin());
+        cmd.envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         cmd.args(["-M", "q35", "-accel", "qtest", "-qtest", "stdio", "-display", "none", "-nodefaults", "-m", "128M"])
             .args(firmware_args())
             .args(args)
@@ -492,6 +498,18 @@ pub fn map_bars(q: &mut Qemu, slot: u8, base_shift: u64) -> Result<()> {
     q.cfg_write(slot, 0x20, 4, u32::from(BAR4_PORT) + (base_shift >> 16) as u32)?;
     q.cfg_write(slot, 0x04, 2, 0x0007)?;
     Ok(())
+}
+
+/// A base TCP port P on 127.0.0.1 with P and P+1 free right now.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = a.local_addr().unwrap().port();
+        if p < 65534 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free pair of TCP ports on 127.0.0.1");
 }
 
 /// Polls `f` every 10 ms until it returns `Some`, or fails after `timeout`.
