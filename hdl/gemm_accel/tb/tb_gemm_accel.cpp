@@ -189,6 +189,11 @@ static uint64_t reg_read(uint32_t off, unsigned size = 4) {
     return size == 8 ? d : d & ((1ull << (8 * size)) - 1);
 }
 
+static uint64_t macs() {
+    uint64_t a = reg_read(0x8, 4);
+    return (a & 0xff) * ((a >> 8) & 0xff);
+}
+
 struct Job {
     uint32_t m, n, k, lda, ldb, ldc;
     uint64_t a, b, c;
@@ -249,7 +254,7 @@ static void run_gemm(uint32_t m, uint32_t n, uint32_t k, uint32_t lda, uint32_t 
     uint64_t cyc = reg_read(0x50, 8), wait = reg_read(0x68, 8);
     printf("ok gemm %ux%ux%u ld=(%u,%u,%u) a=%#llx b=%#llx c=%#llx: %llu cycles (ideal %llu, dma wait %llu), tb %llu\n",
            m, n, k, lda, ldb, ldc, (unsigned long long)a, (unsigned long long)b, (unsigned long long)c,
-           (unsigned long long)cyc, (unsigned long long)((uint64_t)m * n * k / 16),
+           (unsigned long long)cyc, (unsigned long long)((uint64_t)m * n * k / macs()),
            (unsigned long long)wait, (unsigned long long)(cycle - t0));
 }
 
