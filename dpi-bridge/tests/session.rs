@@ -1,0 +1,162 @@
+//! Session rules of the device side (docs/protocol.md), checked on the bridge's Rust half
+//! without Verilator: a raw host-side ZeroMQ transport on one side, the test thread playing the
+//! simulation (calling `tick` and the transaction methods) on the other.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use cosim_dpi_bridge::{Ep, EpBuilder, PEND_MMIO, PEND_RBEAT};
+use cosim_protocol::*;
+use cosim_transport::{Endpoint, Side, Transport, ZmqOptions, ZmqTransport};
+
+fn endpoint() -> Result<(tempfile::TempDir, String)> {
+    let dir = tempfile::Builder::new().prefix("cosim-dpi-").tempdir_in("/tmp")?;
+    let ep = format!("ipc://{}/dev", dir.path().display());
+    Ok((dir, ep))
+}
+
+fn start(ep: &str) -> Result<Ep> {
+    let mut b = EpBuilder::new("test", ep);
+    b.ids(0x1ded, 0x1234, 0x1ded, 1, 0x12_0000, 1);
+    b.bar(0, 0x1000, false, false, 0)?;
+    b.bar(2, 0x4000, true, false, 0)?;
+    b.msix(MsixConfig { vectors: 2, table_bar: 2, table_offset: 0, pba_bar: 2, pba_offset: 0x2000 });
+    Ok(b.start()?)
+}
+
+fn host(ep: &str) -> Result<ZmqTransport> {
+    Ok(ZmqTransport::open(&Endpoint::parse(ep)?, Side::Host, &ZmqOptions::default())?)
+}
+
+fn init(session: u64) -> Message {
+    Message::Init(Init { major: VERSION_MAJOR, minor: VERSION_MINOR, caps: Caps::empty(), session })
+}
+
+/// Receives until `pred` matches (other messages, e.g. heartbeats, are skipped), ticking the sim.
+fn expect(h: &mut ZmqTransport, ep: &mut Ep, what: &str, mut pred: impl FnMut(&Message) -> bool) -> Result<Message> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        ep.core.tick();
+        if let Some(m) = h.recv(Duration::from_millis(5))? {
+            if pred(&m) {
+                return Ok(m);
+            }
+        }
+    }
+    bail!("no {what} within 5 s")
+}
+
+fn tick_until(ep: &mut Ep, mask: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ep.core.tick() & mask != 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+#[test]
+fn discards_until_init_answers_every_init_and_new_session_drops_state() -> Result<()> {
+    let (_d, e) = endpoint()?;
+    let mut ep = start(&e)?;
+    let mut h = host(&e)?;
+    let bar0 = BarIndex::new(0).unwrap();
+    // Before INIT: discarded.
+    h.send(&Message::MmioWrite(MmioWrite { bar: bar0, size: AccessSize::B4, offset: 0, data: 1 }))?;
+    ensure!(!tick_until(&mut ep, PEND_MMIO, Duration::from_millis(300)), "an MMIO write before INIT reached the RTL");
+    // Every INIT gets a CONFIG with its session.
+    for s in [7u64, 7, 8] {
+        h.send(&init(s))?;
+        let m = expect(&mut h, &mut ep, "CONFIG", |m| matches!(m, Message::Config(_)))?;
+        let Message::Config(c) = m else { unreachable!() };
+        ensure!(c.session == s && c.device.device_id == 0x1234 && c.device.bars[2].size == 0x4000);
+    }
+    // In a session MMIO flows.
+    h.send(&Message::MmioRead(MmioRead { tag: 5, bar: bar0, size: AccessSize::B4, offset: 0x10 }))?;
+    ensure!(tick_until(&mut ep, PEND_MMIO, Duration::from_secs(5)));
+    let b = ep.core.mmio_pop().unwrap();
+    ensure!(!b.write && b.addr == 0x10 && b.wstrb == 0x0f);
+    ep.core.mmio_read_done(0, 0xdead_beef_1234_5678);
+    let m = expect(&mut h, &mut ep, "MMIO completion", |m| matches!(m, Message::MmioReadResp(_)))?;
+    ensure!(m == Message::MmioReadResp(MmioReadResp { tag: 5, status: Status::Ok, data: 0x1234_5678 }), "{m:?}");
+    // A DMA read outstanding when a new session starts completes with DECERR.
+    ep.core.dma_ar(3, 0x1000, 0, 3, 1);
+    expect(&mut h, &mut ep, "DMA read", |m| matches!(m, Message::DmaRead(_)))?;
+    h.send(&init(9))?;
+    expect(&mut h, &mut ep, "CONFIG", |m| matches!(m, Message::Config(c) if c.session == 9))?;
+    ensure!(tick_until(&mut ep, PEND_RBEAT, Duration::from_secs(5)));
+    let beat = ep.core.dma_r().unwrap();
+    ensure!(beat.resp == 3 && beat.last && beat.id == 3, "{beat:?}");
+    Ok(())
+}
+
+#[test]
+fn other_major_is_refused_and_malformed_frames_are_dropped() -> Result<()> {
+    let (_d, e) = endpoint()?;
+    let mut ep = start(&e)?;
+    let mut h = host(&e)?;
+    h.send_frame(b"not a frame")?;
+    let mut other = init(1).encode_to_vec();
+    other[2] = VERSION_MAJOR + 1;
+    h.send_frame(&other)?;
+    expect(&mut h, &mut ep, "GOODBYE(Refused)", |m| *m == Message::Goodbye(GoodbyeReason::Refused))?;
+    // Still serving: a proper INIT is answered.
+    h.send(&init(2))?;
+    expect(&mut h, &mut ep, "CONFIG", |m| matches!(m, Message::Config(c) if c.session == 2))?;
+    Ok(())
+}
+
+#[test]
+fn heartbeats_flow_and_a_lost_host_fails_waiting_dma_reads() -> Result<()> {
+    let (_d, e) = endpoint()?;
+    let mut ep = start(&e)?;
+    let mut h = host(&e)?;
+    h.send(&init(1))?;
+    expect(&mut h, &mut ep, "CONFIG", |m| matches!(m, Message::Config(_)))?;
+    // The device heartbeats about every 100 ms.
+    let t0 = Instant::now();
+    let mut beats = 0;
+    while t0.elapsed() < Duration::from_millis(550) {
+        if let Some(Message::Heartbeat(_)) = h.recv(Duration::from_millis(20))? {
+            beats += 1;
+        }
+    }
+    ensure!((3..=8).contains(&beats), "{beats} heartbeats in 550 ms");
+    // A DMA read the host never answers; the host goes silent: after the liveness timeout the
+    // read completes with DECERR and the simulation keeps going.
+    ep.core.dma_ar(1, 0x2000, 1, 3, 1);
+    ensure!(tick_until(&mut ep, PEND_RBEAT, Duration::from_secs(3)), "read not failed after host loss");
+    let b = ep.core.dma_r().unwrap();
+    ensure!(b.resp == 3 && !b.last);
+    ensure!(ep.core.dma_r().unwrap().last);
+    Ok(())
+}
+
+#[test]
+fn goodbye_from_the_host_requests_stop() -> Result<()> {
+    let (_d, e) = endpoint()?;
+    let mut ep = start(&e)?;
+    let mut h = host(&e)?;
+    h.send(&init(1))?;
+    expect(&mut h, &mut ep, "CONFIG", |m| matches!(m, Message::Config(_)))?;
+    h.send(&Message::Goodbye(GoodbyeReason::Shutdown))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ep.core.goodbye() {
+        ep.core.tick();
+        ensure!(Instant::now() < deadline, "goodbye not seen");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ensure!(cosim_dpi_bridge::registry::stop_requested());
+    // Dropping the endpoint says goodbye to the host.
+    drop(ep);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(Message::Goodbye(GoodbyeReason::Shutdown)) = h.recv(Duration::from_millis(50))? {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no GOODBYE from the device");
+    }
+    Ok(())
+}
