@@ -440,3 +440,32 @@ fn tcp_endpoint_with_port_property_and_cosim_port() -> Result<()> {
     ensure!(q.readl(BAR0_ADDR + 4)? == default_read_value(0, 4) as u32, "read over tcp (COSIM_PORT)");
     Ok(())
 }
+
+#[test]
+fn hdl_stalling_during_a_read_gives_all_ones_then_recovers() -> Result<()> {
+    let dir = TempDir::new("stall");
+    let ep = dir.endpoint("a");
+    // A read of BAR0+0x99 stalls the whole "simulation" (no heartbeats) for 2.5 s.
+    let peer = FakePeer::start_with(
+        &ep,
+        test_config(TEST_DEVICE),
+        Box::new(|r: &MmioRead, _ctx: &mut PeerCtx<'_>| {
+            if r.offset == 0x98 {
+                std::thread::sleep(Duration::from_millis(2500));
+            }
+            default_read_value(r.bar.get(), r.offset)
+        }),
+    );
+    let mut q = Qemu::spawn(&device_args(&ep, "04.0", ",timeout-ms=10000"))?;
+    map_bars(&mut q, SLOT, 0)?;
+    peer.expect("INIT", T, |m| matches!(m, Message::Init(_)).then_some(()))?;
+    let t0 = Instant::now();
+    ensure!(q.readl(BAR0_ADDR + 0x98)? == 0xffff_ffff, "a read of a silent HDL returns all ones");
+    let waited = t0.elapsed();
+    ensure!(waited < Duration::from_millis(2400), "liveness ends the wait, not timeout-ms: {waited:?}");
+    q.wait_stderr("lost the HDL simulation", T)?;
+    // The simulation resumes: INIT again, and reads work.
+    peer.expect("INIT again", T, |m| matches!(m, Message::Init(_)).then_some(()))?;
+    wait_for("reads after the stall", T, || Ok((q.readl(BAR0_ADDR)? == default_read_value(0, 0) as u32).then_some(())))?;
+    Ok(())
+}
