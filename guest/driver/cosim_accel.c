@@ -241,8 +241,11 @@ static void set_addr(struct accel_dev *a, u32 lo_reg, dma_addr_t addr)
 }
 
 /*
- * Waits for the completion interrupt. Returns 0, -ETIMEDOUT, -EINTR, or -EIO if the device
- * stopped answering (all-ones reads: the simulation behind QEMU is gone).
+ * Waits for the completion interrupt. Returns 0, -ETIMEDOUT, -EINTR, -ENODEV (device removed), or
+ * -EIO if the device stopped answering (all-ones reads: the simulation behind QEMU is gone).
+ * Every LIVENESS_SLICE_MS without an interrupt it reads STATUS: all ones ends the wait with -EIO,
+ * and a finished job whose interrupt never arrived ends it with 0 (and a warning). An interrupt
+ * while STATUS still reads BUSY (a late one from an earlier, timed-out job) is ignored.
  */
 static int wait_for_irq(struct accel_dev *a, unsigned int tmo_ms)
 {
@@ -252,16 +255,31 @@ static int wait_for_irq(struct accel_dev *a, unsigned int tmo_ms)
 		long left = (long)(deadline - jiffies);
 		long slice = min_t(long, max(left, 0L), msecs_to_jiffies(LIVENESS_SLICE_MS));
 		long r;
+		u32 st;
 
-		r = wait_event_interruptible_timeout(a->wq, atomic_read(&a->irq_seen), slice);
-		if (r > 0 || atomic_read(&a->irq_seen))
-			return 0;
+		r = wait_event_interruptible_timeout(a->wq,
+						     atomic_read(&a->irq_seen) || READ_ONCE(a->gone),
+						     slice);
+		if (READ_ONCE(a->gone))
+			return -ENODEV;
 		if (r < 0)
 			return -EINTR;
+		st = rd(a, REG_STATUS);
+		if (st == ALL_ONES && rd(a, REG_ID) == ALL_ONES)
+			return -EIO;
+		if (atomic_read(&a->irq_seen)) {
+			if (!(st & STATUS_BUSY))
+				return 0;
+			atomic_set(&a->irq_seen, 0);
+			dev_dbg(&a->pdev->dev, "interrupt while BUSY (late one of an earlier job); waiting on\n");
+			continue;
+		}
+		if (st != ALL_ONES && !(st & STATUS_BUSY) && (st & (STATUS_DONE | STATUS_ERROR))) {
+			dev_warn(&a->pdev->dev, "job finished without its interrupt (STATUS=0x%08x)\n", st);
+			return 0;
+		}
 		if (time_after_eq(jiffies, deadline))
 			return -ETIMEDOUT;
-		if (rd(a, REG_STATUS) == ALL_ONES && rd(a, REG_ID) == ALL_ONES)
-			return -EIO;
 	}
 }
 
@@ -358,6 +376,8 @@ static long accel_gemm(struct accel_dev *a, struct cosim_accel_gemm __user *uarg
 			dev_err(&a->pdev->dev,
 				"gemm: m=%u n=%u k=%u: device stopped answering (all-ones reads)\n",
 				g.m, g.n, g.k);
+		else if (ret == -ENODEV)
+			dev_err(&a->pdev->dev, "gemm: device removed while a job was running\n");
 		else
 			dev_warn(&a->pdev->dev, "gemm: m=%u n=%u k=%u: interrupted by a signal\n",
 				 g.m, g.n, g.k);
@@ -718,8 +738,10 @@ static void accel_remove(struct pci_dev *pdev)
 {
 	struct accel_dev *a = pci_get_drvdata(pdev);
 
-	mutex_lock(&a->lock);
+	/* Wake a waiting job first (it holds the lock), then wait for it to leave. */
 	WRITE_ONCE(a->gone, true);
+	wake_up(&a->wq);
+	mutex_lock(&a->lock);
 	mutex_unlock(&a->lock);
 
 	device_destroy(accel_class, MKDEV(MAJOR(accel_devt), a->index));
