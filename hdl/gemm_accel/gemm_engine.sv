@@ -1,13 +1,14 @@
 // GEMM job engine: validates a job, then computes C = A x B tile by tile.
 //
-// Schedule (docs/register-map.md, "Engine"): C is computed in panels of NB columns and, within a
-// panel, in tiles of ROWS rows. A tile needs the K x NB panel of B (BBUF) and its ROWS x K rows
-// of A (ABUF); the ROWS x COLS MAC array computes the tile's ROWS x NB strip of C, COLS columns at
-// a time, one k per cycle, into one of two CBUF banks, from which the DMA write engine writes it
-// back while the next tile computes. ABUF and BBUF have two banks each: while a tile computes, a
-// DMA read engine fills the other A bank with the rows of the next tile and, during the first
-// tile of a panel, a second engine fills the other B bank with the next panel. Both read engines
-// share the AXI read channel (gemm_rd_mux).
+// Schedule (docs/register-map.md, "Engine"): C is computed in panels of NB columns, within a
+// panel in blocks of AM rows, within a block in tiles of ROWS rows. A tile needs the K x NB panel
+// of B (BBUF) and its ROWS x K rows of A (ABUF, which holds the AM x K block); the ROWS x COLS
+// MAC array computes the tile's ROWS x NB strip of C, COLS columns at a time, one k per cycle,
+// into one of two CBUF banks, from which the DMA write engine writes it back while the next tile
+// computes. ABUF and BBUF have two banks each: during the first tile of a block, one DMA read
+// engine fills the other A bank with the next block and, during the first tile of a panel, a
+// second engine fills the other B bank with the next panel. Both read engines share the AXI read
+// channel (gemm_rd_mux).
 module gemm_engine #(
     parameter int ROWS    = 4,
     parameter int COLS    = 4,
@@ -15,7 +16,7 @@ module gemm_engine #(
     parameter int AM      = 32,      // rows of A held on chip (multiple of ROWS)
     parameter int MAX_DIM = 1024,
     parameter int ID_W    = 4,
-    parameter int RD_OUT  = 8
+    parameter int RD_OUT  = 16       // DMA read bursts in flight, half per read engine
 ) (
     input  logic             clk,
     input  logic             rst_n,
@@ -117,8 +118,8 @@ module gemm_engine #(
     logic             a_cbank, b_cbank;// ABUF/BBUF banks the compute reads
 
     // ---- loads in flight (the other bank) ----
-    logic             al_active, al_done, al_err;   // A rows of the next tile
-    logic             bl_active, bl_done, bl_err;   // B panel of the next panel
+    logic             al_active, al_done;   // the next block of A
+    logic             bl_active, bl_done;   // the next panel of B
     logic [COL_W-1:0] bl_nb;
     logic             dma_err_q;
 
@@ -309,8 +310,8 @@ module gemm_engine #(
 
     logic last_chunk, tile_start, a_pf, b_pf, dma_err_now, next_ready;
     assign last_chunk  = (32'(jc) + COLS >= 32'(nb));
-    // First compute cycle of a tile: prefetch the next tile's rows of A and, in the first tile of
-    // a panel, the next panel of B.
+    // First compute cycle of a tile: in the first tile of a block, prefetch the next block of A;
+    // in the first tile of a panel, the next panel of B.
     assign tile_start  = (state == S_COMP) && jc == '0 && kk == '0;
     assign a_pf        = tile_start && !al_active && ib == blk_ib && has_next_blk;
     assign b_pf        = tile_start && !bl_active && ib == '0 && more_panels;
@@ -376,14 +377,8 @@ module gemm_engine #(
                 bl_nb     <= COL_W'(rb_row_bytes);
                 b_wbank   <= !b_cbank;
             end
-            if (ra_done) begin
-                al_done <= 1'b1;
-                al_err  <= ra_err;
-            end
-            if (rb_done) begin
-                bl_done <= 1'b1;
-                bl_err  <= rb_err;
-            end
+            if (ra_done) al_done <= 1'b1;
+            if (rb_done) bl_done <= 1'b1;
             if (dma_err_now) dma_err_q <= 1'b1;
 
             case (state)
@@ -511,6 +506,4 @@ module gemm_engine #(
         end
     end
 
-    logic unused;
-    assign unused = ^{al_err, bl_err};
 endmodule
