@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use cosim_host_model::{sim_binary, temp_endpoint, HostModel, SimProcess};
+use cosim_host_model::{free_tcp_endpoint, sim_binary, temp_endpoint, HostModel, SimProcess};
 
 // docs/register-map.md, "Registers".
 const ID: u64 = 0x000;
@@ -93,8 +93,12 @@ struct Dut {
 }
 
 fn start() -> Result<Dut> {
-    let bin = sim_binary("gemm_top", "sim-gemm")?;
     let (dir, ep) = temp_endpoint("gemm")?;
+    start_at(dir, ep)
+}
+
+fn start_at(dir: tempfile::TempDir, ep: String) -> Result<Dut> {
+    let bin = sim_binary("gemm_top", "sim-gemm")?;
     let sim = SimProcess::spawn(&bin, &ep, &[], Duration::from_secs(60))?;
     let host = HostModel::connect(&ep, Duration::from_secs(30)).with_context(|| format!("sim log:\n{}", sim.log()))?;
     Ok(Dut { host, sim, _dir: dir })
@@ -544,6 +548,18 @@ fn gemm_reset_during_a_job() -> Result<()> {
     ensure!(d.host.pending_irqs(0) == 0, "interrupt from the aborted job");
     // The engine works normally afterwards.
     d.gemm(&Job::packed(20, 30, 40), &mut rng).context("job after a reset")?;
+    Ok(())
+}
+
+#[test]
+fn gemm_over_tcp() -> Result<()> {
+    let mut rng = seeded("gemm_over_tcp");
+    let ep = free_tcp_endpoint()?;
+    let dir = tempfile::tempdir()?;
+    let mut d = start_at(dir, ep)?;
+    d.host.wait_serial(BANNER, Duration::from_secs(10)).context("banner over tcp")?;
+    d.gemm(&Job::packed(17, 33, 9), &mut rng)?;
+    d.gemm(&Job { m: 40, n: 70, k: 50, lda: 0, ldb: 0, ldc: 0, a: 0x1000_0001, b: 0x2000_0003, c: 0x3000_0004 }, &mut rng)?;
     Ok(())
 }
 
