@@ -16,6 +16,7 @@
 #endif
 
 #include <chrono>
+#include <ctime>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -61,20 +62,27 @@ struct Options {
 
 static bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
 
-static void print_stats(const char* what, unsigned long long cycles, double wall_s) {
+static double thread_cpu_s() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void print_stats(const char* what, unsigned long long cycles, double wall_s, double cpu_s) {
     CosimSimStats s = cosim_sim_stats();
     std::fprintf(stderr,
                  "cosim-sim: %s cycles=%llu wall_s=%.3f cycles_per_s=%.0f mmio_reads=%llu mmio_writes=%llu "
                  "mmio_errors=%llu dma_reads=%llu dma_read_bytes=%llu dma_writes=%llu dma_write_bytes=%llu "
                  "irqs=%llu frames_tx=%llu frames_rx=%llu serial_tx=%llu serial_rx=%llu malformed=%llu "
-                 "resets=%llu\n",
+                 "resets=%llu sim_cpu_s=%.3f cycles_per_cpu_s=%.0f\n",
                  what, cycles, wall_s, wall_s > 0 ? cycles / wall_s : 0.0, (unsigned long long)s.mmio_reads,
                  (unsigned long long)s.mmio_writes, (unsigned long long)s.mmio_errors,
                  (unsigned long long)s.dma_reads, (unsigned long long)s.dma_read_bytes,
                  (unsigned long long)s.dma_writes, (unsigned long long)s.dma_write_bytes,
                  (unsigned long long)s.irqs, (unsigned long long)s.frames_tx, (unsigned long long)s.frames_rx,
                  (unsigned long long)s.serial_tx, (unsigned long long)s.serial_rx,
-                 (unsigned long long)s.malformed, (unsigned long long)s.resets);
+                 (unsigned long long)s.malformed, (unsigned long long)s.resets, cpu_s,
+                 cpu_s > 0 ? cycles / cpu_s : 0.0);
 }
 
 int main(int argc, char** argv) {
@@ -178,6 +186,7 @@ int main(int argc, char** argv) {
     const unsigned kResetCycles = 16;
     unsigned long long cycles = 0;
     auto t0 = std::chrono::steady_clock::now();
+    const double cpu0 = thread_cpu_s();
     auto next_report = t0 + std::chrono::seconds(2);
     const char* why = "max-cycles reached";
     uint64_t last_activity = cosim_sim_activity();
@@ -207,7 +216,8 @@ int main(int argc, char** argv) {
             if (o.stats && (cycles & 0xfffff) == 0) {
                 auto now = std::chrono::steady_clock::now();
                 if (now >= next_report) {
-                    print_stats("progress", cycles, std::chrono::duration<double>(now - t0).count());
+                    print_stats("progress", cycles, std::chrono::duration<double>(now - t0).count(),
+                                thread_cpu_s() - cpu0);
                     next_report = now + std::chrono::seconds(2);
                 }
             }
@@ -233,12 +243,13 @@ int main(int argc, char** argv) {
         cycles++;
     }
     double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double cpu = thread_cpu_s() - cpu0;
     std::fprintf(stderr, "cosim-sim: stopping: %s\n", why);
     top->final();  // final blocks: every endpoint says goodbye and closes
 #if VM_TRACE
     if (tfp) tfp->close();
 #endif
-    print_stats("stats", cycles, wall);
+    print_stats("stats", cycles, wall, cpu);
     if (o.idle_throttle) std::fprintf(stderr, "cosim-sim: idle throttle slept %llu times\n", idle_sleeps);
     return 0;
 }

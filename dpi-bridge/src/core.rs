@@ -207,7 +207,8 @@ impl EpCore {
     /// Once per clock: takes in what the I/O thread delivered and returns the `PEND_*` mask.
     #[inline]
     pub fn tick(&mut self) -> u32 {
-        if self.link.pending.swap(false, Ordering::Acquire) {
+        // A plain load first: the locked swap only when something arrived.
+        if self.link.pending.load(Ordering::Relaxed) && self.link.pending.swap(false, Ordering::Acquire) {
             while let Ok(m) = self.link.rx.try_recv() {
                 self.on_message(m);
             }

@@ -35,8 +35,9 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[((s.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// One run of `sim --max-cycles N [extra]`; returns cycles/s from its exit statistics.
-fn run_sim(bin: &std::path::Path, cycles: u64, extra: &[&str], with_host: bool) -> Result<f64> {
+/// One run of `sim --max-cycles N [extra]`; returns (cycles per wall second, cycles per CPU
+/// second of the simulation thread) from its exit statistics.
+fn run_sim(bin: &std::path::Path, cycles: u64, extra: &[&str], with_host: bool) -> Result<(f64, f64)> {
     let (_dir, ep) = temp_endpoint("bench")?;
     let n = cycles.to_string();
     let mut args = vec!["--max-cycles", n.as_str()];
@@ -50,7 +51,9 @@ fn run_sim(bin: &std::path::Path, cycles: u64, extra: &[&str], with_host: bool) 
     }
     sim.wait_exit(Duration::from_secs(300))?;
     let log = sim.log();
-    parse_stat(&log, "cycles_per_s").with_context(|| format!("no statistics in the simulation log:\n{log}"))
+    let wall = parse_stat(&log, "cycles_per_s").with_context(|| format!("no statistics in the simulation log:\n{log}"))?;
+    let cpu = parse_stat(&log, "cycles_per_cpu_s").with_context(|| format!("no CPU statistics:\n{log}"))?;
+    Ok((wall, cpu))
 }
 
 fn echo_server(ep: &str) -> Result<()> {
@@ -125,6 +128,24 @@ fn mmio_round_trip(bin: &std::path::Path, reads: usize) -> Result<Vec<f64>> {
     Ok(us)
 }
 
+/// Nanoseconds per `tick` of an idle endpoint (no host), the per-clock cost of the bridge.
+fn tick_cost_ns() -> Result<f64> {
+    let (_dir, ep) = temp_endpoint("tick")?;
+    let mut b = cosim_dpi_bridge::EpBuilder::new("bench", &ep);
+    b.ids(0x1ded, 0x7e57, 0x1ded, 1, 0x12_0000, 1);
+    b.bar(0, 4096, false, false, 0)?;
+    let mut e = b.start()?;
+    let n = 50_000_000u64;
+    let mut acc = 0u32;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        acc ^= std::hint::black_box(e.core.tick());
+    }
+    let ns = t0.elapsed().as_secs_f64() * 1e9 / n as f64;
+    std::hint::black_box(acc);
+    Ok(ns)
+}
+
 fn main() -> Result<()> {
     if let Ok(ep) = std::env::var(ECHO_ENV) {
         return echo_server(&ep);
@@ -137,26 +158,45 @@ fn main() -> Result<()> {
     let runs = env_num("BENCH_RUNS", 3) as usize;
     let reads = env_num("BENCH_READS", 3000) as usize;
 
-    let (mut bridge, mut bridge_host, mut nopoll) = (Vec::new(), Vec::new(), Vec::new());
+    // [variant][run] = (wall, cpu)
+    let variants: [(&str, &[&str], bool); 3] = [
+        ("`--no-dpi-poll` (no DPI call per clock)", &["--no-dpi-poll"], false),
+        ("bridge, no host connected", &[], false),
+        ("bridge, host model connected (heartbeats)", &[], true),
+    ];
+    let mut res: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
     for i in 0..runs {
         // Interleaved, so machine load drifts affect all variants alike.
-        nopoll.push(run_sim(&bin, cycles, &["--no-dpi-poll"], false)?);
-        bridge.push(run_sim(&bin, cycles, &[], false)?);
-        bridge_host.push(run_sim(&bin, cycles, &[], true)?);
-        eprintln!("run {i}: no-poll {:.2} M/s, bridge {:.2} M/s, bridge+host {:.2} M/s",
-            nopoll[i] / 1e6, bridge[i] / 1e6, bridge_host[i] / 1e6);
+        for (v, (_, args, host)) in variants.iter().enumerate() {
+            res[v].push(run_sim(&bin, cycles, args, *host)?);
+        }
+        eprintln!(
+            "run {i}: {}",
+            res.iter().map(|r| format!("{:.2}/{:.2} M/s", r[i].0 / 1e6, r[i].1 / 1e6)).collect::<Vec<_>>().join(", ")
+        );
     }
-    let (np, b, bh) = (median(&mut nopoll), median(&mut bridge), median(&mut bridge_host));
+    let med = |v: usize, cpu: bool| median(&mut res[v].iter().map(|r| if cpu { r.1 } else { r.0 }).collect::<Vec<_>>());
+    let (base_w, base_c) = (med(0, false), med(0, true));
 
+    let tick_ns = tick_cost_ns()?;
     let ping = zmq_ping_pong(reads)?;
     let rt = mmio_round_trip(&bin, reads)?;
 
-    println!("Idle test design (`cosim_test_top`), {cycles} cycles per run, median of {runs} interleaved runs:\n");
-    println!("| variant | cycles/s | ratio to --no-dpi-poll |");
-    println!("|---|---|---|");
-    println!("| `--no-dpi-poll` (no DPI call per clock) | {:.2} M | 1.00 |", np / 1e6);
-    println!("| bridge, no host connected | {:.2} M | {:.2} |", b / 1e6, b / np);
-    println!("| bridge, host model connected (heartbeats) | {:.2} M | {:.2} |", bh / 1e6, bh / np);
+    println!("Idle test design (`cosim_test_top`), {cycles} cycles per run, median of {runs} interleaved runs.");
+    println!("Wall: cycles per wall-clock second of the clock loop. CPU: cycles per CPU second of the simulation thread.\n");
+    println!("| variant | cycles/s (wall) | ratio | cycles/s (CPU) | ratio |");
+    println!("|---|---|---|---|---|");
+    for (v, (name, _, _)) in variants.iter().enumerate() {
+        let (w, c) = (med(v, false), med(v, true));
+        println!("| {name} | {:.2} M | {:.2} | {:.2} M | {:.2} |", w / 1e6, w / base_w, c / 1e6, c / base_c);
+    }
+    println!();
+    println!(
+        "Cost of the per-clock poll in isolation (`EpCore::tick` of an idle endpoint, 50 M calls): {tick_ns:.2} ns, \
+         {:.1} % of one simulated cycle of the `--no-dpi-poll` build ({:.0} ns per CPU cycle-time).",
+        100.0 * tick_ns * base_c / 1e9,
+        1e9 / base_c
+    );
     println!();
     println!("Round trips, {reads} each, same run (microseconds):\n");
     println!("| path | median | p90 | p99 | max |");
