@@ -176,7 +176,14 @@ struct Cli {
 }
 
 fn log(msg: impl AsRef<str>) {
-    eprintln!("[cosim-launch] {}", msg.as_ref());
+    tracing::info!("{}", msg.as_ref());
+}
+
+/// `tracing` on stderr, filter from `COSIM_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COSIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Failure of the run, with the exit code it maps to.
@@ -255,7 +262,7 @@ impl Run {
         match line.source {
             Source::Console => {
                 if self.cli.verbose {
-                    eprintln!("guest| {}", line.text);
+                    tracing::info!(target: "guest", "{}", line.text);
                 }
                 if let Some(m) = markers::parse_line(&line.text) {
                     self.report.add(m);
@@ -263,7 +270,7 @@ impl Run {
                 push_tail(&mut self.console_tail, line.text);
             }
             Source::QemuStderr => {
-                eprintln!("qemu| {}", line.text);
+                tracing::info!(target: "qemu", "{}", line.text);
                 push_tail(&mut self.qemu_stderr_tail, line.text);
             }
             Source::Sim(i) => {
@@ -272,7 +279,7 @@ impl Run {
                     log(format!("simulation {i} ready: {}", line.text));
                 }
                 if self.cli.verbose {
-                    eprintln!("sim{i}| {}", line.text);
+                    tracing::info!(target: "sim", "sim{i}: {}", line.text);
                 }
                 push_tail(&mut self.sim_tails[i], line.text);
             }
@@ -323,7 +330,10 @@ impl Run {
                 if let Some(st) = self.sims[i].poll() {
                     if !self.sim_exit_logged[i] {
                         self.sim_exit_logged[i] = true;
-                        log(format!("simulation {i} exited ({st}) during stage {stage}; see {}", self.log_dir.join(format!("sim{i}.log")).display()));
+                        tracing::warn!(
+                            "simulation {i} exited ({st}) during stage {stage}; see {}",
+                            self.log_dir.join(format!("sim{i}.log")).display()
+                        );
                     }
                     if stage == "sim start" {
                         drain(rx, self);
@@ -539,7 +549,7 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
         log(format!("guest up: {b}"));
         let seen = b["devices"].as_u64().unwrap_or(0) as usize;
         if seen != run.cli.devices {
-            log(format!("warning: the guest sees {seen} accelerator(s), {} were configured", run.cli.devices));
+            tracing::warn!("the guest sees {seen} accelerator(s), {} were configured", run.cli.devices);
         }
     }
 
@@ -570,6 +580,7 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing();
     procs::install_signal_handlers();
     let log_dir = cli.log_dir.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
@@ -578,7 +589,7 @@ fn main() -> ExitCode {
         default_build().join("logs").join(format!("run-{secs}-{}", std::process::id()))
     });
     if let Err(e) = std::fs::create_dir_all(&log_dir) {
-        log(format!("error: cannot create log dir {}: {e}", log_dir.display()));
+        tracing::error!("cannot create log dir {}: {e}", log_dir.display());
         return ExitCode::from(EXIT_SETUP);
     }
     let devices = cli.devices;
@@ -624,7 +635,7 @@ fn main() -> ExitCode {
     let _ = std::fs::write(log_dir.join("results.json"), format!("{summary:#}\n"));
 
     if let Some(e) = &error {
-        log(format!("error: {e}"));
+        tracing::error!("{e}");
     }
     if json_out {
         println!("{summary}");

@@ -138,7 +138,7 @@ impl Proc {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("[cosim-launch] {} did not exit within {:?} of SIGTERM; killing it", self.name, grace);
+        tracing::warn!("{} did not exit within {:?} of SIGTERM; killing it", self.name, grace);
         self.signal(libc::SIGKILL);
         self.exit = self.child.wait().ok();
         self.exit

@@ -108,7 +108,7 @@ impl Dev {
             self.t.send(&Message::Heartbeat(Heartbeat { instance: self.instance }))?;
         }
         if self.live.poll(now) == PeerEvent::Lost && self.session {
-            eprintln!("cosim-fake-gemm: host lost; waiting for INIT");
+            tracing::warn!("host lost; waiting for INIT");
             self.session = false;
         }
         Ok(())
@@ -121,7 +121,7 @@ impl Dev {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(None),
             Err(TransportError::Decode(e)) => {
-                eprintln!("cosim-fake-gemm: warning: malformed frame dropped: {e}");
+                tracing::warn!("malformed frame dropped: {e}");
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -131,8 +131,8 @@ impl Dev {
         match msg {
             Message::Init(init) => {
                 if init.major != VERSION_MAJOR {
-                    eprintln!(
-                        "cosim-fake-gemm: error: host speaks protocol {}.{}, we speak {VERSION_MAJOR}.{VERSION_MINOR}",
+                    tracing::error!(
+                        "host speaks protocol {}.{}, we speak {VERSION_MAJOR}.{VERSION_MINOR}; refusing",
                         init.major, init.minor
                     );
                     self.t.send(&Message::Goodbye(GoodbyeReason::Refused))?;
@@ -353,6 +353,9 @@ fn main() -> ExitCode {
         eprintln!("cosim-fake-gemm: --endpoint is required\n\n{HELP}");
         return ExitCode::from(2);
     };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COSIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let run = || -> Result<(), TransportError> {
         let ep = Endpoint::parse(&endpoint)?;
         let t = ZmqTransport::open(&ep, Side::Device, &ZmqOptions::default())?;
@@ -373,7 +376,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cosim-fake-gemm: error: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
