@@ -133,7 +133,7 @@ vermagic=$(modinfo -F vermagic "$MODBUILD/cosim_accel.ko" | awk '{print $1}')
 # ---------------------------------------------------------------- 4. the tool (static)
 log "building accel-tool (static, release) ..."
 (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    "$CARGO" build -q --release --target x86_64-unknown-linux-gnu -p accel-tool) ||
+    "$CARGO" build --release --target x86_64-unknown-linux-gnu -p accel-tool) ||
     die "cargo build -p accel-tool failed"
 TOOL=$TARGET_DIR/x86_64-unknown-linux-gnu/release/accel-tool
 [ -x "$TOOL" ] || die "accel-tool not found at $TOOL"
