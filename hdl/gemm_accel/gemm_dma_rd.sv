@@ -62,27 +62,33 @@ module gemm_dma_rd #(
     logic [31:0]     slot_dest  [NOUT];
     logic [7:0]      slot_beat  [NOUT];
 
-    // Next burst from the current position.
-    logic [12:0] to_4k, to_max, lim, nbytes;
-    logic [12:0] beats;
-    always_comb begin
-        to_4k  = 13'd4096 - {1'b0, cur_addr[11:0]};
-        to_max = 13'd2048 - {10'd0, cur_addr[2:0]};
-        lim    = (to_4k < to_max) ? to_4k : to_max;
-        nbytes = (seg_rem < {19'd0, lim}) ? seg_rem[12:0] : lim;
-        beats  = ({10'd0, cur_addr[2:0]} + nbytes + 13'd7) >> 3;
-    end
-
-    // Lowest free slot.
+    // Next burst from the current position, and the lowest free slot for it. (Evaluated only
+    // while a burst can be set up: cheaper to simulate, same hardware.)
+    logic          setup;
+    logic [12:0]   to_4k, to_max, lim, nbytes;
+    logic [12:0]   beats;
     logic          slot_free;
     logic [SW-1:0] free_idx;
+    assign setup = have_work && !m_axi_arvalid;
     always_comb begin
+        to_4k     = '0;
+        to_max    = '0;
+        lim       = '0;
+        nbytes    = '0;
+        beats     = '0;
         slot_free = 1'b0;
         free_idx  = '0;
-        for (int i = NOUT - 1; i >= 0; i--) begin
-            if (!slot_busy[i]) begin
-                slot_free = 1'b1;
-                free_idx  = SW'(i);
+        if (setup) begin
+            to_4k  = 13'd4096 - {1'b0, cur_addr[11:0]};
+            to_max = 13'd2048 - {10'd0, cur_addr[2:0]};
+            lim    = (to_4k < to_max) ? to_4k : to_max;
+            nbytes = (seg_rem < {19'd0, lim}) ? seg_rem[12:0] : lim;
+            beats  = ({10'd0, cur_addr[2:0]} + nbytes + 13'd7) >> 3;
+            for (int i = NOUT - 1; i >= 0; i--) begin
+                if (!slot_busy[i]) begin
+                    slot_free = 1'b1;
+                    free_idx  = SW'(i);
+                end
             end
         end
     end
@@ -96,14 +102,19 @@ module gemm_dma_rd #(
     logic          rhit;    // the beat belongs to a burst of ours
     assign rhit         = ({{(32-ID_W){1'b0}}, m_axi_rid} < NOUT) && slot_busy[rslot];
     assign wr_valid     = m_axi_rvalid && rhit;
-    assign wr_base      = slot_dest[rslot] + 32'(rpos) - 32'(slot_off[rslot]);
     assign wr_data      = m_axi_rdata;
     always_comb begin
-        for (int l = 0; l < 8; l++) begin
-            logic [11:0] p;
-            p = {1'b0, rpos} + 12'(l);
-            wr_lane_en[l] = (p >= {9'd0, slot_off[rslot]}) &&
-                            ((p - {9'd0, slot_off[rslot]}) < slot_bytes[rslot]);
+        logic [11:0] p;
+        p          = '0;
+        wr_base    = '0;
+        wr_lane_en = '0;
+        if (m_axi_rvalid) begin
+            wr_base = slot_dest[rslot] + 32'(rpos) - 32'(slot_off[rslot]);
+            for (int l = 0; l < 8; l++) begin
+                p = {1'b0, rpos} + 12'(l);
+                wr_lane_en[l] = (p >= {9'd0, slot_off[rslot]}) &&
+                                ((p - {9'd0, slot_off[rslot]}) < slot_bytes[rslot]);
+            end
         end
     end
 
@@ -139,7 +150,7 @@ module gemm_dma_rd #(
 
             // Address channel: one request register; a new burst is set up when it is empty.
             if (m_axi_arvalid && m_axi_arready) m_axi_arvalid <= 1'b0;
-            if (have_work && !m_axi_arvalid && slot_free) begin
+            if (setup && slot_free) begin
                 m_axi_arvalid         <= 1'b1;
                 m_axi_arid            <= ID_W'(free_idx);
                 m_axi_araddr          <= {cur_addr[63:3], 3'b000};

@@ -64,13 +64,22 @@ module gemm_dma_wr #(
     logic [10:0] rem, to_4k, to_max, lim, nel;
     logic [10:0] nbeats;
     always_comb begin
-        sa     = row_addr + {{(62-COL_W){1'b0}}, col, 2'b00};
-        rem    = 11'(ncols_q) - 11'(col);
-        to_4k  = 11'((13'd4096 - {1'b0, sa[11:0]}) >> 2);
-        to_max = sa[2] ? 11'd511 : 11'd512;
-        lim    = (to_4k < to_max) ? to_4k : to_max;
-        nel    = (rem < lim) ? rem : lim;
-        nbeats = (11'(sa[2]) + nel + 11'd1) >> 1;
+        sa     = '0;
+        rem    = '0;
+        to_4k  = '0;
+        to_max = '0;
+        lim    = '0;
+        nel    = '0;
+        nbeats = '0;
+        if (state == S_ADDR) begin      // evaluated only when used (cheaper to simulate)
+            sa     = row_addr + {{(62-COL_W){1'b0}}, col, 2'b00};
+            rem    = 11'(ncols_q) - 11'(col);
+            to_4k  = 11'((13'd4096 - {1'b0, sa[11:0]}) >> 2);
+            to_max = sa[2] ? 11'd511 : 11'd512;
+            lim    = (to_4k < to_max) ? to_4k : to_max;
+            nel    = (rem < lim) ? rem : lim;
+            nbeats = (11'(sa[2]) + nel + 11'd1) >> 1;
+        end
     end
 
     assign m_axi_awid    = '0;
@@ -84,10 +93,16 @@ module gemm_dma_wr #(
     logic [9:0] t0, t1;
     logic       v0, v1;
     always_comb begin
-        t0 = {1'b0, beat, 1'b0} - 10'(b_off);
-        t1 = {1'b0, beat, 1'b1} - 10'(b_off);
-        v0 = !(beat == 8'd0 && b_off) && (t0 < b_nel);
-        v1 = t1 < b_nel;
+        t0 = '0;
+        t1 = '0;
+        v0 = 1'b0;
+        v1 = 1'b0;
+        if (state == S_DATA) begin
+            t0 = {1'b0, beat, 1'b0} - 10'(b_off);
+            t1 = {1'b0, beat, 1'b1} - 10'(b_off);
+            v0 = !(beat == 8'd0 && b_off) && (t0 < b_nel);
+            v1 = t1 < b_nel;
+        end
     end
     assign rd_row        = ROW_W'(row);
     assign rd_col0       = v0 ? col + COL_W'(t0) : col;

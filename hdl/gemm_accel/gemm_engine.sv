@@ -126,7 +126,8 @@ module gemm_engine #(
     // ---- validation (docs/register-map.md "Error codes") ----
     logic [7:0] check_code;
     always_comb begin
-        if (m_q == 0 || n_q == 0 || k_q == 0)                              check_code = E_ZERO_DIM;
+        if (state != S_CHECK)                                              check_code = E_OK;
+        else if (m_q == 0 || n_q == 0 || k_q == 0)                         check_code = E_ZERO_DIM;
         else if (m_q > MAX_DIM || n_q > MAX_DIM || k_q > MAX_DIM)          check_code = E_DIM_TOO_LARGE;
         else if ((lda_q != 0 && lda_q < k_q) || (ldb_q != 0 && ldb_q < n_q) ||
                  (ldc_q != 0 && ldc_q < n_q))                              check_code = E_BAD_STRIDE;
@@ -153,25 +154,46 @@ module gemm_engine #(
     logic [COL_W-1:0] nb_nx;
     logic [63:0]      ldc_rows, lda_blk, a_nxb_addr;
     logic [31:0]      a_nxb_rows;
+    logic             tile_start;      // first compute cycle of a tile
+    assign tile_start = (state == S_COMP) && jc == '0 && kk == '0;
     always_comb begin
-        lda_blk      = 64'(lda_e) * AM;
-        ldc_rows     = {30'd0, ldc_e, 2'b00} * ROWS;
-        a_resident   = (m_q <= AM);
-        more_in_blk  = (32'(ib) + ROWS < m_q) && (32'(ib) + ROWS < 32'(blk_ib) + AM);
-        more_blocks  = (32'(blk_ib) + AM < m_q);
-        more_panels  = (32'(jb) + NB < n_q);
-        has_next     = more_in_blk || more_blocks || more_panels;
-        has_next_blk = more_blocks || (more_panels && !a_resident);
-        jb_nx        = jb + DIM_W'(NB);
-        n_rest       = n_d - jb_nx;
-        nb_nx        = (n_rest < DIM_W'(NB)) ? COL_W'(n_rest) : COL_W'(NB);
-        // The block after the current one: the next AM rows, or rows 0.. for the next panel.
-        a_nxb_addr   = more_blocks ? a_blk_addr + lda_blk : a_q;
-        m_blk        = more_blocks ? m_d - blk_ib - DIM_W'(AM) : m_d;
-        a_nxb_rows   = (m_blk < DIM_W'(AM)) ? 32'(m_blk) : AM;
-        // Rows of the tile at ib.
-        m_tile       = m_d - ib;
-        mr_cur       = (m_tile < DIM_W'(ROWS)) ? (ROW_W+1)'(m_tile) : (ROW_W+1)'(ROWS);
+        ldc_rows     = '0;
+        lda_blk      = '0;
+        a_resident   = 1'b0;
+        more_in_blk  = 1'b0;
+        more_blocks  = 1'b0;
+        more_panels  = 1'b0;
+        has_next     = 1'b0;
+        has_next_blk = 1'b0;
+        jb_nx        = '0;
+        n_rest       = '0;
+        nb_nx        = '0;
+        a_nxb_addr   = '0;
+        m_blk        = '0;
+        a_nxb_rows   = '0;
+        m_tile       = '0;
+        mr_cur       = '0;
+        // Evaluated only where used (cheaper to simulate; the hardware is the same).
+        if (state == S_WRITE_C || state == S_NEXT || tile_start) begin
+            lda_blk      = 64'(lda_e) * AM;
+            ldc_rows     = {30'd0, ldc_e, 2'b00} * ROWS;
+            a_resident   = (m_q <= AM);
+            more_in_blk  = (32'(ib) + ROWS < m_q) && (32'(ib) + ROWS < 32'(blk_ib) + AM);
+            more_blocks  = (32'(blk_ib) + AM < m_q);
+            more_panels  = (32'(jb) + NB < n_q);
+            has_next     = more_in_blk || more_blocks || more_panels;
+            has_next_blk = more_blocks || (more_panels && !a_resident);
+            jb_nx        = jb + DIM_W'(NB);
+            n_rest       = n_d - jb_nx;
+            nb_nx        = (n_rest < DIM_W'(NB)) ? COL_W'(n_rest) : COL_W'(NB);
+            // The block after the current one: the next AM rows, or rows 0.. for the next panel.
+            a_nxb_addr   = more_blocks ? a_blk_addr + lda_blk : a_q;
+            m_blk        = more_blocks ? m_d - blk_ib - DIM_W'(AM) : m_d;
+            a_nxb_rows   = (m_blk < DIM_W'(AM)) ? 32'(m_blk) : AM;
+            // Rows of the tile at ib.
+            m_tile       = m_d - ib;
+            mr_cur       = (m_tile < DIM_W'(ROWS)) ? (ROW_W+1)'(m_tile) : (ROW_W+1)'(ROWS);
+        end
     end
 
     // ---- DMA read engines (A rows, B panels) on one AXI read channel ----
@@ -289,8 +311,14 @@ module gemm_engine #(
                     if (32'(p2_jc) + c < NB) cbuf[bank][r][32'(p2_jc) + c] <= acc[r][c];
         end
     end
-    assign wr_d0 = (32'(wr_col0) < NB) ? cbuf[wr_bank][wr_row][32'(wr_col0)] : 32'd0;
-    assign wr_d1 = (32'(wr_col1) < NB) ? cbuf[wr_bank][wr_row][32'(wr_col1)] : 32'd0;
+    always_comb begin
+        wr_d0 = 32'd0;
+        wr_d1 = 32'd0;
+        if (wr_busy) begin
+            if (32'(wr_col0) < NB) wr_d0 = cbuf[wr_bank][wr_row][32'(wr_col0)];
+            if (32'(wr_col1) < NB) wr_d1 = cbuf[wr_bank][wr_row][32'(wr_col1)];
+        end
+    end
 
     gemm_dma_wr #(.ID_W(ID_W), .ROW_W(ROW_W), .COL_W(COL_W)) u_wr (
         .clk, .rst_n,
@@ -308,11 +336,10 @@ module gemm_engine #(
     assign msix_req_valid  = (state == S_IRQ) && irq_en_q;
     assign msix_req_vector = vector_q;
 
-    logic last_chunk, tile_start, a_pf, b_pf, dma_err_now, next_ready;
+    logic last_chunk, a_pf, b_pf, dma_err_now, next_ready;
     assign last_chunk  = (32'(jc) + COLS >= 32'(nb));
     // First compute cycle of a tile: in the first tile of a block, prefetch the next block of A;
     // in the first tile of a panel, the next panel of B.
-    assign tile_start  = (state == S_COMP) && jc == '0 && kk == '0;
     assign a_pf        = tile_start && !al_active && ib == blk_ib && has_next_blk;
     assign b_pf        = tile_start && !bl_active && ib == '0 && more_panels;
     assign dma_err_now = dma_err_q || (ra_done && ra_err) || (rb_done && rb_err) || (wr_done && wr_err);
