@@ -22,5 +22,11 @@ demo: e2e-artifacts
 
 test-e2e: e2e-artifacts
 	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test e2e -- --test-threads 1
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test dual -- --test-threads 1
 
 TEST_TIERS += test-e2e
+
+# Dual-VM comparative run (launcher/src/bin/cosim-dual.rs; docs/guest.md "Dual-VM comparative run").
+# DUAL_ARGS: extra cosim-dual options, e.g. DUAL_ARGS="--sizes 64x64x64,256x256x256 --frames 50".
+dual: e2e-artifacts
+	COSIM_BUILD=$(BUILD) $(ROOT)/target/release/cosim-dual $(DUAL_ARGS)

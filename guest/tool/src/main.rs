@@ -73,6 +73,20 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Wait until the accelerator's Ethernet port has received and answered FRAMES frames
+    /// (NIC_RX_FRAMES and NIC_TX_FRAMES both at least FRAMES), polling every 50 ms; fails after
+    /// the timeout. Keeps the accelerator VM up while another VM sends frames (dual-VM run).
+    WaitNic {
+        /// /dev/accelN (default: the first accelerator).
+        #[arg(long)]
+        device: Option<String>,
+        /// Frames to wait for.
+        #[arg(long)]
+        frames: u32,
+        /// Give up after this many ms.
+        #[arg(long, default_value_t = 120_000)]
+        timeout_ms: u64,
+    },
     /// Clear the device's status and try a PCI function reset.
     Reset {
         /// /dev/accelN (default: the first accelerator), or "all".
@@ -496,6 +510,36 @@ fn cmd_net(out: &mut Out, iface: Option<&str>, count: u32, size: usize, timeout_
     Ok(ok)
 }
 
+fn cmd_wait_nic(out: &mut Out, device: Option<&str>, frames: u32, timeout_ms: u64) -> Result<bool, String> {
+    let path = select(device, false)?.remove(0);
+    let dev = open(&path)?;
+    let t0 = Instant::now();
+    let limit = std::time::Duration::from_millis(timeout_ms);
+    loop {
+        let i = dev.info().map_err(|e| format!("{}: info: {e}", path.display()))?;
+        let done = i.nic_rx_frames >= frames && i.nic_tx_frames >= frames;
+        let waited = t0.elapsed();
+        if done || waited >= limit {
+            let mut rec = json!({
+                "kind": "wait-nic", "ok": done, "device": path.display().to_string(), "frames": frames,
+                "nic_rx_frames": i.nic_rx_frames, "nic_tx_frames": i.nic_tx_frames,
+                "waited_ms": waited.as_millis() as u64,
+            });
+            if !done {
+                let msg = format!(
+                    "{}: NIC_RX_FRAMES={} NIC_TX_FRAMES={} after {} ms, waited for {frames}",
+                    path.display(), i.nic_rx_frames, i.nic_tx_frames, waited.as_millis()
+                );
+                eprintln!("accel-tool: {msg}");
+                rec["error"] = json!(msg);
+            }
+            out.push(rec);
+            return Ok(done);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn fmt_opt(v: &Value, key: &str, prec: usize) -> String {
     match &v[key] {
         Value::Null => "-".into(),
@@ -566,6 +610,9 @@ fn main() -> ExitCode {
         Cmd::Gemm(g) => ("gemm", cmd_gemm(&mut out, g)),
         Cmd::Bench { device, sizes, repeat, seed, timeout_ms } => {
             ("bench", cmd_bench(&mut out, device.as_deref(), sizes, *repeat, *seed, *timeout_ms))
+        }
+        Cmd::WaitNic { device, frames, timeout_ms } => {
+            ("wait-nic", cmd_wait_nic(&mut out, device.as_deref(), *frames, *timeout_ms))
         }
         Cmd::Reset { device } => ("reset", cmd_reset(&mut out, device.as_deref())),
         Cmd::Net { iface, count, size, timeout_ms } => {
