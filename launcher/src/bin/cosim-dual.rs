@@ -61,7 +61,7 @@ tool sees it; device_us: START to interrupt), the baseline VM's CPU time, and wh
 NIC_TX_FRAMES (accel VM `info`), the simulation's frames_rx / frames_tx (its exit statistics line in \
 <log-dir>/accel/sim0.log).\n\n\
 Each launcher enforces its own stage timeouts; --timeout bounds the whole run. If one VM's launcher \
-fails, the other is stopped. Ctrl-C / SIGTERM stop both (each launcher stops its QEMU and simulation).\n\n\
+fails (exit status other than 0 or 1: a stage timed out, a process died, setup), the other is stopped at once. Ctrl-C / SIGTERM stop both (each launcher stops its QEMU and simulation).\n\n\
 Logs: <log-dir>/accel/ and <log-dir>/baseline/ (the launchers' log directories), accel-launch.log and \
 baseline-launch.log (the launchers' stderr), results.json (same as --json).\n\n\
 Exit status: 0 everything passed (every GEMM checked and C identical in both VMs, every frame answered \
@@ -615,14 +615,35 @@ fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
 
     let code = if let Some(c) = code_override {
         c
-    } else if let Some(c) = codes.iter().map(|c| c.unwrap_or(EXIT_STAGE as i32)).find(|&c| c != 0 && c != 1) {
-        // A launcher's own error (setup 3, stage 4, ...) takes precedence.
+    } else if let Some(c) = vms
+        .iter()
+        .zip(&codes)
+        .filter(|(v, _)| !v.stopped_by_us)
+        .map(|(_, c)| c.unwrap_or(EXIT_STAGE as i32))
+        .find(|&c| c != 0 && c != 1)
+    {
+        // A launcher's own error (setup 3, stage 4, ...) takes precedence; a launcher we stopped
+        // because of it reports 130, which is not the cause.
         c.clamp(0, 255) as u8
+    } else if vms.iter().any(|v| v.stopped_by_us) {
+        EXIT_STAGE
     } else if cmp["ok"] == true && codes.iter().all(|&c| c == Some(0)) {
         EXIT_OK
     } else {
         EXIT_FAILED
     };
+    // Name each failed launcher's own error (its stage and message) next to ours.
+    for (v, sum) in vms.iter().zip([&accel_sum, &base_sum]) {
+        if !v.stopped_by_us {
+            if let Some(e) = sum["error"].as_str() {
+                let line = format!("{} VM: {e}", v.name);
+                error = Some(match error.take() {
+                    Some(prev) => format!("{prev}\n  {line}"),
+                    None => line,
+                });
+            }
+        }
+    }
     if code == EXIT_FAILED && error.is_none() {
         error = Some("a GEMM, a comparison or the frame count failed (see the table)".into());
     }
