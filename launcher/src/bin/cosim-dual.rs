@@ -56,7 +56,7 @@ The frame exchange is the start barrier: the accelerator VM begins its GEMMs onc
 answered all F frames, the baseline VM right after its last answer, so both GEMM workloads run at the \
 same time whichever VM boots first.\n\n\
 Prints per size: accel VM check, RTL cycles, guest-measured accelerator time (accel_us: the ioctl as the \
-tool sees it; device_us: START to interrupt), the baseline VM's CPU time, and whether C is identical \
+tool sees it; device_us: START to interrupt), the accel VM's own CPU reference time (acc cpu_us), the baseline VM's CPU time, and whether C is identical \
 (c_hash); then the frame counts on both ends: the baseline's sent/answered, the RTL's NIC_RX_FRAMES / \
 NIC_TX_FRAMES (accel VM `info`), the simulation's frames_rx / frames_tx (its exit statistics line in \
 <log-dir>/accel/sim0.log).\n\n\
@@ -424,10 +424,10 @@ fn table(cmp: &Value) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<13} {:>4} | {:>7} {:>11} {:>12} {:>12} | {:>12} | {:>6}",
-        "MxNxK", "seed", "accel", "rtl_cycles", "accel_us", "device_us", "base cpu_us", "same C"
+        "{:<13} {:>4} | {:>7} {:>11} {:>12} {:>12} {:>12} | {:>12} | {:>6}",
+        "MxNxK", "seed", "accel", "rtl_cycles", "accel_us", "device_us", "acc cpu_us", "base cpu_us", "same C"
     );
-    let _ = writeln!(s, "{}", "-".repeat(92));
+    let _ = writeln!(s, "{}", "-".repeat(105));
     for r in cmp["sizes"].as_array().into_iter().flatten() {
         let a = &r["accel"];
         let b = &r["baseline"];
@@ -441,13 +441,14 @@ fn table(cmp: &Value) -> String {
         let base_cpu = if b["found"] != true { "missing".to_string() } else { fmt(&b["cpu_us"], 1) };
         let _ = writeln!(
             s,
-            "{:<13} {:>4} | {:>7} {:>11} {:>12} {:>12} | {:>12} | {:>6}",
+            "{:<13} {:>4} | {:>7} {:>11} {:>12} {:>12} {:>12} | {:>12} | {:>6}",
             format!("{}x{}x{}", r["m"], r["n"], r["k"]),
             r["seed"].to_string(),
             acc,
             fmt(&a["rtl_cycles"], 0),
             fmt(&a["accel_us"], 1),
             fmt(&a["device_us"], 1),
+            fmt(&a["cpu_us"], 1),
             base_cpu,
             if r["same_c"] == true { "yes" } else { "NO" }
         );
