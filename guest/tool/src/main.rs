@@ -2,7 +2,8 @@
 //!
 //! `info` shows identity and counters; `gemm` runs one job (or `--repeat` jobs) on one device or on
 //! all devices at once, checks C against a CPU reference computed here in the guest, and times both
-//! paths; `bench` sweeps square sizes. `--json` prints one JSON object per line on stdout (the
+//! paths; `bench` sweeps square sizes; `net` and `wait-nic` are the two ends of the dual-VM
+//! network check (frames sent from one VM, the RTL's NIC counters read in the other). `--json` prints one JSON object per line on stdout (the
 //! guest's /init prefixes them with `COSIM-RESULT`); otherwise a table. Errors go to stderr.
 //! Exit status: 0 all jobs succeeded (and matched, with `--check`), 1 a job failed or mismatched,
 //! 2 usage error or no accelerator found.
