@@ -157,7 +157,7 @@ else
     stage "5/6 configure: up to date"
 fi
 
-stage "6/6 ninja -j$JOBS qemu-system-x86_64 (a full build takes about 6 min on 2 cores)"
+stage "6/6 ninja -j$JOBS qemu-system-x86_64 (a first build takes 6 to 20 min on 2 busy cores; later ones relink in seconds)"
 ninja -C "$BLD" -j"$JOBS" qemu-system-x86_64 || die "ninja failed"
 
 BIN=$BLD/qemu-system-x86_64
