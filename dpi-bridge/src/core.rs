@@ -7,6 +7,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
 
 use cosim_protocol::*;
 
@@ -27,6 +30,11 @@ pub const PEND_RESET: u32 = 1 << 4;
 pub const PEND_AR_FULL: u32 = 1 << 5;
 
 /// AXI response codes.
+/// Longest the clock is held for one DMA read. Past it the clock runs on (that read's latency is
+/// then the host's): a host that cannot answer because it waits for this same simulation (one
+/// QEMU vCPU in an MMIO read of another endpoint of this simulation) must not deadlock.
+const HOLD_LIMIT: Duration = Duration::from_secs(1);
+
 const OKAY: u8 = 0;
 const SLVERR: u8 = 2;
 const DECERR: u8 = 3;
@@ -44,6 +52,11 @@ pub struct EpConfig {
     pub axi_base: [u64; NUM_BARS],
     /// Most DMA reads outstanding at once.
     pub max_reads: usize,
+    /// Modelled DMA read latency in clocks (0: free-running). With a latency `L`, the data of a
+    /// read accepted at clock `c` reaches the R channel at clock `c + L` exactly: earlier host
+    /// completions are held, and if the host has not answered by then the simulation clock waits
+    /// for it. Cycle counts then do not depend on how fast the host process answers.
+    pub dma_latency: u64,
 }
 
 /// One MMIO access as the AXI master drives it.
@@ -85,6 +98,10 @@ enum ReadData {
 struct ReadBurst {
     id: u32,
     tag: u32,
+    /// Clock at which the first beat may be returned (see [`EpConfig::dma_latency`]).
+    due: u64,
+    /// The clock may be held for this read's completion (cleared after [`HOLD_LIMIT`]).
+    hold: bool,
     burst: Burst,
     lo: u64,
     beat: u32,
@@ -134,6 +151,8 @@ pub struct EpCore {
     goodbye: bool,
     warned_disconnected: bool,
     serial_backlog: Vec<u8>,
+    /// Clocks seen by [`EpCore::tick`].
+    cycle: u64,
 }
 
 /// Serial bytes kept while no host is connected.
@@ -162,6 +181,7 @@ impl EpCore {
             goodbye: false,
             warned_disconnected: false,
             serial_backlog: Vec::new(),
+            cycle: 0,
         }
     }
 
@@ -220,9 +240,15 @@ impl EpCore {
         if !self.mmio_q.is_empty() {
             mask |= PEND_MMIO;
         }
+        self.cycle += 1;
         if let Some(r) = self.reads.front() {
-            if !matches!(r.data, ReadData::Waiting) {
-                mask |= PEND_RBEAT;
+            if self.cycle >= r.due {
+                if matches!(r.data, ReadData::Waiting) && r.hold {
+                    self.hold_clock_for_dma_read();
+                }
+                if self.reads.front().is_some_and(|r| !matches!(r.data, ReadData::Waiting)) {
+                    mask |= PEND_RBEAT;
+                }
             }
         }
         if !self.nic_rx.is_empty() {
@@ -239,6 +265,43 @@ impl EpCore {
             mask |= PEND_AR_FULL;
         }
         mask
+    }
+
+    /// The oldest DMA read is due but the host has not answered: hold the simulation clock (this
+    /// call does not return) until the completion arrives, a reset or a lost host drops the read,
+    /// a stop is requested, or [`HOLD_LIMIT`] passes. Everything else the host sends meanwhile is
+    /// taken in as usual.
+    #[cold]
+    fn hold_clock_for_dma_read(&mut self) {
+        let started = Instant::now();
+        loop {
+            let Some(r) = self.reads.front() else { return };
+            if !matches!(r.data, ReadData::Waiting) {
+                break;
+            }
+            let (tag, lo) = (r.tag, r.lo);
+            if crate::registry::stop_requested() {
+                return;
+            }
+            match self.link.rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(m) => self.on_message(m),
+                Err(RecvTimeoutError::Timeout) if started.elapsed() >= HOLD_LIMIT => {
+                    tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, tag, addr = format_args!("{lo:#x}"), cycle = self.cycle,
+                        "the host has not completed a DMA read {HOLD_LIMIT:?} after it was due; the clock runs on \
+                         (this read's latency, and the cycle count of the job, now depend on the host)");
+                    if let Some(r) = self.reads.front_mut() {
+                        r.hold = false;
+                    }
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail_waiting_reads(DECERR);
+                    return;
+                }
+            }
+        }
+        SharedStats::add(&self.stats.dma_hold_us, started.elapsed().as_micros() as u64);
     }
 
     fn on_message(&mut self, m: ToSim) {
@@ -469,7 +532,9 @@ impl EpCore {
         if self.reads.len() >= self.cfg.max_reads {
             tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, "AR accepted beyond the outstanding-read limit");
         }
-        self.reads.push_back(ReadBurst { id, tag, burst: b, lo, beat: 0, data });
+        let due = self.cycle + self.cfg.dma_latency;
+        let hold = self.cfg.dma_latency > 0;
+        self.reads.push_back(ReadBurst { id, tag, due, hold, burst: b, lo, beat: 0, data });
         self.reads.len() >= self.cfg.max_reads
     }
 
@@ -498,6 +563,9 @@ impl EpCore {
     /// Next R-channel beat of the oldest DMA read, if its data arrived.
     pub fn dma_r(&mut self) -> Option<RBeat> {
         let rb = self.reads.front_mut()?;
+        if self.cycle < rb.due {
+            return None;
+        }
         let i = rb.beat;
         let last = i + 1 >= rb.burst.beats();
         let (data, resp) = match &rb.data {
@@ -676,6 +744,10 @@ mod tests {
     use crate::link::{link, IoLink};
 
     fn core() -> (EpCore, IoLink) {
+        core_with_latency(0)
+    }
+
+    fn core_with_latency(dma_latency: u64) -> (EpCore, IoLink) {
         let (s, io) = link().unwrap();
         let mut d = DeviceConfig { vendor_id: 0x1ded, device_id: 0xacc1, ..Default::default() };
         d.bars[0] = BarDesc::mem32(0x1000);
@@ -687,6 +759,7 @@ mod tests {
             device: d,
             axi_base: [0x1000_0000, 0, 0x2000_0000, 0, 0, 0],
             max_reads: 4,
+            dma_latency,
         };
         let mut c = EpCore::new(cfg, s, Arc::new(SharedStats::default()));
         io.to_sim(ToSim::NewSession);
@@ -773,6 +846,51 @@ mod tests {
         assert_eq!(c.dma_r(), Some(RBeat { id: 1, data: 0x0f0e_0d0c_0b0a_0908, resp: 0, last: true }));
         assert_eq!(c.dma_r(), Some(RBeat { id: 2, data: 0x0302_0100_0000_0000, resp: 0, last: true }));
         assert_eq!(c.dma_r(), None);
+    }
+
+    fn dma_read_tag(io: &IoLink) -> u32 {
+        sent(io).into_iter().find_map(|m| if let Message::DmaRead(r) = m { Some(r.tag) } else { None }).unwrap()
+    }
+
+    #[test]
+    fn modelled_latency_holds_an_early_completion_until_it_is_due() {
+        let (mut c, io) = core_with_latency(10);
+        c.dma_ar(1, 0x100, 0, 3, 1);
+        let tag = dma_read_tag(&io);
+        io.to_sim(ToSim::Msg(Message::DmaReadResp(DmaReadResp { tag, status: Status::Ok, data: vec![7; 8] })));
+        // The read was accepted after clock 1, so its data is due at clock 11.
+        for clock in 2..11 {
+            assert_eq!(c.tick() & PEND_RBEAT, 0, "clock {clock}: not due yet");
+            assert_eq!(c.dma_r(), None);
+        }
+        assert_ne!(c.tick() & PEND_RBEAT, 0, "due at clock 11");
+        assert_eq!(c.dma_r(), Some(RBeat { id: 1, data: 0x0707_0707_0707_0707, resp: 0, last: true }));
+    }
+
+    #[test]
+    fn modelled_latency_holds_the_clock_for_a_late_completion() {
+        let (mut c, io) = core_with_latency(2);
+        c.dma_ar(3, 0x200, 0, 3, 1);
+        let tag = dma_read_tag(&io);
+        assert_eq!(c.tick() & PEND_RBEAT, 0);
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            io.to_sim(ToSim::Msg(Message::DmaReadResp(DmaReadResp { tag, status: Status::Ok, data: vec![1; 8] })));
+            io
+        });
+        let t0 = Instant::now();
+        // Due now: this tick does not return before the host's answer.
+        assert_ne!(c.tick() & PEND_RBEAT, 0);
+        assert!(t0.elapsed() >= Duration::from_millis(100), "the clock was held");
+        assert_eq!(c.dma_r().map(|b| b.data), Some(0x0101_0101_0101_0101));
+        let io = late.join().unwrap();
+        // A lost host releases a held clock with an error response.
+        c.dma_ar(4, 0x300, 0, 3, 1);
+        io.to_sim(ToSim::HostLost);
+        for _ in 0..3 {
+            c.tick();
+        }
+        assert_eq!(c.dma_r().map(|b| b.resp), Some(DECERR));
     }
 
     #[test]

@@ -171,6 +171,16 @@ pub extern "C" fn cosim_ep_set_max_reads(h: *mut c_void, n: c_int) -> c_int {
     })
 }
 
+/// Modelled DMA read latency in clocks (0 = free-running, see `EpConfig::dma_latency`).
+/// Returns 0 or -1.
+#[no_mangle]
+pub extern "C" fn cosim_ep_set_dma_latency(h: *mut c_void, cycles: c_int) -> c_int {
+    building(h, "cosim_ep_set_dma_latency", |b| {
+        b.dma_latency(u64::try_from(cycles).map_err(|_| format!("DMA latency {cycles}"))?);
+        Ok(())
+    })
+}
+
 /// Validates the configuration, binds the endpoint and starts its I/O thread. Returns 0, or
 /// -1 after logging why (the SV shell then stops the simulation with `$fatal`).
 #[no_mangle]

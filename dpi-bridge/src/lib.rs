@@ -57,7 +57,12 @@ pub struct EpBuilder {
     device: DeviceConfig,
     axi_base: [u64; NUM_BARS],
     max_reads: usize,
+    dma_latency: u64,
 }
+
+/// Default modelled DMA read latency in clocks: 1 us at 100 MHz, a typical PCIe host read
+/// round trip (see `EpConfig::dma_latency`).
+pub const DEFAULT_DMA_LATENCY: u64 = 100;
 
 impl EpBuilder {
     /// Instance `name` (for logs) on base endpoint `endpoint`.
@@ -68,6 +73,7 @@ impl EpBuilder {
             device: DeviceConfig::default(),
             axi_base: [0; NUM_BARS],
             max_reads: 16,
+            dma_latency: DEFAULT_DMA_LATENCY,
         }
     }
 
@@ -114,6 +120,13 @@ impl EpBuilder {
         self
     }
 
+    /// Modelled DMA read latency in clocks; 0 lets reads complete whenever the host answers
+    /// (cycle counts then depend on the host's speed).
+    pub fn dma_latency(&mut self, cycles: u64) -> &mut Self {
+        self.dma_latency = cycles;
+        self
+    }
+
     /// The configuration collected so far.
     pub fn device(&self) -> &DeviceConfig {
         &self.device
@@ -139,6 +152,7 @@ impl EpBuilder {
             device: self.device.clone(),
             axi_base: self.axi_base,
             max_reads: self.max_reads,
+            dma_latency: self.dma_latency,
         };
         Ok(Ep { core: EpCore::new(cfg, sim, stats), io: Some(io) })
     }

@@ -146,6 +146,8 @@ pub struct SharedStats {
     pub malformed: AtomicU64,
     /// Device resets requested by the host.
     pub resets: AtomicU64,
+    /// Wall time the simulation clock was held waiting for DMA read completions (microseconds).
+    pub dma_hold_us: AtomicU64,
 }
 
 impl SharedStats {

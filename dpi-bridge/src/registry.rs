@@ -85,6 +85,8 @@ pub struct CosimSimStats {
     pub malformed: u64,
     /// Device resets by the host.
     pub resets: u64,
+    /// Wall time the clock was held for DMA read completions, in microseconds.
+    pub dma_hold_us: u64,
 }
 
 /// Sums the statistics of every endpoint.
@@ -109,6 +111,7 @@ pub fn stats() -> CosimSimStats {
         s.serial_rx += g(&x.serial_rx);
         s.malformed += g(&x.malformed);
         s.resets += g(&x.resets);
+        s.dma_hold_us += g(&x.dma_hold_us);
     }
     s
 }

@@ -19,6 +19,7 @@ package cosim_dpi_pkg;
   import "DPI-C" function int cosim_ep_set_msix(input chandle h, input int vectors, input int table_bar,
       input int table_offset, input int pba_bar, input int pba_offset);
   import "DPI-C" function int cosim_ep_set_max_reads(input chandle h, input int n);
+  import "DPI-C" function int cosim_ep_set_dma_latency(input chandle h, input int cycles);
   import "DPI-C" function int cosim_ep_start(input chandle h);
   import "DPI-C" function void cosim_ep_free(input chandle h);
   import "DPI-C" function int unsigned cosim_ep_tick(input chandle h);

@@ -40,7 +40,11 @@ module cosim_pcie_ep #(
   // Additions (not in the AXI Bridge for PCIe): MMIO timeout, DMA reads in flight, reset pulse.
   parameter int MMIO_TIMEOUT_CYCLES = 100000,  // +cosim_mmio_timeout=N overrides
   parameter int MAX_DMA_READS = 16,
-  parameter int RESET_CYCLES = 16
+  parameter int RESET_CYCLES = 16,
+  // Modelled DMA read latency in clocks: the data of a read accepted at clock c appears at
+  // c + DMA_READ_LATENCY exactly (the clock waits for the host if needed), so cycle counts do
+  // not depend on the host's speed. 0 = free-running. +cosim_dma_latency=N overrides.
+  parameter int DMA_READ_LATENCY = 100
 ) (
   input  logic axi_aclk,
   input  logic axi_aresetn,
@@ -131,6 +135,7 @@ module cosim_pcie_ep #(
   chandle ctx;
   bit poll_en;
   int unsigned mmio_timeout;
+  int dma_latency;
 
   // ---------------------------------------------------------------- configuration, open, close
   initial begin : open
@@ -150,6 +155,7 @@ module cosim_pcie_ep #(
     ssid = 32'(SUBSYS_ID); cls = 32'(CLASS_CODE); rev = 32'(REVISION);
     vectors = MSIX_VECTORS;
     mmio_timeout = MMIO_TIMEOUT_CYCLES;
+    dma_latency = DMA_READ_LATENCY;
     bar_size = '{BAR0_SIZE, BAR1_SIZE, BAR2_SIZE, BAR3_SIZE, BAR4_SIZE, BAR5_SIZE};
     bar_64 = '{BAR0_64, BAR1_64, BAR2_64, BAR3_64, BAR4_64, BAR5_64};
     bar_pf = '{BAR0_PREFETCH, BAR1_PREFETCH, BAR2_PREFETCH, BAR3_PREFETCH, BAR4_PREFETCH, BAR5_PREFETCH};
@@ -165,6 +171,7 @@ module cosim_pcie_ep #(
     if ($value$plusargs("cosim_revision=%h", v)) rev = v;
     if ($value$plusargs("cosim_msix_vectors=%d", v)) vectors = int'(v);
     if ($value$plusargs("cosim_mmio_timeout=%d", v)) mmio_timeout = v;
+    if ($value$plusargs("cosim_dma_latency=%d", v)) dma_latency = int'(v);
     for (int i = 0; i < 6; i++) begin
       if ($value$plusargs($sformatf("cosim_bar%0d_size=%%h", i), v)) bar_size[i] = 64'(v);
     end
@@ -179,6 +186,7 @@ module cosim_pcie_ep #(
     if (cosim_ep_set_msix(ctx, vectors, MSIX_TABLE_BAR, MSIX_TABLE_OFFSET, MSIX_PBA_BAR, MSIX_PBA_OFFSET) != 0)
       $fatal(1, "%m: invalid MSI-X parameters");
     if (cosim_ep_set_max_reads(ctx, MAX_DMA_READS) != 0) $fatal(1, "%m: invalid MAX_DMA_READS");
+    if (cosim_ep_set_dma_latency(ctx, dma_latency) != 0) $fatal(1, "%m: invalid DMA_READ_LATENCY %0d", dma_latency);
     if (cosim_ep_start(ctx) != 0)
       $fatal(1, "%m: cannot start the cosim endpoint %s (see the error above)", ep);
   end
