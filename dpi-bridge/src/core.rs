@@ -274,10 +274,15 @@ impl EpCore {
     #[cold]
     fn hold_clock_for_dma_read(&mut self) {
         let started = Instant::now();
+        self.hold_until_front_read_completes(started);
+        SharedStats::add(&self.stats.dma_hold_us, started.elapsed().as_micros() as u64);
+    }
+
+    fn hold_until_front_read_completes(&mut self, started: Instant) {
         loop {
             let Some(r) = self.reads.front() else { return };
             if !matches!(r.data, ReadData::Waiting) {
-                break;
+                return;
             }
             let (tag, lo) = (r.tag, r.lo);
             if crate::registry::stop_requested() {
@@ -292,7 +297,7 @@ impl EpCore {
                     if let Some(r) = self.reads.front_mut() {
                         r.hold = false;
                     }
-                    break;
+                    return;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -301,7 +306,6 @@ impl EpCore {
                 }
             }
         }
-        SharedStats::add(&self.stats.dma_hold_us, started.elapsed().as_micros() as u64);
     }
 
     fn on_message(&mut self, m: ToSim) {

@@ -220,7 +220,7 @@ impl DeviceConfig {
             if !desc.present() || desc.flags.contains(BarFlags::IO) {
                 return Err(ConfigError::Msix(format!("{what} BAR{bar} is not a present memory BAR")));
             }
-            if offset % 8 != 0 {
+            if !offset.is_multiple_of(8) {
                 return Err(ConfigError::Msix(format!("{what} offset {offset:#x} is not 8-byte aligned")));
             }
             if u64::from(offset) + len > desc.size {

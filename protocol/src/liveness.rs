@@ -101,6 +101,17 @@ impl Default for Liveness {
     }
 }
 
+/// A random 64-bit number for [`crate::Heartbeat::instance`] or [`crate::Init::session`]
+/// (seeded by the standard library's per-process random hash keys).
+pub fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+    );
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,15 +141,4 @@ mod tests {
         assert!(!l.heartbeat_due(t0 + ms(99)));
         assert!(l.heartbeat_due(t0 + ms(100)));
     }
-}
-
-/// A random 64-bit number for [`crate::Heartbeat::instance`] or [`crate::Init::session`]
-/// (seeded by the standard library's per-process random hash keys).
-pub fn random_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
-    );
-    h.finish()
 }

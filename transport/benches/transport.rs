@@ -113,13 +113,16 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let dir = std::env::temp_dir().join(format!("cosim-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A free base port whose neighbour (the d2h channel) is free too.
+    let port = (0..100)
+        .find_map(|_| {
+            let p = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+            (p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()).then_some(p)
+        })
+        .expect("no free pair of TCP ports on 127.0.0.1");
     let eps = [
         ("ipc", format!("ipc://{}/bench", dir.display())),
-        ("tcp", format!("tcp://127.0.0.1:{}", port.max(20000).min(60000))),
+        ("tcp", format!("tcp://127.0.0.1:{port}")),
     ];
     println!("| transport | raw ZeroMQ 4 B ping-pong median / p99 (us) | cosim 4 B MMIO read median / p99 (us) | ratio (median) | DMA write 4 KiB (MB/s) | DMA write 64 KiB (MB/s) |");
     println!("|---|---|---|---|---|---|");
