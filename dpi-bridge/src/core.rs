@@ -288,17 +288,17 @@ impl EpCore {
             if crate::registry::stop_requested() {
                 return;
             }
+            if started.elapsed() >= HOLD_LIMIT {
+                tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, tag, addr = format_args!("{lo:#x}"), cycle = self.cycle,
+                    "the host has not completed a DMA read {HOLD_LIMIT:?} after it was due; the clock runs on \
+                     (this read's latency, and the cycle count of the job, now depend on the host)");
+                if let Some(r) = self.reads.front_mut() {
+                    r.hold = false;
+                }
+                return;
+            }
             match self.link.rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(m) => self.on_message(m),
-                Err(RecvTimeoutError::Timeout) if started.elapsed() >= HOLD_LIMIT => {
-                    tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, tag, addr = format_args!("{lo:#x}"), cycle = self.cycle,
-                        "the host has not completed a DMA read {HOLD_LIMIT:?} after it was due; the clock runs on \
-                         (this read's latency, and the cycle count of the job, now depend on the host)");
-                    if let Some(r) = self.reads.front_mut() {
-                        r.hold = false;
-                    }
-                    return;
-                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.fail_waiting_reads(DECERR);
@@ -310,6 +310,7 @@ impl EpCore {
 
     fn on_message(&mut self, m: ToSim) {
         crate::registry::note_activity();
+        tracing::trace!(target: "cosim::dpi", ep = %self.cfg.name, cycle = self.cycle, msg = ?m, "sim thread takes");
         match m {
             ToSim::Msg(Message::MmioRead(r)) => self.queue_mmio(false, r.tag, r.bar, r.offset, r.size, 0),
             ToSim::Msg(Message::MmioWrite(w)) => self.queue_mmio(true, 0, w.bar, w.offset, w.size, w.data),

@@ -60,9 +60,9 @@ pub struct EpBuilder {
     dma_latency: u64,
 }
 
-/// Default modelled DMA read latency in clocks: 1 us at 100 MHz, a typical PCIe host read
-/// round trip (see `EpConfig::dma_latency`).
-pub const DEFAULT_DMA_LATENCY: u64 = 100;
+/// Default modelled DMA read latency in clocks: 0, free-running (see `EpConfig::dma_latency`;
+/// the modelled latency is opt-in while a rare lost MMIO read seen with it is open).
+pub const DEFAULT_DMA_LATENCY: u64 = 0;
 
 impl EpBuilder {
     /// Instance `name` (for logs) on base endpoint `endpoint`.

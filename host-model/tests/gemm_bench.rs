@@ -42,7 +42,11 @@ fn gemm_bench() -> Result<()> {
 
     let bin = sim_binary("gemm_top", "sim-gemm")?;
     let (_dir, ep) = temp_endpoint("gemm-bench")?;
-    let sim = SimProcess::spawn(&bin, &ep, &["--stats"], Duration::from_secs(60))?;
+    // GEMM_BENCH_SIM_ARGS: extra simulation arguments, e.g. "+cosim_dma_latency=100".
+    let extra = std::env::var("GEMM_BENCH_SIM_ARGS").unwrap_or_default();
+    let mut args = vec!["--stats"];
+    args.extend(extra.split_whitespace());
+    let sim = SimProcess::spawn(&bin, &ep, &args, Duration::from_secs(60))?;
     let mut host = HostModel::connect(&ep, Duration::from_secs(30)).with_context(|| sim.log())?;
     let array = host.read(0, ARRAY, 4)?;
     let macs = (array & 0xff) * ((array >> 8) & 0xff);

