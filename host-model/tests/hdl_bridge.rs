@@ -583,7 +583,9 @@ fn narrow_fixed_and_wrap_read_bursts() -> Result<()> {
     const BR_ADDR: u64 = 0x160;
     const BR_CFG: u64 = 0x168;
     const BR_SUM: u64 = 0x170;
-    let mut r = start()?;
+    // With the modelled DMA read latency on: host messages taken in while the clock waits for a
+    // read completion once lost the MMIO read that polls this burst (regression test).
+    let mut r = start_with(&["+cosim_dma_latency=100"], false)?;
     let h = &mut r.host;
     let win = 0x60_0000u64;
     let bytes = pattern(77, 4096);
