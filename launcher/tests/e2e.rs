@@ -52,6 +52,10 @@ fn launch(name: &str, args: &[&str]) -> Run {
     let t0 = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if t0.elapsed() > RUN_LIMIT {
+            // SIGTERM first: the launcher then stops the QEMU and simulations it started.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_secs(35));
             let _ = child.kill();
             panic!("cosim-launch {args:?} did not finish within {RUN_LIMIT:?}; logs in {}", log_dir.display());
         }
