@@ -31,9 +31,11 @@ static volatile std::sig_atomic_t g_signal = 0;
 static void on_signal(int sig) { g_signal = sig; }
 
 static const char* const kHelp =
-    "usage: %s --endpoint <ipc:///path/name | tcp://host:port> [options] [+plusargs]\n"
+    "usage: %s [--endpoint <ipc:///path/name | tcp://host:port[?peer=host]>] [options] [+plusargs]\n"
     "\n"
     "  --endpoint E      base endpoint of the (first) cosim_pcie_ep; same as +cosim_endpoint=E\n"
+    "                    (default: the design's ENDPOINT parameter; empty means a private ipc\n"
+    "                    endpoint in a fresh 0700 directory, printed on the ready line)\n"
     "  --max-cycles N    stop after N clock cycles (default: run until stopped)\n"
     "  --clock-mhz F     clock frequency for simulated time and waveforms (default 100)\n"
     "  --waves FILE.fst  write an FST waveform (the model must be built with tracing, the default)\n"
@@ -48,7 +50,10 @@ static const char* const kHelp =
     "Plusargs: +cosim_endpoint=E, +cosim_endpoint@<instance>=E, +max_cycles=N, +clock_mhz=F,\n"
     "+waves=FILE, +cosim_no_dpi_poll, +cosim_mmio_timeout=N and the ID/BAR overrides of\n"
     "docs/hdl-endpoint.md. Prints 'cosim-sim: ready endpoint=E' on stderr once bound; ends on\n"
-    "Ctrl-C, SIGTERM or a GOODBYE from the host, printing statistics.\n";
+    "Ctrl-C, SIGTERM or a GOODBYE from the host, printing statistics.\n"
+    "\n"
+    "Environment: COSIM_KEY_FILE=F  shared key for tcp (required unless the endpoint and its\n"
+    "?peer= are loopback; the host side needs the same key): docs/protocol.md, Access control.\n";
 
 struct Options {
     std::string endpoint;
@@ -74,14 +79,15 @@ static void print_stats(const char* what, unsigned long long cycles, double wall
                  "cosim-sim: %s cycles=%llu wall_s=%.3f cycles_per_s=%.0f mmio_reads=%llu mmio_writes=%llu "
                  "mmio_errors=%llu dma_reads=%llu dma_read_bytes=%llu dma_writes=%llu dma_write_bytes=%llu "
                  "irqs=%llu frames_tx=%llu frames_rx=%llu serial_tx=%llu serial_rx=%llu malformed=%llu "
-                 "resets=%llu dma_hold_s=%.3f sim_cpu_s=%.3f cycles_per_cpu_s=%.0f\n",
+                 "dropped=%llu sessions=%llu resets=%llu dma_hold_s=%.3f sim_cpu_s=%.3f cycles_per_cpu_s=%.0f\n",
                  what, cycles, wall_s, wall_s > 0 ? cycles / wall_s : 0.0, (unsigned long long)s.mmio_reads,
                  (unsigned long long)s.mmio_writes, (unsigned long long)s.mmio_errors,
                  (unsigned long long)s.dma_reads, (unsigned long long)s.dma_read_bytes,
                  (unsigned long long)s.dma_writes, (unsigned long long)s.dma_write_bytes,
                  (unsigned long long)s.irqs, (unsigned long long)s.frames_tx, (unsigned long long)s.frames_rx,
                  (unsigned long long)s.serial_tx, (unsigned long long)s.serial_rx,
-                 (unsigned long long)s.malformed, (unsigned long long)s.resets, s.dma_hold_us * 1e-6, cpu_s,
+                 (unsigned long long)s.malformed, (unsigned long long)s.dropped, (unsigned long long)s.sessions,
+                 (unsigned long long)s.resets, s.dma_hold_us * 1e-6, cpu_s,
                  cpu_s > 0 ? cycles / cpu_s : 0.0);
 }
 

@@ -1,12 +1,14 @@
-//! The I/O thread of one endpoint: owns the ZeroMQ transport (device side) and follows the
-//! session rules (docs/protocol.md): discard until INIT, answer every INIT with CONFIG, refuse
-//! another major version, heartbeats and liveness, drop malformed frames with a warning.
+//! The I/O thread of one endpoint: owns the ZeroMQ transport (device side) and the clock of the
+//! session, and drives the shared device-side session engine
+//! ([`cosim_protocol::session::DeviceSession`]): it feeds the engine every frame and timer tick,
+//! sends what the engine sends, and hands the session's traffic to the simulation thread.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cosim_protocol::liveness::{Liveness, PeerEvent};
+use cosim_protocol::liveness::random_id;
+use cosim_protocol::session::{DeviceEvent, DeviceSession, DeviceSessionConfig, Timing};
 use cosim_protocol::*;
 use cosim_transport::{Endpoint, Side, Transport, TransportError, ZmqOptions, ZmqTransport};
 
@@ -43,35 +45,20 @@ struct Io {
     cfg: IoConfig,
     link: IoLink,
     stats: Arc<SharedStats>,
-    liveness: Liveness,
-    instance: u64,
-    session: Option<u64>,
-    host_lost: bool,
-    discarded: u64,
+    session: DeviceSession,
     send_failures: u64,
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.finish()
 }
 
 impl Io {
     fn new(t: ZmqTransport, cfg: IoConfig, link: IoLink, stats: Arc<SharedStats>) -> Self {
-        Self {
-            t,
-            cfg,
-            link,
-            stats,
-            liveness: Liveness::new(),
-            instance: random_u64(),
-            session: None,
-            host_lost: false,
-            discarded: 0,
-            send_failures: 0,
-        }
+        let session = DeviceSession::new(DeviceSessionConfig {
+            name: format!("endpoint {}", cfg.name),
+            caps: cfg.caps,
+            device: cfg.device.clone(),
+            instance: random_id(),
+            timing: Timing::default(),
+        });
+        Self { t, cfg, link, stats, session, send_failures: 0 }
     }
 
     fn send(&mut self, m: &Message) {
@@ -82,6 +69,25 @@ impl Io {
                     failures = self.send_failures, "send to the host failed; message dropped");
             }
         }
+    }
+
+    /// Carries out what the session engine asked for, in order, and publishes its counters.
+    fn run_events(&mut self) {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                DeviceEvent::Send(m) => self.send(&m),
+                DeviceEvent::SessionStarted { .. } => self.link.to_sim(ToSim::NewSession),
+                DeviceEvent::Deliver(m) => self.link.to_sim(ToSim::Msg(m)),
+                DeviceEvent::HostLost => self.link.to_sim(ToSim::HostLost),
+                DeviceEvent::HostBack => self.link.to_sim(ToSim::HostBack),
+                DeviceEvent::SessionEnded(_) => self.link.to_sim(ToSim::Goodbye),
+            }
+        }
+        let s = self.session.stats();
+        let set = |c: &std::sync::atomic::AtomicU64, v: u64| c.store(v, std::sync::atomic::Ordering::Relaxed);
+        set(&self.stats.malformed, s.drops.malformed + s.drops.version);
+        set(&self.stats.dropped, s.drops.total());
+        set(&self.stats.sessions, s.sessions);
     }
 
     fn run(mut self) {
@@ -97,18 +103,22 @@ impl Io {
             loop {
                 match self.link.rx.try_recv() {
                     Ok(ToIo::Send(m)) => {
-                        if self.session.is_some() {
-                            self.send(&m);
-                        }
+                        self.session.send(m);
                     }
                     Ok(ToIo::Shutdown) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        self.send(&Message::Goodbye(GoodbyeReason::Shutdown));
-                        tracing::debug!(target: "cosim::dpi", ep = %self.cfg.name, discarded = self.discarded, "I/O thread stops");
+                        self.session.close();
+                        self.run_events();
+                        let s = self.session.stats();
+                        if s.drops.total() > 0 {
+                            tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, "frames dropped on the link: {}", s.drops);
+                        }
+                        tracing::debug!(target: "cosim::dpi", ep = %self.cfg.name, stats = ?s, "I/O thread stops");
                         return;
                     }
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                 }
             }
+            self.run_events();
             // 2. Inbound until ZMQ_EVENTS says empty (this also re-arms the edge-triggered fd).
             loop {
                 match self.t.readable() {
@@ -121,106 +131,36 @@ impl Io {
                     }
                 }
                 match self.t.recv(Duration::ZERO) {
-                    Ok(Some(m)) => self.on_message(m),
+                    Ok(Some(m)) => self.session.handle_message(Instant::now(), m),
                     Ok(None) => break,
-                    Err(TransportError::Decode(e)) => self.on_malformed(e),
+                    Err(TransportError::Decode(e)) => self.session.handle_decode_error(Instant::now(), e),
                     Err(e) => {
                         tracing::error!(target: "cosim::dpi", ep = %self.cfg.name, error = %e, "receive failed");
                         break;
                     }
                 }
+                self.run_events();
             }
             // 3. Timers.
-            let now = Instant::now();
-            if self.liveness.heartbeat_due(now) {
-                self.send(&Message::Heartbeat(Heartbeat { instance: self.instance }));
-            }
-            if self.liveness.poll(now) == PeerEvent::Lost && self.session.is_some() {
-                self.host_lost = true;
-                tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name,
-                    "host lost: nothing received for {LIVENESS_TIMEOUT_MS} ms; simulation continues, waiting for the host");
-                self.link.to_sim(ToSim::HostLost);
-            }
-            // 4. Sleep until a frame arrives, the simulation queues something, or a heartbeat is due.
+            self.session.handle_timeout(Instant::now());
+            self.run_events();
+            // 4. Sleep until a frame arrives, the simulation queues something, or a timer is due.
             self.link.waker.set_sleeping(true);
             if !self.link.rx.is_empty() {
                 self.link.waker.set_sleeping(false);
                 continue;
             }
+            let now = Instant::now();
+            let wait_ms = self.session.next_timeout(now).saturating_duration_since(now).as_millis().clamp(1, 1000) as i32;
             let mut fds = [
                 libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: self.link.waker.raw_fd(), events: libc::POLLIN, revents: 0 },
             ];
             // SAFETY: `fds` is a live array of two pollfd structs and its length is passed.
-            let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, (HEARTBEAT_INTERVAL_MS / 2) as i32) };
+            let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
             self.link.waker.set_sleeping(false);
             if fds[1].revents != 0 {
                 self.link.waker.drain();
-            }
-        }
-    }
-
-    fn on_malformed(&mut self, e: DecodeError) {
-        SharedStats::add(&self.stats.malformed, 1);
-        if let DecodeError::VersionMismatch { ours, theirs } = e {
-            tracing::error!(target: "cosim::dpi", ep = %self.cfg.name,
-                "host speaks protocol {theirs}.x, this simulation speaks {ours}.x: refusing (GOODBYE Refused)");
-            self.send(&Message::Goodbye(GoodbyeReason::Refused));
-            return;
-        }
-        tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, error = %e, "malformed message from the host dropped");
-    }
-
-    fn on_message(&mut self, m: Message) {
-        let hb = if let Message::Heartbeat(h) = &m { Some(h.instance) } else { None };
-        let ev = self.liveness.on_receive(Instant::now(), hb);
-        if self.host_lost && ev != PeerEvent::None {
-            self.host_lost = false;
-            tracing::info!(target: "cosim::dpi", ep = %self.cfg.name, "host is back");
-            self.link.to_sim(ToSim::HostBack);
-        }
-        match m {
-            Message::Init(i) => {
-                if i.major != VERSION_MAJOR {
-                    tracing::error!(target: "cosim::dpi", ep = %self.cfg.name,
-                        "host INIT has protocol {}.{}, this simulation speaks {VERSION_MAJOR}.{VERSION_MINOR}: refusing", i.major, i.minor);
-                    self.send(&Message::Goodbye(GoodbyeReason::Refused));
-                    return;
-                }
-                self.send(&Message::Config(Config {
-                    major: VERSION_MAJOR,
-                    minor: VERSION_MINOR,
-                    caps: self.cfg.caps,
-                    session: i.session,
-                    device: self.cfg.device.clone(),
-                }));
-                if self.session != Some(i.session) {
-                    tracing::info!(target: "cosim::dpi", ep = %self.cfg.name, session = format_args!("{:#x}", i.session), "host session started");
-                    self.session = Some(i.session);
-                    self.link.to_sim(ToSim::NewSession);
-                }
-            }
-            _ if self.session.is_none() => {
-                self.discarded += 1;
-                tracing::debug!(target: "cosim::dpi", ep = %self.cfg.name, "message before INIT discarded");
-            }
-            Message::Heartbeat(_) => {}
-            Message::Goodbye(r) => {
-                tracing::info!(target: "cosim::dpi", ep = %self.cfg.name, reason = ?r, "host said goodbye");
-                self.liveness.on_goodbye();
-                self.session = None;
-                self.link.to_sim(ToSim::Goodbye);
-            }
-            m @ (Message::MmioRead(_)
-            | Message::MmioWrite(_)
-            | Message::DmaReadResp(_)
-            | Message::NicFrame(_)
-            | Message::Serial(_)
-            | Message::Reset) => self.link.to_sim(ToSim::Msg(m)),
-            other => {
-                SharedStats::add(&self.stats.malformed, 1);
-                tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, opcode = ?other.opcode(),
-                    "message a host never sends (device-to-host opcode) dropped");
             }
         }
     }

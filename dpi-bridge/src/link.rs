@@ -144,6 +144,10 @@ pub struct SharedStats {
     pub serial_rx: AtomicU64,
     /// Malformed frames received and dropped.
     pub malformed: AtomicU64,
+    /// Frames dropped by the session engine, for any reason (malformed included).
+    pub dropped: AtomicU64,
+    /// Host sessions started.
+    pub sessions: AtomicU64,
     /// Device resets requested by the host.
     pub resets: AtomicU64,
     /// Wall time the simulation clock was held waiting for DMA read completions (microseconds).

@@ -81,8 +81,13 @@ pub struct CosimSimStats {
     pub serial_tx: u64,
     /// Serial bytes received from the host.
     pub serial_rx: u64,
-    /// Malformed messages dropped.
+    /// Malformed messages dropped (frames of another protocol version included).
     pub malformed: u64,
+    /// Frames dropped by the session engine for any reason: malformed, another version, not
+    /// of the session (foreign INIT, GOODBYE, HEARTBEAT), stale completions, duplicates.
+    pub dropped: u64,
+    /// Host sessions started.
+    pub sessions: u64,
     /// Device resets by the host.
     pub resets: u64,
     /// Wall time the clock was held for DMA read completions, in microseconds.
@@ -110,6 +115,8 @@ pub fn stats() -> CosimSimStats {
         s.serial_tx += g(&x.serial_tx);
         s.serial_rx += g(&x.serial_rx);
         s.malformed += g(&x.malformed);
+        s.dropped += g(&x.dropped);
+        s.sessions += g(&x.sessions);
         s.resets += g(&x.resets);
         s.dma_hold_us += g(&x.dma_hold_us);
     }

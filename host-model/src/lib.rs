@@ -25,6 +25,7 @@
 
 mod memory;
 mod model;
+pub mod msix;
 mod process;
 
 use std::time::Duration;

@@ -1,12 +1,16 @@
-//! The host model proper: one session with one device over a real ZeroMQ transport.
+//! The host model proper: QEMU's own device logic ([`HostDevice`] of `cosim-qemu-device`, the
+//! code `-device accelerator-pcie` runs) over a real ZeroMQ transport, with fake guest memory and
+//! the MSI-X table and PBA emulated as QEMU does, in place of QEMU's services.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use cosim_protocol::liveness::{Liveness, PeerEvent};
+use cosim_protocol::session::{DownReason, DropCounts, HostState};
 use cosim_protocol::*;
-use cosim_transport::{Endpoint, Side, Transport, TransportError, ZmqOptions, ZmqTransport};
+use cosim_qemu_device::{DeviceError, DeviceOptions, DmaError, HostDevice, LinkState, QemuOps, ReadError};
+use cosim_transport::{Endpoint, Side, Transport, ZmqOptions, ZmqTransport};
 
+use crate::msix::MsixEmu;
 use crate::{GuestMemory, HostError, Result};
 
 /// Counters of everything the host model exchanged with the device.
@@ -24,7 +28,7 @@ pub struct HostStats {
     pub dma_writes: u64,
     /// Bytes written by DMA.
     pub dma_write_bytes: u64,
-    /// MSI-X interrupts received.
+    /// MSI-X interrupts received (fired, not left pending).
     pub irqs: u64,
     /// NIC frames received from the device.
     pub frames_rx: u64,
@@ -34,10 +38,12 @@ pub struct HostStats {
     pub serial_rx: u64,
     /// Serial bytes sent to the device.
     pub serial_tx: u64,
-    /// Malformed frames received (dropped).
+    /// Malformed frames received, including frames of another protocol version (dropped).
     pub malformed: u64,
     /// Messages of a kind the host never expects from a device (dropped).
     pub unexpected: u64,
+    /// Every dropped frame, by reason (the session engine's counters).
+    pub drops: DropCounts,
 }
 
 /// Tunables of [`HostModel::connect_with`].
@@ -61,66 +67,95 @@ impl Default for HostOptions {
     }
 }
 
-/// A test double for QEMU's `accelerator-pcie` device (the host side of the protocol).
-///
-/// Single-threaded and synchronous: device traffic (DMA reads and writes, MSI-X, frames, serial
-/// bytes, heartbeats) is served only while a method of this type runs. Every waiting method
-/// serves it while it waits, so an accelerator can DMA during [`HostModel::read`] or
-/// [`HostModel::wait_irq`]. A test that pauses for more than the liveness timeout (1 s) should
-/// call [`HostModel::poll`] instead of sleeping, or the device logs the host as lost (it keeps
-/// the session and carries on when the host speaks again).
-///
-/// Peer loss: if nothing arrives from the device for 1 s, waiting calls return
-/// [`HostError::PeerLost`] and later calls fail at once with the same error until the device is
-/// heard again; a device that comes back (a heartbeat after loss, or a restart) gets a fresh INIT
-/// automatically.
-pub struct HostModel {
-    transport: ZmqTransport,
-    endpoint: String,
-    opts: HostOptions,
-    config: DeviceConfig,
-    device_caps: Caps,
-    session: u64,
-    /// INIT sent for a new session whose CONFIG has not arrived yet.
-    reconnecting: Option<u64>,
-    instance: u64,
-    liveness: Liveness,
-    lost: bool,
-    goodbye: Option<GoodbyeReason>,
-    next_tag: u32,
+/// QEMU's services, faked: guest memory, MSI-X delivery, the netdev and the chardev.
+#[derive(Debug, Default)]
+struct HarnessOps {
     mem: GuestMemory,
+    msix: MsixEmu,
     irqs: HashMap<u16, u64>,
     irq_log: Vec<u16>,
     frames: VecDeque<Vec<u8>>,
     serial: Vec<u8>,
-    read_resp: Option<MmioReadResp>,
     hold_dma_reads: usize,
     held: Vec<DmaRead>,
-    stats: HostStats,
+}
+
+impl HarnessOps {
+    fn fire(&mut self, vector: u16) {
+        *self.irqs.entry(vector).or_default() += 1;
+        self.irq_log.push(vector);
+    }
+}
+
+impl QemuOps for HarnessOps {
+    fn dma_read(&mut self, addr: GuestAddr, buf: &mut [u8]) -> std::result::Result<(), DmaError> {
+        if self.mem.faults(addr.0, buf.len() as u64) {
+            return Err(DmaError { addr, len: buf.len() });
+        }
+        buf.copy_from_slice(&self.mem.read_bytes(addr.0, buf.len()));
+        Ok(())
+    }
+    fn dma_write(&mut self, addr: GuestAddr, data: &[u8]) -> std::result::Result<(), DmaError> {
+        if self.mem.dma_write(addr.0, data) {
+            Ok(())
+        } else {
+            Err(DmaError { addr, len: data.len() })
+        }
+    }
+    fn msix_notify(&mut self, vector: u16) {
+        if self.msix.notify(vector) {
+            self.fire(vector);
+        }
+    }
+    fn nic_send(&mut self, frame: &[u8]) {
+        self.frames.push_back(frame.to_vec());
+    }
+    fn serial_write(&mut self, data: &[u8]) {
+        self.serial.extend_from_slice(data);
+    }
+    fn schedule_poll(&mut self) {}
+    fn defer_dma_read(&mut self, read: &DmaRead) -> bool {
+        if self.hold_dma_reads == 0 {
+            return false;
+        }
+        self.held.push(*read);
+        true
+    }
+}
+
+/// A test double for QEMU's `accelerator-pcie` device (the host side of the protocol).
+///
+/// It runs the very device logic QEMU runs ([`HostDevice`]): the same session engine, the same
+/// re-INIT rules, the same handling of DMA, MSI-X, frames and serial bytes. What QEMU would do
+/// itself is faked: guest memory ([`GuestMemory`]) and the MSI-X table and PBA (emulated here,
+/// never forwarded to the device; see [`crate::msix`]).
+///
+/// Single-threaded and synchronous: device traffic is served only while a method of this type
+/// runs. Every waiting method serves it while it waits and returns as soon as what it waits for
+/// happened (an interrupt wakes [`HostModel::wait_irq`] at once). A test that pauses for more
+/// than the liveness timeout (1 s) should call [`HostModel::poll`] instead of sleeping, or the
+/// device logs the host as lost (it keeps the session and carries on when the host speaks again).
+///
+/// Peer loss: if nothing of the session arrives from the device for 1 s, waiting calls return
+/// [`HostError::PeerLost`] and later calls fail at once with the same error until the device is
+/// heard again; a device that comes back (or a new simulation on the same endpoint) gets a fresh
+/// INIT automatically ([`HostModel::wait_connected`] waits for it).
+pub struct HostModel {
+    dev: HostDevice<ZmqTransport, HarnessOps>,
+    endpoint: String,
+    mmio_timeout: Duration,
 }
 
 impl std::fmt::Debug for HostModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostModel")
-            .field("endpoint", &self.endpoint)
-            .field("session", &format_args!("{:#x}", self.session))
-            .field("lost", &self.lost)
-            .finish()
+        f.debug_struct("HostModel").field("endpoint", &self.endpoint).field("state", &self.dev.state()).finish()
     }
 }
 
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 impl HostModel {
-    /// Opens the host side of `endpoint` and performs the INIT exchange: sends INIT (repeating
-    /// it every 200 ms, since the simulation may bind after us) until a CONFIG for this session
-    /// arrives, then validates the configuration. Fails with [`HostError::Timeout`] after `timeout`.
+    /// Opens the host side of `endpoint` and performs the INIT exchange (INIT repeated every
+    /// 200 ms, since the simulation may bind after us) until a CONFIG for this session arrives,
+    /// then validates the configuration. Fails with [`HostError::Timeout`] after `timeout`.
     pub fn connect(endpoint: &str, timeout: Duration) -> Result<Self> {
         Self::connect_with(endpoint, timeout, HostOptions::default())
     }
@@ -130,99 +165,30 @@ impl HostModel {
         crate::init_logging();
         let ep = Endpoint::parse(endpoint)?;
         let transport = ZmqTransport::open(&ep, Side::Host, &opts.zmq)?;
-        let mut m = Self {
-            transport,
-            endpoint: endpoint.to_string(),
-            opts,
-            config: DeviceConfig::default(),
-            device_caps: Caps::empty(),
-            session: 0,
-            reconnecting: None,
-            instance: random_u64(),
-            liveness: Liveness::new(),
-            lost: false,
-            goodbye: None,
-            next_tag: 1,
-            mem: GuestMemory::new(),
-            irqs: HashMap::new(),
-            irq_log: Vec::new(),
-            frames: VecDeque::new(),
-            serial: Vec::new(),
-            read_resp: None,
-            hold_dma_reads: 0,
-            held: Vec::new(),
-            stats: HostStats::default(),
-        };
-        m.handshake(timeout)?;
-        Ok(m)
-    }
-
-    fn handshake(&mut self, timeout: Duration) -> Result<()> {
-        let session = random_u64();
-        let deadline = Instant::now() + timeout;
-        let mut next_init = Instant::now();
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HostError::Timeout {
-                    what: format!("CONFIG from the device at {} (is the simulation running?)", self.endpoint),
-                    after: timeout,
-                });
-            }
-            if now >= next_init {
-                self.send(&Message::Init(Init {
-                    major: VERSION_MAJOR,
-                    minor: VERSION_MINOR,
-                    caps: self.opts.caps,
-                    session,
-                }))?;
-                next_init = now + Duration::from_millis(200);
-            }
-            let wait = next_init.min(deadline).saturating_duration_since(Instant::now());
-            match self.transport.recv(wait) {
-                Ok(Some(Message::Config(c))) if c.session == session => {
-                    if c.major != VERSION_MAJOR {
-                        return Err(HostError::Version { ours: VERSION_MAJOR, theirs: c.major });
-                    }
-                    c.device.validate()?;
-                    self.accept_config(c);
-                    return Ok(());
-                }
-                Ok(Some(Message::Goodbye(GoodbyeReason::Refused))) => {
-                    return Err(HostError::Goodbye(GoodbyeReason::Refused));
-                }
-                Ok(Some(other)) => tracing::debug!(opcode = ?other.opcode(), "ignored before CONFIG"),
-                Ok(None) => {}
-                Err(TransportError::Decode(e)) => {
-                    self.stats.malformed += 1;
-                    tracing::warn!(target: "cosim::host", error = %e, "malformed frame dropped");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn accept_config(&mut self, c: Config) {
-        tracing::info!(target: "cosim::host", session = format_args!("{:#x}", c.session),
-            vendor = format_args!("{:#06x}", c.device.vendor_id),
-            device = format_args!("{:#06x}", c.device.device_id), "device configured");
-        self.config = c.device;
-        self.device_caps = c.caps;
-        self.session = c.session;
-        self.reconnecting = None;
-        self.lost = false;
-        self.goodbye = None;
-        self.liveness.on_receive(Instant::now(), None);
+        let dopts = DeviceOptions { name: "host-model".into(), endpoint: endpoint.to_string(), timeout, caps: opts.caps };
+        let mut dev = HostDevice::connect(transport, HarnessOps::default(), dopts).map_err(|e| match e {
+            DeviceError::InitTimeout { .. } => HostError::Timeout {
+                what: format!("CONFIG from the device at {endpoint} (is the simulation running?)"),
+                after: timeout,
+            },
+            DeviceError::Config { source, .. } => HostError::Config(source),
+            DeviceError::Version { theirs, ours, .. } => HostError::Version { ours, theirs },
+            DeviceError::Refused { .. } => HostError::Goodbye(GoodbyeReason::Refused),
+            DeviceError::Transport { source, .. } => HostError::Transport(source),
+        })?;
+        let msix = MsixEmu::new(dev.config());
+        dev.ops_mut().msix = msix;
+        Ok(Self { dev, endpoint: endpoint.to_string(), mmio_timeout: opts.mmio_timeout })
     }
 
     /// The device's configuration from its CONFIG message (validated).
     pub fn config(&self) -> &DeviceConfig {
-        &self.config
+        self.dev.config()
     }
 
     /// The device's capabilities from CONFIG.
     pub fn device_caps(&self) -> Caps {
-        self.device_caps
+        self.dev.peer_caps()
     }
 
     /// The endpoint this model connected to.
@@ -232,44 +198,79 @@ impl HostModel {
 
     /// Fake guest memory that DMA reads and writes.
     pub fn mem(&mut self) -> &mut GuestMemory {
-        &mut self.mem
+        &mut self.dev.ops_mut().mem
     }
 
     /// Counters so far.
     pub fn stats(&self) -> HostStats {
-        self.stats
+        let d = self.dev.stats();
+        let drops = self.dev.session_stats().drops;
+        let ops = self.dev.ops();
+        HostStats {
+            mmio_reads: d.mmio_reads,
+            mmio_writes: d.mmio_writes,
+            dma_reads: d.dma_reads,
+            dma_read_bytes: d.dma_read_bytes,
+            dma_writes: d.dma_writes,
+            dma_write_bytes: d.dma_write_bytes,
+            irqs: ops.irq_log.len() as u64,
+            frames_rx: d.frames_rx,
+            frames_tx: d.frames_tx,
+            serial_rx: d.serial_rx,
+            serial_tx: d.serial_tx,
+            malformed: drops.malformed + drops.version,
+            unexpected: drops.wrong_direction,
+            drops,
+        }
     }
 
     /// Sets how long [`HostModel::read`] waits for its completion.
     pub fn set_mmio_timeout(&mut self, t: Duration) {
-        self.opts.mmio_timeout = t;
+        self.mmio_timeout = t;
     }
 
     /// Holds DMA read requests until `n` of them are outstanding, then answers them all in
     /// reverse order (0 = answer each at once, the default). Tests use it to check that the
     /// device handles several outstanding reads completed out of order.
     pub fn hold_dma_reads(&mut self, n: usize) {
-        self.hold_dma_reads = n;
-        if n == 0 {
-            self.release_held();
+        self.dev.ops_mut().hold_dma_reads = n;
+        self.release_held(n == 0);
+    }
+
+    fn release_held(&mut self, all: bool) {
+        let ops = self.dev.ops_mut();
+        if ops.held.is_empty() || (!all && ops.held.len() < ops.hold_dma_reads) {
+            return;
+        }
+        let held = std::mem::take(&mut ops.held);
+        for r in held.into_iter().rev() {
+            self.dev.complete_dma_read(r);
+        }
+    }
+
+    /// Masks (or unmasks) the whole MSI-X function, as the capability's function-mask bit does;
+    /// interrupts signalled meanwhile stay pending and fire on unmask.
+    pub fn set_msix_function_mask(&mut self, masked: bool) {
+        let ops = self.dev.ops_mut();
+        for v in ops.msix.set_function_mask(masked) {
+            ops.fire(v);
         }
     }
 
     fn check_peer(&self) -> Result<()> {
-        if let Some(r) = self.goodbye {
-            return Err(HostError::Goodbye(r));
+        match self.dev.session_state() {
+            HostState::Up { .. } => Ok(()),
+            HostState::Down(DownReason::Goodbye(r)) => Err(HostError::Goodbye(*r)),
+            HostState::Down(DownReason::Closed) => Err(HostError::Goodbye(GoodbyeReason::Shutdown)),
+            _ => Err(HostError::PeerLost { endpoint: self.endpoint.clone() }),
         }
-        if self.lost {
-            return Err(HostError::PeerLost { endpoint: self.endpoint.clone() });
-        }
-        Ok(())
     }
 
     fn check_bar(&self, bar: u8, offset: u64, size: u8) -> Result<(BarIndex, AccessSize)> {
         let b = BarIndex::new(bar).ok_or(HostError::BadAccess { bar, offset, size, reason: "no such BAR" })?;
         let s = AccessSize::try_from(size)
             .map_err(|_| HostError::BadAccess { bar, offset, size, reason: "size must be 1, 2, 4 or 8" })?;
-        let desc = self.config.bars[bar as usize];
+        let desc = self.config().bars[bar as usize];
         if !desc.present() {
             return Err(HostError::BadAccess { bar, offset, size, reason: "BAR is absent" });
         }
@@ -280,49 +281,47 @@ impl HostModel {
     }
 
     /// MMIO read of `size` (1, 2, 4 or 8) bytes at `offset` of BAR `bar`; the data is in the low
-    /// bytes. Serves device traffic while waiting. A completion with an error status gives
-    /// [`HostError::Completion`]; no completion within the MMIO timeout gives
-    /// [`HostError::Timeout`]; a dead device gives [`HostError::PeerLost`].
+    /// bytes. Serves device traffic while waiting. The MSI-X table and PBA are answered here, as
+    /// QEMU does. A completion with an error status gives [`HostError::Completion`]; no
+    /// completion within the MMIO timeout gives [`HostError::Timeout`]; no session gives
+    /// [`HostError::PeerLost`] (or [`HostError::Goodbye`]).
     pub fn read(&mut self, bar: u8, offset: u64, size: u8) -> Result<u64> {
         let (b, s) = self.check_bar(bar, offset, size)?;
-        self.service(Duration::ZERO)?;
+        if self.dev.ops().msix.covers(bar, offset) {
+            return Ok(self.dev.ops().msix.read(bar, offset, size));
+        }
+        self.dev.service(Duration::ZERO);
         self.check_peer()?;
-        let tag = self.next_tag;
-        self.next_tag = self.next_tag.wrapping_add(1).max(1);
-        let _span = tracing::debug_span!("mmio_read", tag, bar, offset = format_args!("{offset:#x}"), size).entered();
-        self.read_resp = None;
-        self.send(&Message::MmioRead(MmioRead { tag, bar: b, size: s, offset }))?;
-        let deadline = Instant::now() + self.opts.mmio_timeout;
-        loop {
-            if let Some(r) = self.read_resp.take() {
-                if r.tag == tag {
-                    self.stats.mmio_reads += 1;
-                    return match r.status {
-                        Status::Ok => Ok(r.data & s.mask()),
-                        status => Err(HostError::Completion { bar, offset, status }),
-                    };
-                }
-                tracing::warn!(target: "cosim::host", got = r.tag, want = tag, "MMIO completion with a stale tag dropped");
+        let r = self.dev.mmio_read_checked(b, offset, s, self.mmio_timeout);
+        self.release_held(false);
+        match r {
+            Ok(v) => Ok(v),
+            Err(ReadError::Status(status)) => Err(HostError::Completion { bar, offset, status }),
+            Err(ReadError::Timeout) => Err(HostError::Timeout {
+                what: format!("MMIO read completion (BAR{bar} offset {offset:#x})"),
+                after: self.mmio_timeout,
+            }),
+            Err(ReadError::NoSession) => {
+                self.check_peer()?;
+                Err(HostError::PeerLost { endpoint: self.endpoint.clone() })
             }
-            self.check_peer()?;
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HostError::Timeout {
-                    what: format!("MMIO read completion (tag {tag}, BAR{bar} offset {offset:#x})"),
-                    after: self.opts.mmio_timeout,
-                });
-            }
-            self.service((deadline - now).min(Duration::from_millis(50)))?;
         }
     }
 
-    /// Posted MMIO write of the low `size` bytes of `data` at `offset` of BAR `bar`.
+    /// Posted MMIO write of the low `size` bytes of `data` at `offset` of BAR `bar` (the MSI-X
+    /// table is written here, as QEMU does).
     pub fn write(&mut self, bar: u8, offset: u64, size: u8, data: u64) -> Result<()> {
         let (b, s) = self.check_bar(bar, offset, size)?;
-        self.service(Duration::ZERO)?;
+        if self.dev.ops().msix.covers(bar, offset) {
+            let ops = self.dev.ops_mut();
+            for v in ops.msix.write(bar, offset, size, data) {
+                ops.fire(v);
+            }
+            return Ok(());
+        }
+        self.dev.service(Duration::ZERO);
         self.check_peer()?;
-        self.send(&Message::MmioWrite(MmioWrite { bar: b, size: s, offset, data: data & s.mask() }))?;
-        self.stats.mmio_writes += 1;
+        self.dev.mmio_write(b, offset, s, data);
         Ok(())
     }
 
@@ -330,9 +329,9 @@ impl HostModel {
     pub fn poll(&mut self, dur: Duration) -> Result<()> {
         let deadline = Instant::now() + dur;
         loop {
-            let now = Instant::now();
-            let left = deadline.saturating_duration_since(now);
-            self.service(left.min(Duration::from_millis(50)))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.dev.service(left.min(Duration::from_millis(50)));
+            self.release_held(false);
             self.check_peer()?;
             if left.is_zero() {
                 return Ok(());
@@ -352,18 +351,20 @@ impl HostModel {
             if now >= deadline {
                 return Err(HostError::Timeout { what: what.to_string(), after: timeout });
             }
-            self.service((deadline - now).min(Duration::from_millis(50)))?;
+            self.dev.service((deadline - now).min(Duration::from_millis(50)));
+            self.release_held(false);
         }
     }
 
     /// True while a session with a live device exists (not lost, no goodbye, no re-INIT pending).
     pub fn connected(&self) -> bool {
-        !self.lost && self.goodbye.is_none() && self.reconnecting.is_none()
+        self.dev.state() == LinkState::Connected
     }
 
     /// Serves traffic until the device is connected again after [`HostError::PeerLost`] or a
-    /// device restart (a new simulation on the same endpoint): its heartbeat triggers a fresh
-    /// INIT, and this returns once the CONFIG arrived. Returns at once if already connected.
+    /// device restart (a new simulation on the same endpoint; noticed within the liveness
+    /// timeout): its heartbeat triggers a fresh INIT, and this returns once the CONFIG arrived.
+    /// Returns at once if already connected.
     pub fn wait_connected(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         while !self.connected() {
@@ -371,14 +372,14 @@ impl HostModel {
             if now >= deadline {
                 return Err(HostError::Timeout { what: format!("the device at {} to come back", self.endpoint), after: timeout });
             }
-            self.service((deadline - now).min(Duration::from_millis(50)))?;
+            self.dev.service((deadline - now).min(Duration::from_millis(50)));
         }
         Ok(())
     }
 
     /// Waits for one interrupt on `vector` and consumes it.
     pub fn wait_irq(&mut self, vector: u16, timeout: Duration) -> Result<()> {
-        self.wait_for(timeout, &format!("MSI-X vector {vector}"), |m| match m.irqs.get_mut(&vector) {
+        self.wait_for(timeout, &format!("MSI-X vector {vector}"), |m| match m.dev.ops_mut().irqs.get_mut(&vector) {
             Some(n) if *n > 0 => {
                 *n -= 1;
                 true
@@ -389,35 +390,31 @@ impl HostModel {
 
     /// Interrupts received and not consumed by [`HostModel::wait_irq`], per vector.
     pub fn pending_irqs(&self, vector: u16) -> u64 {
-        self.irqs.get(&vector).copied().unwrap_or(0)
+        self.dev.ops().irqs.get(&vector).copied().unwrap_or(0)
     }
 
     /// Every interrupt received so far, in arrival order (not consumed by `wait_irq`).
     pub fn irq_log(&self) -> &[u16] {
-        &self.irq_log
+        &self.dev.ops().irq_log
     }
 
     /// Sends one Ethernet frame to the device.
     pub fn send_frame(&mut self, f: &[u8]) -> Result<()> {
         self.check_peer()?;
-        self.send(&Message::NicFrame(f.to_vec()))?;
-        self.stats.frames_tx += 1;
+        self.dev.nic_receive(f);
         Ok(())
     }
 
     /// Waits for the next frame from the device.
     pub fn recv_frame(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.wait_for(timeout, "a NIC frame from the device", |m| !m.frames.is_empty())?;
-        Ok(self.frames.pop_front().unwrap_or_default())
+        self.wait_for(timeout, "a NIC frame from the device", |m| !m.dev.ops().frames.is_empty())?;
+        Ok(self.dev.ops_mut().frames.pop_front().unwrap_or_default())
     }
 
     /// Sends serial bytes to the device (split into protocol-sized chunks).
     pub fn send_serial(&mut self, b: &[u8]) -> Result<()> {
         self.check_peer()?;
-        for c in b.chunks(MAX_SERIAL_LEN) {
-            self.send(&Message::Serial(c.to_vec()))?;
-            self.stats.serial_tx += c.len() as u64;
-        }
+        self.dev.serial_receive(b);
         Ok(())
     }
 
@@ -426,201 +423,52 @@ impl HostModel {
     pub fn wait_serial(&mut self, needle: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         let what = format!("serial output containing {:?}", String::from_utf8_lossy(needle));
         let mut end = 0;
-        self.wait_for(timeout, &what, |m| match find(&m.serial, needle) {
+        self.wait_for(timeout, &what, |m| match find(&m.dev.ops().serial, needle) {
             Some(i) => {
                 end = i + needle.len();
                 true
             }
             None => false,
         })?;
-        Ok(self.serial.drain(..end).collect())
+        Ok(self.dev.ops_mut().serial.drain(..end).collect())
     }
 
     /// Serial bytes received and not yet consumed by [`HostModel::wait_serial`].
     pub fn serial_buffer(&self) -> &[u8] {
-        &self.serial
+        &self.dev.ops().serial
     }
 
     /// Sends a device reset (the RTL sees `user_resetn` low for a few cycles) and forgets
     /// held DMA reads, queued frames, serial bytes and interrupts.
     pub fn reset(&mut self) -> Result<()> {
         self.check_peer()?;
-        self.send(&Message::Reset)?;
-        self.held.clear();
-        self.frames.clear();
-        self.serial.clear();
-        self.irqs.clear();
+        self.dev.reset();
+        let ops = self.dev.ops_mut();
+        ops.held.clear();
+        ops.frames.clear();
+        ops.serial.clear();
+        ops.irqs.clear();
         Ok(())
     }
 
     /// Sends raw bytes as one frame (tests send malformed messages with it).
     pub fn send_raw(&mut self, frame: &[u8]) -> Result<()> {
-        self.transport.send_frame(frame)?;
+        self.dev.link_mut().send_frame(frame)?;
         Ok(())
+    }
+
+    /// The session number, while a session is up (tests forge frames of other sessions with it).
+    pub fn session(&self) -> Option<u64> {
+        match self.dev.session_state() {
+            HostState::Up { session } => Some(*session),
+            _ => None,
+        }
     }
 
     /// Sends GOODBYE(Shutdown); the simulation ends. The model is unusable afterwards.
     pub fn goodbye(&mut self) -> Result<()> {
-        self.send(&Message::Goodbye(GoodbyeReason::Shutdown))?;
-        self.goodbye = Some(GoodbyeReason::Shutdown);
+        self.dev.shutdown();
         Ok(())
-    }
-
-    fn send(&mut self, msg: &Message) -> Result<()> {
-        self.transport.send(msg).map_err(HostError::from)
-    }
-
-    /// Receives and handles messages for up to `wait` (at least one check), sending heartbeats
-    /// and checking liveness.
-    fn service(&mut self, wait: Duration) -> Result<()> {
-        let deadline = Instant::now() + wait;
-        let mut first = true;
-        loop {
-            let now = Instant::now();
-            if self.liveness.heartbeat_due(now) {
-                self.send(&Message::Heartbeat(Heartbeat { instance: self.instance }))?;
-            }
-            if self.liveness.poll(now) == PeerEvent::Lost && !self.lost {
-                tracing::error!(target: "cosim::host", endpoint = %self.endpoint,
-                    "device lost: nothing received for {LIVENESS_TIMEOUT_MS} ms; MMIO reads now fail");
-                self.lost = true;
-                self.held.clear();
-            }
-            let left = deadline.saturating_duration_since(now);
-            if !first && left.is_zero() {
-                return Ok(());
-            }
-            first = false;
-            // Wake at least every heartbeat interval.
-            let step = left.min(Duration::from_millis(HEARTBEAT_INTERVAL_MS / 2));
-            match self.transport.recv(step) {
-                Ok(Some(msg)) => {
-                    self.handle(msg)?;
-                    // Drain whatever else is queued without waiting.
-                    while let Some(m) = self.recv_now()? {
-                        self.handle(m)?;
-                    }
-                    if self.read_resp.is_some() {
-                        return Ok(());
-                    }
-                }
-                Ok(None) => {}
-                Err(TransportError::Decode(e)) => self.malformed(e),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn recv_now(&mut self) -> Result<Option<Message>> {
-        loop {
-            match self.transport.recv(Duration::ZERO) {
-                Ok(m) => return Ok(m),
-                Err(TransportError::Decode(e)) => self.malformed(e),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    fn malformed(&mut self, e: DecodeError) {
-        self.stats.malformed += 1;
-        tracing::warn!(target: "cosim::host", error = %e, "malformed frame from the device dropped");
-    }
-
-    fn handle(&mut self, msg: Message) -> Result<()> {
-        let hb = match &msg {
-            Message::Heartbeat(h) => Some(h.instance),
-            _ => None,
-        };
-        match self.liveness.on_receive(Instant::now(), hb) {
-            PeerEvent::Appeared if self.lost => self.start_reconnect("device is back")?,
-            PeerEvent::Restarted => self.start_reconnect("device restarted")?,
-            _ => {}
-        }
-        match msg {
-            Message::Config(c) => {
-                if Some(c.session) == self.reconnecting {
-                    match c.device.validate() {
-                        Ok(()) => self.accept_config(c),
-                        Err(e) => tracing::error!(target: "cosim::host", error = %e, "device sent an invalid configuration"),
-                    }
-                }
-            }
-            Message::MmioReadResp(r) => self.read_resp = Some(r),
-            Message::DmaRead(r) => {
-                if self.hold_dma_reads > 0 {
-                    self.held.push(r);
-                    if self.held.len() >= self.hold_dma_reads {
-                        self.release_held();
-                    }
-                } else {
-                    self.answer_dma_read(r)?;
-                }
-            }
-            Message::DmaWrite(w) => {
-                self.stats.dma_writes += 1;
-                self.stats.dma_write_bytes += w.data.len() as u64;
-                if !self.mem.dma_write(w.addr.0, &w.data) {
-                    tracing::warn!(target: "cosim::host", addr = %w.addr, len = w.data.len(), "DMA write to a fault range dropped");
-                }
-            }
-            Message::Msix(m) => {
-                if u32::from(m.vector) >= u32::from(self.config.msix.vectors) {
-                    tracing::warn!(target: "cosim::host", vector = m.vector, "MSI-X vector out of range");
-                }
-                self.stats.irqs += 1;
-                *self.irqs.entry(m.vector).or_default() += 1;
-                self.irq_log.push(m.vector);
-            }
-            Message::NicFrame(f) => {
-                self.stats.frames_rx += 1;
-                self.frames.push_back(f);
-            }
-            Message::Serial(b) => {
-                self.stats.serial_rx += b.len() as u64;
-                self.serial.extend_from_slice(&b);
-            }
-            Message::Heartbeat(_) => {}
-            Message::Goodbye(r) => {
-                tracing::info!(target: "cosim::host", reason = ?r, "device said goodbye");
-                self.goodbye = Some(r);
-                self.liveness.on_goodbye();
-            }
-            other => {
-                self.stats.unexpected += 1;
-                tracing::warn!(target: "cosim::host", opcode = ?other.opcode(), "message a device never sends; dropped");
-            }
-        }
-        Ok(())
-    }
-
-    fn start_reconnect(&mut self, why: &str) -> Result<()> {
-        let session = random_u64();
-        tracing::info!(target: "cosim::host", why, "sending INIT for a new session");
-        self.reconnecting = Some(session);
-        self.goodbye = None;
-        self.held.clear();
-        self.send(&Message::Init(Init { major: VERSION_MAJOR, minor: VERSION_MINOR, caps: self.opts.caps, session }))
-    }
-
-    fn release_held(&mut self) {
-        let held = std::mem::take(&mut self.held);
-        for r in held.into_iter().rev() {
-            if let Err(e) = self.answer_dma_read(r) {
-                tracing::warn!(target: "cosim::host", error = %e, "cannot answer a held DMA read");
-            }
-        }
-    }
-
-    fn answer_dma_read(&mut self, r: DmaRead) -> Result<()> {
-        let resp = if r.len == 0 || r.len as usize > MAX_DMA_LEN || self.mem.faults(r.addr.0, u64::from(r.len)) {
-            tracing::warn!(target: "cosim::host", tag = r.tag, addr = %r.addr, len = r.len, "DMA read refused");
-            DmaReadResp { tag: r.tag, status: Status::UnsupportedRequest, data: Vec::new() }
-        } else {
-            DmaReadResp { tag: r.tag, status: Status::Ok, data: self.mem.read_bytes(r.addr.0, r.len as usize) }
-        };
-        self.stats.dma_reads += 1;
-        self.stats.dma_read_bytes += resp.data.len() as u64;
-        self.send(&Message::DmaReadResp(resp))
     }
 }
 

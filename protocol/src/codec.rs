@@ -11,7 +11,7 @@ pub const MAGIC: [u8; 2] = *b"CS";
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 8;
 
-const INIT_LEN: usize = 16;
+const INIT_LEN: usize = 24;
 const CONFIG_LEN: usize = 44 + NUM_BARS * 12;
 const MMIO_READ_LEN: usize = 16;
 const MMIO_WRITE_LEN: usize = 20;
@@ -20,8 +20,8 @@ const DMA_READ_LEN: usize = 16;
 const DMA_READ_RESP_HDR: usize = 8;
 const DMA_WRITE_HDR: usize = 8;
 const MSIX_LEN: usize = 4;
-const GOODBYE_LEN: usize = 4;
-const HEARTBEAT_LEN: usize = 8;
+const GOODBYE_LEN: usize = 16;
+const HEARTBEAT_LEN: usize = 16;
 
 /// Why a byte string is not a valid message. Decoding never panics; every failure is one of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,6 +179,7 @@ impl Message {
                 out.extend_from_slice(&[m.major, m.minor, 0, 0]);
                 out.extend_from_slice(&m.caps.bits().to_le_bytes());
                 out.extend_from_slice(&m.session.to_le_bytes());
+                out.extend_from_slice(&m.prev_session.to_le_bytes());
             }
             Message::Config(m) => {
                 out.extend_from_slice(&[m.major, m.minor, 0, 0]);
@@ -234,8 +235,14 @@ impl Message {
             }
             Message::NicFrame(d) | Message::Serial(d) => out.extend_from_slice(d),
             Message::Reset => {}
-            Message::Goodbye(r) => out.extend_from_slice(&[*r as u8, 0, 0, 0]),
-            Message::Heartbeat(h) => out.extend_from_slice(&h.instance.to_le_bytes()),
+            Message::Goodbye(g) => {
+                out.extend_from_slice(&[g.reason as u8, 0, 0, 0, 0, 0, 0, 0]);
+                out.extend_from_slice(&g.session.to_le_bytes());
+            }
+            Message::Heartbeat(h) => {
+                out.extend_from_slice(&h.instance.to_le_bytes());
+                out.extend_from_slice(&h.session.to_le_bytes());
+            }
         }
         let len = (out.len() - start - HEADER_LEN) as u32;
         out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
@@ -305,7 +312,8 @@ impl Message {
                 let (major, minor) = (r.u8(), r.u8());
                 r.skip(2);
                 let caps = Caps::from_bits_retain(r.u32());
-                Message::Init(Init { major, minor, caps, session: r.u64() })
+                let session = r.u64();
+                Message::Init(Init { major, minor, caps, session, prev_session: r.u64() })
             }
             Opcode::Config => {
                 fixed(op, payload, CONFIG_LEN)?;
@@ -428,15 +436,18 @@ impl Message {
             Opcode::Goodbye => {
                 fixed(op, payload, GOODBYE_LEN)?;
                 let v = r.u8();
-                Message::Goodbye(GoodbyeReason::try_from(v).map_err(|v| DecodeError::InvalidField {
+                let reason = GoodbyeReason::try_from(v).map_err(|v| DecodeError::InvalidField {
                     opcode: op,
                     field: "goodbye reason",
                     value: v.into(),
-                })?)
+                })?;
+                r.skip(7);
+                Message::Goodbye(Goodbye { reason, session: r.u64() })
             }
             Opcode::Heartbeat => {
                 fixed(op, payload, HEARTBEAT_LEN)?;
-                Message::Heartbeat(Heartbeat { instance: r.u64() })
+                let instance = r.u64();
+                Message::Heartbeat(Heartbeat { instance, session: r.u64() })
             }
         })
     }

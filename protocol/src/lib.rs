@@ -16,12 +16,16 @@
 mod codec;
 mod config;
 pub mod liveness;
+pub mod session;
 
 pub use codec::{DecodeError, HEADER_LEN, MAGIC};
 pub use config::{BarDesc, BarFlags, ConfigError, DeviceConfig, MsixConfig, NUM_BARS};
 
 /// Protocol major version. Peers with different majors refuse each other.
-pub const VERSION_MAJOR: u8 = 1;
+///
+/// 2: INIT carries the previous session number, HEARTBEAT and GOODBYE carry the session number,
+/// so a peer can tell its session's messages from stray ones (docs/protocol.md, "Session rules").
+pub const VERSION_MAJOR: u8 = 2;
 /// Protocol minor version. Additions that an older peer can ignore bump the minor.
 pub const VERSION_MINOR: u8 = 0;
 
@@ -161,8 +165,11 @@ pub struct Init {
     pub minor: u8,
     /// Host's capabilities.
     pub caps: Caps,
-    /// Host-chosen session number, echoed in [`Config`]; identifies the session.
+    /// Host-chosen session number, echoed in [`Config`]; identifies the session. Never 0.
     pub session: u64,
+    /// The session this host had with the device before (0: none). A device with a live
+    /// session accepts a new INIT only from that session's host (docs/protocol.md, rule 1).
+    pub prev_session: u64,
 }
 
 /// Device -> host: answer to [`Init`] with the device's configuration.
@@ -261,6 +268,18 @@ pub struct Msix {
 pub struct Heartbeat {
     /// Sender's instance number (random at process start).
     pub instance: u64,
+    /// The session the sender is in (0: none).
+    pub session: u64,
+}
+
+/// Either side: the sender is leaving (or refusing). Only a GOODBYE carrying the current
+/// session number ends a session; one with session 0 refuses a peer that has no session yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Goodbye {
+    /// Why.
+    pub reason: GoodbyeReason,
+    /// The session it ends (0: none).
+    pub session: u64,
 }
 
 /// Why a side says goodbye.
@@ -372,7 +391,7 @@ pub enum Message {
     /// Host -> device: device reset (PCI reset / system reset).
     Reset,
     /// Either way: the sender is leaving.
-    Goodbye(GoodbyeReason),
+    Goodbye(Goodbye),
     /// Either way: liveness.
     Heartbeat(Heartbeat),
 }

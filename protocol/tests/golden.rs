@@ -15,8 +15,14 @@ fn check(msg: Message, expected: &str) {
 #[test]
 fn init() {
     check(
-        Message::Init(Init { major: 1, minor: 0, caps: Caps::NIC | Caps::SERIAL, session: 0x0102030405060708 }),
-        "43 53 01 01 10 00 00 00 | 01 00 00 00 | 03 00 00 00 | 08 07 06 05 04 03 02 01",
+        Message::Init(Init {
+            major: 2,
+            minor: 0,
+            caps: Caps::NIC | Caps::SERIAL,
+            session: 0x0102030405060708,
+            prev_session: 0x1112131415161718,
+        }),
+        "43 53 02 01 18 00 00 00 | 02 00 00 00 | 03 00 00 00 | 08 07 06 05 04 03 02 01 | 18 17 16 15 14 13 12 11",
     );
 }
 
@@ -36,7 +42,7 @@ fn config() {
     device.bars[2] = BarDesc::mem64(0x4000, true);
     check(
         Message::Config(Config { major: 1, minor: 0, caps: Caps::all(), session: 9, device }),
-        "43 53 01 02 74 00 00 00 \
+        "43 53 02 02 74 00 00 00 \
          01 00 00 00 | 07 00 00 00 | 09 00 00 00 00 00 00 00 \
          ed 1d c1 ac ed 1d 01 00 | 00 00 12 00 | 01 00 | 04 00 | 02 02 00 00 | 00 00 00 00 | 00 20 00 00 \
          00 10 00 00 00 00 00 00 00 00 00 00 \
@@ -52,7 +58,7 @@ fn config() {
 fn mmio_read() {
     check(
         Message::MmioRead(MmioRead { tag: 0x11223344, bar: BarIndex::new(2).unwrap(), size: AccessSize::B4, offset: 0x1000 }),
-        "43 53 01 10 10 00 00 00 | 44 33 22 11 | 02 04 00 00 | 00 10 00 00 00 00 00 00",
+        "43 53 02 10 10 00 00 00 | 44 33 22 11 | 02 04 00 00 | 00 10 00 00 00 00 00 00",
     );
 }
 
@@ -60,7 +66,7 @@ fn mmio_read() {
 fn mmio_write() {
     check(
         Message::MmioWrite(MmioWrite { bar: BarIndex::new(0).unwrap(), size: AccessSize::B2, offset: 0x24, data: 0xbeef }),
-        "43 53 01 11 14 00 00 00 | 00 02 00 00 | 24 00 00 00 00 00 00 00 | ef be 00 00 00 00 00 00",
+        "43 53 02 11 14 00 00 00 | 00 02 00 00 | 24 00 00 00 00 00 00 00 | ef be 00 00 00 00 00 00",
     );
 }
 
@@ -68,7 +74,7 @@ fn mmio_write() {
 fn mmio_read_resp() {
     check(
         Message::MmioReadResp(MmioReadResp { tag: 7, status: Status::CompleterAbort, data: 0xffff_ffff }),
-        "43 53 01 12 10 00 00 00 | 07 00 00 00 | 02 00 00 00 | ff ff ff ff 00 00 00 00",
+        "43 53 02 12 10 00 00 00 | 07 00 00 00 | 02 00 00 00 | ff ff ff ff 00 00 00 00",
     );
 }
 
@@ -76,7 +82,7 @@ fn mmio_read_resp() {
 fn dma_read() {
     check(
         Message::DmaRead(DmaRead { tag: 5, addr: GuestAddr(0x1234_5678_9abc_def0), len: 0x100 }),
-        "43 53 01 20 10 00 00 00 | 05 00 00 00 | 00 01 00 00 | f0 de bc 9a 78 56 34 12",
+        "43 53 02 20 10 00 00 00 | 05 00 00 00 | 00 01 00 00 | f0 de bc 9a 78 56 34 12",
     );
 }
 
@@ -84,7 +90,7 @@ fn dma_read() {
 fn dma_read_resp() {
     check(
         Message::DmaReadResp(DmaReadResp { tag: 5, status: Status::Ok, data: vec![0xaa, 0xbb, 0xcc] }),
-        "43 53 01 21 0b 00 00 00 | 05 00 00 00 | 00 00 00 00 | aa bb cc",
+        "43 53 02 21 0b 00 00 00 | 05 00 00 00 | 00 00 00 00 | aa bb cc",
     );
 }
 
@@ -92,39 +98,42 @@ fn dma_read_resp() {
 fn dma_write() {
     check(
         Message::DmaWrite(DmaWrite { addr: GuestAddr(0x1000), data: vec![1, 2, 3, 4, 5] }),
-        "43 53 01 22 0d 00 00 00 | 00 10 00 00 00 00 00 00 | 01 02 03 04 05",
+        "43 53 02 22 0d 00 00 00 | 00 10 00 00 00 00 00 00 | 01 02 03 04 05",
     );
 }
 
 #[test]
 fn msix() {
-    check(Message::Msix(Msix { vector: 3 }), "43 53 01 30 04 00 00 00 | 03 00 00 00");
+    check(Message::Msix(Msix { vector: 3 }), "43 53 02 30 04 00 00 00 | 03 00 00 00");
 }
 
 #[test]
 fn nic_frame() {
-    check(Message::NicFrame(vec![0xde, 0xad]), "43 53 01 40 02 00 00 00 | de ad");
+    check(Message::NicFrame(vec![0xde, 0xad]), "43 53 02 40 02 00 00 00 | de ad");
 }
 
 #[test]
 fn serial() {
-    check(Message::Serial(b"hi".to_vec()), "43 53 01 41 02 00 00 00 | 68 69");
+    check(Message::Serial(b"hi".to_vec()), "43 53 02 41 02 00 00 00 | 68 69");
 }
 
 #[test]
 fn reset() {
-    check(Message::Reset, "43 53 01 50 00 00 00 00");
+    check(Message::Reset, "43 53 02 50 00 00 00 00");
 }
 
 #[test]
 fn goodbye() {
-    check(Message::Goodbye(GoodbyeReason::Refused), "43 53 01 51 04 00 00 00 | 01 00 00 00");
+    check(
+        Message::Goodbye(Goodbye { reason: GoodbyeReason::Refused, session: 0x0102030405060708 }),
+        "43 53 02 51 10 00 00 00 | 01 00 00 00 00 00 00 00 | 08 07 06 05 04 03 02 01",
+    );
 }
 
 #[test]
 fn heartbeat() {
     check(
-        Message::Heartbeat(Heartbeat { instance: 0xdead_beef }),
-        "43 53 01 52 08 00 00 00 | ef be ad de 00 00 00 00",
+        Message::Heartbeat(Heartbeat { instance: 0xdead_beef, session: 0x0102030405060708 }),
+        "43 53 02 52 10 00 00 00 | ef be ad de 00 00 00 00 | 08 07 06 05 04 03 02 01",
     );
 }

@@ -122,8 +122,8 @@ fn arb_message() -> impl Strategy<Value = Message> {
         },
     );
     prop_oneof![
-        (any::<u8>(), any::<u8>(), any::<u32>(), any::<u64>()).prop_map(|(major, minor, c, session)| {
-            Message::Init(Init { major, minor, caps: Caps::from_bits_retain(c), session })
+        (any::<u8>(), any::<u8>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(major, minor, c, session, prev_session)| {
+            Message::Init(Init { major, minor, caps: Caps::from_bits_retain(c), session, prev_session })
         }),
         (any::<u8>(), any::<u8>(), any::<u32>(), any::<u64>(), device).prop_map(|(major, minor, c, session, device)| {
             Message::Config(Config { major, minor, caps: Caps::from_bits_retain(c), session, device })
@@ -145,9 +145,9 @@ fn arb_message() -> impl Strategy<Value = Message> {
         proptest::collection::vec(any::<u8>(), 1..300).prop_map(Message::NicFrame),
         proptest::collection::vec(any::<u8>(), 1..300).prop_map(Message::Serial),
         Just(Message::Reset),
-        prop_oneof![Just(GoodbyeReason::Shutdown), Just(GoodbyeReason::Refused), Just(GoodbyeReason::Error)]
-            .prop_map(Message::Goodbye),
-        any::<u64>().prop_map(|instance| Message::Heartbeat(Heartbeat { instance })),
+        (prop_oneof![Just(GoodbyeReason::Shutdown), Just(GoodbyeReason::Refused), Just(GoodbyeReason::Error)], any::<u64>())
+            .prop_map(|(reason, session)| Message::Goodbye(Goodbye { reason, session })),
+        (any::<u64>(), any::<u64>()).prop_map(|(instance, session)| Message::Heartbeat(Heartbeat { instance, session })),
     ]
 }
 

@@ -7,11 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use cosim_protocol::liveness::{Liveness, PeerEvent};
+use cosim_protocol::liveness::random_id;
+use cosim_protocol::session::{
+    describe_down, DownReason, HandshakeError, HostEvent, HostSession, HostSessionConfig, HostSessionStats, HostState, Timing,
+};
 use cosim_protocol::{
-    AccessSize, BarIndex, Caps, ConfigError, DeviceConfig, DmaReadResp, GoodbyeReason, Heartbeat,
-    Init, Message, MmioRead, MmioWrite, Status, HEARTBEAT_INTERVAL_MS, MAX_DMA_LEN, MAX_FRAME_LEN,
-    MAX_SERIAL_LEN, VERSION_MAJOR, VERSION_MINOR,
+    AccessSize, BarIndex, Caps, ConfigError, DeviceConfig, DmaRead, DmaReadResp, Message, MmioWrite, Status, MAX_DMA_LEN,
+    MAX_FRAME_LEN, MAX_SERIAL_LEN,
 };
 use cosim_transport::{MemTransport, Transport, TransportError, ZmqTransport};
 
@@ -112,7 +114,21 @@ pub enum DeviceError {
     },
 }
 
-/// State of the session with the HDL.
+/// Why an MMIO read returned no data ([`HostDevice::mmio_read_checked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// No session with the HDL (lost, said goodbye, or reconnecting).
+    #[error("no session with the HDL simulation")]
+    NoSession,
+    /// The HDL completed the read with an error status.
+    #[error("completed with status {0:?}")]
+    Status(Status),
+    /// No completion within the timeout.
+    #[error("no completion within the timeout")]
+    Timeout,
+}
+
+/// State of the session with the HDL, as the device presents it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
     /// Session up: requests are forwarded.
@@ -121,90 +137,110 @@ pub enum LinkState {
     AwaitingConfig {
         /// The session number of that INIT.
         session: u64,
-        /// When it was sent.
-        since: Instant,
     },
     /// No peer: reads return all ones.
     Disconnected,
-    /// The peer came back with a configuration other than the realized one; stays
-    /// disconnected until it restarts.
+    /// The peer came back with a configuration other than the realized one (or refused us);
+    /// stays disconnected until it restarts.
     Mismatch,
 }
 
-/// The device: one session with one HDL simulation.
+/// Counters of one device (read while running with [`HostDevice::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// MMIO reads completed by the HDL (any status).
+    pub mmio_reads: u64,
+    /// MMIO reads answered with all ones without a completion (no session, timeout).
+    pub mmio_reads_failed: u64,
+    /// MMIO writes sent.
+    pub mmio_writes: u64,
+    /// DMA reads served.
+    pub dma_reads: u64,
+    /// Bytes returned to DMA reads.
+    pub dma_read_bytes: u64,
+    /// DMA writes applied (or refused by QEMU).
+    pub dma_writes: u64,
+    /// Bytes of DMA writes.
+    pub dma_write_bytes: u64,
+    /// MSI-X interrupts signalled.
+    pub irqs: u64,
+    /// NIC frames from the HDL.
+    pub frames_rx: u64,
+    /// NIC frames to the HDL.
+    pub frames_tx: u64,
+    /// Serial bytes from the HDL.
+    pub serial_rx: u64,
+    /// Serial bytes to the HDL.
+    pub serial_tx: u64,
+    /// Messages that could not be sent (transport error: the peer is not receiving).
+    pub send_failures: u64,
+}
+
+/// The device: one session with one HDL simulation, driven by the shared
+/// [`HostSession`] engine (docs/protocol.md, "Session rules").
 pub struct HostDevice<L: HostLink, Q: QemuOps> {
     link: L,
     ops: Q,
     opts: DeviceOptions,
     config: DeviceConfig,
-    peer_caps: Caps,
-    state: LinkState,
-    liveness: Liveness,
-    instance: u64,
-    next_tag: u32,
-    last_heartbeat: Option<Instant>,
-}
-
-fn random_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish()
+    session: HostSession,
+    /// The MMIO read this device waits for, and its outcome once known.
+    waiting: Option<u32>,
+    outcome: Option<Result<u64, ReadError>>,
+    failed: Option<HandshakeError>,
+    stats: DeviceStats,
 }
 
 impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
-    /// Runs the INIT exchange on `link` and returns the device with the HDL's configuration.
-    /// Waits at most `opts.timeout`.
-    pub fn connect(mut link: L, ops: Q, opts: DeviceOptions) -> Result<Self, DeviceError> {
-        let endpoint = opts.endpoint.clone();
-        let terr = |source| DeviceError::Transport { endpoint: endpoint.clone(), source };
-        let session = random_u64();
-        let init = Init { major: VERSION_MAJOR, minor: VERSION_MINOR, caps: opts.caps, session };
-        link.send(&Message::Init(init)).map_err(terr)?;
-        tracing::debug!(target: PEER, endpoint = %endpoint, session = format_args!("{session:#x}"), "INIT sent");
-        let deadline = Instant::now() + opts.timeout;
-        let mut liveness = Liveness::new();
+    /// Runs the INIT exchange on `link` (INIT repeated every 200 ms) and returns the device with
+    /// the HDL's configuration. Waits at most `opts.timeout`.
+    pub fn connect(link: L, ops: Q, opts: DeviceOptions) -> Result<Self, DeviceError> {
+        let now = Instant::now();
+        let session = HostSession::new(
+            HostSessionConfig {
+                name: format!("{} (HDL at {})", opts.name, opts.endpoint),
+                caps: opts.caps,
+                instance: random_id(),
+                seed: random_id() ^ u64::from(std::process::id()),
+                handshake_timeout: opts.timeout,
+                timing: Timing::default(),
+            },
+            now,
+        );
+        let mut dev = Self {
+            link,
+            ops,
+            opts,
+            config: DeviceConfig::default(),
+            session,
+            waiting: None,
+            outcome: None,
+            failed: None,
+            stats: DeviceStats::default(),
+        };
         loop {
+            dev.run_events();
+            if dev.session.is_up() {
+                tracing::info!(target: PEER, endpoint = %dev.opts.endpoint, config = ?dev.config, "HDL configuration received");
+                return Ok(dev);
+            }
+            if let Some(e) = dev.failed.take() {
+                let endpoint = dev.opts.endpoint.clone();
+                return Err(match e {
+                    HandshakeError::Timeout(t) => DeviceError::InitTimeout { endpoint, timeout_ms: t.as_millis() },
+                    HandshakeError::Version { ours, theirs } => DeviceError::Version { endpoint, theirs, ours },
+                    HandshakeError::Refused => DeviceError::Refused { endpoint },
+                    HandshakeError::Config(source) => DeviceError::Config { endpoint, source },
+                });
+            }
             let now = Instant::now();
-            if now >= deadline {
-                return Err(DeviceError::InitTimeout { endpoint, timeout_ms: opts.timeout.as_millis() });
+            let wait = dev.session.next_timeout(now).saturating_duration_since(now).min(Duration::from_millis(100));
+            match dev.link.recv(wait) {
+                Ok(m) => dev.feed(Ok(m)),
+                Err(e @ TransportError::Decode(_)) => dev.feed(Err(e)),
+                Err(source) => return Err(DeviceError::Transport { endpoint: dev.opts.endpoint.clone(), source }),
             }
-            match link.recv((deadline - now).min(Duration::from_millis(100))) {
-                Ok(Some(Message::Config(c))) if c.session == session => {
-                    if c.major != VERSION_MAJOR {
-                        return Err(DeviceError::Version { endpoint, theirs: c.major, ours: VERSION_MAJOR });
-                    }
-                    c.device.validate().map_err(|source| DeviceError::Config { endpoint: endpoint.clone(), source })?;
-                    liveness.on_receive(Instant::now(), None);
-                    tracing::info!(target: PEER, endpoint = %endpoint, config = ?c.device, "HDL configuration received");
-                    return Ok(Self {
-                        link,
-                        ops,
-                        opts,
-                        config: c.device,
-                        peer_caps: c.caps,
-                        state: LinkState::Connected,
-                        liveness,
-                        instance: random_u64(),
-                        next_tag: 1,
-                        last_heartbeat: None,
-                    });
-                }
-                Ok(Some(Message::Goodbye(GoodbyeReason::Refused))) => return Err(DeviceError::Refused { endpoint }),
-                Ok(Some(Message::Heartbeat(h))) => {
-                    liveness.on_receive(now, Some(h.instance));
-                }
-                Ok(Some(other)) => {
-                    tracing::debug!(target: PEER, op = ?other.opcode(), "ignored while waiting for CONFIG");
-                }
-                Ok(None) => {}
-                Err(TransportError::Decode(e)) => {
-                    tracing::warn!(target: PEER, "malformed frame from the HDL dropped: {e}");
-                }
-                Err(e) => return Err(terr(e)),
-            }
+            dev.session.handle_timeout(Instant::now());
         }
     }
 
@@ -215,17 +251,44 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
 
     /// The peer's capabilities.
     pub fn peer_caps(&self) -> Caps {
-        self.peer_caps
+        self.session.peer_caps()
     }
 
     /// Current session state.
     pub fn state(&self) -> LinkState {
-        self.state
+        match self.session.state() {
+            HostState::Up { .. } => LinkState::Connected,
+            HostState::Handshake { session, .. } => LinkState::AwaitingConfig { session: *session },
+            HostState::Down(DownReason::ConfigChanged { .. } | DownReason::Refused(_)) | HostState::Failed(_) => {
+                LinkState::Mismatch
+            }
+            HostState::Down(_) => LinkState::Disconnected,
+        }
+    }
+
+    /// The session engine's state (why it is down, for example).
+    pub fn session_state(&self) -> &HostState {
+        self.session.state()
+    }
+
+    /// Counters of the device.
+    pub fn stats(&self) -> DeviceStats {
+        self.stats
+    }
+
+    /// Counters of the session: sessions, losses, dropped frames by reason.
+    pub fn session_stats(&self) -> HostSessionStats {
+        self.session.stats()
     }
 
     /// The transport (tests use it to check for pending frames).
     pub fn link(&self) -> &L {
         &self.link
+    }
+
+    /// Mutable access to the transport (test doubles send raw frames with it).
+    pub fn link_mut(&mut self) -> &mut L {
+        &mut self.link
     }
 
     /// The QEMU services (tests inspect the fake).
@@ -238,65 +301,55 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
         &mut self.ops
     }
 
-    fn connected(&self) -> bool {
-        self.state == LinkState::Connected
-    }
-
     /// An MMIO read of `size` bytes at `offset` of `bar`. Blocks until the completion arrives
     /// (serving DMA, MSI-X and everything else the HDL sends meanwhile) or the timeout passes.
     /// Returns all ones when the HDL is absent, answers with an error status, or times out.
     pub fn mmio_read(&mut self, bar: BarIndex, offset: u64, size: AccessSize) -> u64 {
-        let ones = size.mask();
-        if !self.connected() {
-            tracing::debug!(target: PEER, bar = bar.get(), offset = format_args!("{offset:#x}"), "read while disconnected: all ones");
-            return ones;
+        match self.mmio_read_checked(bar, offset, size, self.opts.timeout) {
+            Ok(v) => v,
+            Err(_) => size.mask(),
         }
-        let tag = self.next_tag;
-        self.next_tag = self.next_tag.wrapping_add(1).max(1);
+    }
+
+    /// [`HostDevice::mmio_read`] that says why it returned no data, with its own timeout.
+    pub fn mmio_read_checked(&mut self, bar: BarIndex, offset: u64, size: AccessSize, timeout: Duration) -> Result<u64, ReadError> {
+        self.run_events();
+        let Some(tag) = self.session.mmio_read(bar, offset, size) else {
+            self.stats.mmio_reads_failed += 1;
+            tracing::debug!(target: PEER, bar = bar.get(), offset = format_args!("{offset:#x}"), "read without a session: all ones");
+            return Err(ReadError::NoSession);
+        };
         let span = tracing::debug_span!("mmio_read", tag, bar = bar.get(), offset = format_args!("{offset:#x}"), len = size.bytes());
         let _g = span.enter();
-        if let Err(e) = self.link.send(&Message::MmioRead(MmioRead { tag, bar, size, offset })) {
-            self.lost(&format!("sending an MMIO read failed: {e}"));
-            return ones;
-        }
-        let start = Instant::now();
-        let deadline = start + self.opts.timeout;
+        self.waiting = Some(tag);
+        self.outcome = None;
+        self.run_events();
+        let deadline = Instant::now() + timeout;
         let result = loop {
-            let now = Instant::now();
-            self.tick(now);
-            if !self.connected() {
-                break ones;
+            if let Some(r) = self.outcome.take() {
+                break r.map(|v| v & size.mask());
             }
+            let now = Instant::now();
             if now >= deadline {
+                self.session.abandon_read(tag);
                 tracing::error!(
                     target: PEER,
                     "{}: MMIO read of BAR{} offset {offset:#x} ({} bytes, tag {tag}) got no completion from the HDL at {} within {} ms; returning all ones",
-                    self.opts.name, bar.get(), size.bytes(), self.opts.endpoint, self.opts.timeout.as_millis()
+                    self.opts.name, bar.get(), size.bytes(), self.opts.endpoint, timeout.as_millis()
                 );
-                break ones;
+                break Err(ReadError::Timeout);
             }
-            match self.link.recv((deadline - now).min(READ_SLICE)) {
-                Ok(Some(Message::MmioReadResp(r))) if r.tag == tag => {
-                    self.liveness.on_receive(Instant::now(), None);
-                    if r.status == Status::Ok {
-                        tracing::trace!(data = format_args!("{:#x}", r.data & ones), "completed");
-                        break r.data & ones;
-                    }
-                    tracing::warn!(target: PEER, status = ?r.status, "MMIO read completed with an error status; all ones");
-                    break ones;
-                }
-                Ok(Some(m)) => self.handle(m, Instant::now()),
-                Ok(None) => {}
-                Err(TransportError::Decode(e)) => {
-                    self.liveness.on_receive(Instant::now(), None);
-                    tracing::warn!(target: PEER, "malformed frame from the HDL dropped: {e}");
-                }
-                Err(e) => {
-                    self.lost(&format!("receive failed: {e}"));
-                    break ones;
-                }
-            }
+            let wait = deadline.min(self.session.next_timeout(now)).saturating_duration_since(now).min(READ_SLICE);
+            let r = self.link.recv(wait);
+            self.feed(r);
+            self.session.handle_timeout(Instant::now());
+            self.run_events();
         };
+        self.waiting = None;
+        match result {
+            Ok(_) | Err(ReadError::Status(_)) => self.stats.mmio_reads += 1,
+            Err(_) => self.stats.mmio_reads_failed += 1,
+        }
         if self.link.has_pending() {
             self.ops.schedule_poll();
         }
@@ -305,24 +358,21 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
 
     /// A posted MMIO write (dropped while disconnected).
     pub fn mmio_write(&mut self, bar: BarIndex, offset: u64, size: AccessSize, data: u64) {
-        if !self.connected() {
-            tracing::debug!(target: PEER, bar = bar.get(), offset = format_args!("{offset:#x}"), "write while disconnected: dropped");
-            return;
-        }
         let data = data & size.mask();
         tracing::trace!(bar = bar.get(), offset = format_args!("{offset:#x}"), len = size.bytes(), data = format_args!("{data:#x}"), "mmio_write");
-        if let Err(e) = self.link.send(&Message::MmioWrite(MmioWrite { bar, size, offset, data })) {
-            self.lost(&format!("sending an MMIO write failed: {e}"));
+        if self.session.send(Message::MmioWrite(MmioWrite { bar, size, offset, data })) {
+            self.stats.mmio_writes += 1;
+            self.run_events();
+        } else {
+            tracing::debug!(target: PEER, bar = bar.get(), offset = format_args!("{offset:#x}"), "write without a session: dropped");
         }
     }
 
     /// Device reset (PCI or system reset): forwarded to the HDL.
     pub fn reset(&mut self) {
-        if self.connected() {
+        if self.session.send(Message::Reset) {
             tracing::debug!(target: PEER, "reset forwarded");
-            if let Err(e) = self.link.send(&Message::Reset) {
-                self.lost(&format!("sending RESET failed: {e}"));
-            }
+            self.run_events();
         }
     }
 
@@ -332,24 +382,21 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
             tracing::warn!(target: GUEST, len = frame.len(), "NIC frame of impossible length dropped");
             return;
         }
-        if self.connected() {
-            if let Err(e) = self.link.send(&Message::NicFrame(frame.to_vec())) {
-                self.lost(&format!("sending a NIC frame failed: {e}"));
-            }
+        if self.session.send(Message::NicFrame(frame.to_vec())) {
+            self.stats.frames_tx += 1;
+            self.run_events();
         }
     }
 
     /// Bytes from the chardev to the HDL's UART.
     pub fn serial_receive(&mut self, data: &[u8]) {
-        if !self.connected() {
-            return;
-        }
         for chunk in data.chunks(MAX_SERIAL_LEN) {
-            if let Err(e) = self.link.send(&Message::Serial(chunk.to_vec())) {
-                self.lost(&format!("sending serial bytes failed: {e}"));
+            if !self.session.send(Message::Serial(chunk.to_vec())) {
                 return;
             }
+            self.stats.serial_tx += chunk.len() as u64;
         }
+        self.run_events();
     }
 
     /// Drains everything the HDL sent (QEMU's main loop calls this when the notification fd is
@@ -362,199 +409,176 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
                 return;
             }
             match self.link.recv(Duration::ZERO) {
-                Ok(Some(m)) => {
-                    handled += 1;
-                    self.handle(m, Instant::now());
-                }
                 Ok(None) => {
                     if !self.link.has_pending() {
                         return;
                     }
                 }
-                Err(TransportError::Decode(e)) => {
+                r => {
                     handled += 1;
-                    self.liveness.on_receive(Instant::now(), None);
-                    tracing::warn!(target: PEER, "malformed frame from the HDL dropped: {e}");
-                }
-                Err(e) => {
-                    self.lost(&format!("receive failed: {e}"));
-                    return;
+                    let fatal = matches!(r, Err(ref e) if !matches!(e, TransportError::Decode(_)));
+                    self.feed(r);
+                    self.run_events();
+                    if fatal {
+                        return;
+                    }
                 }
             }
         }
     }
 
-    /// Periodic work (every [`HEARTBEAT_INTERVAL_MS`] or sooner): heartbeats and liveness.
+    /// Serves the HDL for up to `wait`: returns as soon as something was handled (or at once
+    /// when `wait` is zero). Used by test harnesses that wait for an interrupt or a frame.
+    pub fn service(&mut self, wait: Duration) {
+        let now = Instant::now();
+        let wait = wait.min(self.session.next_timeout(now).saturating_duration_since(now));
+        let r = self.link.recv(wait);
+        let got = !matches!(r, Ok(None));
+        self.feed(r);
+        self.run_events();
+        if got {
+            self.poll();
+        }
+        self.tick(Instant::now());
+    }
+
+    /// Periodic work (every 50 ms or sooner): heartbeats, liveness, INIT repeats.
     pub fn tick(&mut self, now: Instant) {
-        let up = matches!(self.state, LinkState::Connected | LinkState::AwaitingConfig { .. });
-        let interval = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
-        let due = !matches!(self.last_heartbeat, Some(t) if now.saturating_duration_since(t) < interval);
-        if up && due {
-            self.last_heartbeat = Some(now);
-            if let Err(e) = self.link.send(&Message::Heartbeat(Heartbeat { instance: self.instance })) {
-                self.lost(&format!("sending a heartbeat failed: {e}"));
-                return;
-            }
-        }
-        if let LinkState::AwaitingConfig { since, .. } = self.state {
-            if now.saturating_duration_since(since) >= self.opts.timeout {
-                tracing::warn!(target: PEER, "{}: no CONFIG from the returning HDL; sending INIT again", self.opts.name);
-                self.start_session(now);
-            }
-        }
-        if self.liveness.poll(now) == PeerEvent::Lost && up {
-            self.lost("nothing received for 1000 ms");
-        }
+        self.session.handle_timeout(now);
+        self.run_events();
     }
 
-    /// Says goodbye to the HDL (QEMU is removing the device or quitting).
+    /// Says goodbye to the HDL (QEMU is removing the device or quitting) and logs the
+    /// device's counters when anything was dropped.
     pub fn shutdown(&mut self) {
-        if self.connected() {
-            let _ = self.link.send(&Message::Goodbye(GoodbyeReason::Shutdown));
+        self.session.close();
+        self.run_events();
+        let s = self.session.stats();
+        if s.drops.total() > 0 {
+            tracing::warn!(target: PEER, "{}: frames dropped on the link to {}: {} (sessions {}, losses {})",
+                self.opts.name, self.opts.endpoint, s.drops, s.sessions, s.losses);
         }
-        self.state = LinkState::Disconnected;
+        tracing::info!(target: PEER, "{}: statistics: {:?}; session: {:?}", self.opts.name, self.stats, s);
     }
 
-    fn lost(&mut self, why: &str) {
-        if matches!(self.state, LinkState::Connected | LinkState::AwaitingConfig { .. }) {
-            tracing::error!(
-                target: PEER,
-                "{}: lost the HDL simulation at {} ({why}); MMIO reads return all ones until it comes back",
-                self.opts.name,
-                self.opts.endpoint
-            );
-        }
-        self.state = LinkState::Disconnected;
-    }
-
-    fn start_session(&mut self, now: Instant) {
-        let session = random_u64();
-        let init = Init { major: VERSION_MAJOR, minor: VERSION_MINOR, caps: self.opts.caps, session };
-        self.state = LinkState::AwaitingConfig { session, since: now };
-        if let Err(e) = self.link.send(&Message::Init(init)) {
-            self.lost(&format!("sending INIT failed: {e}"));
+    /// Answers a DMA read that [`QemuOps::defer_dma_read`] held back.
+    pub fn complete_dma_read(&mut self, r: DmaRead) {
+        let resp = self.serve_dma_read(&r);
+        if self.session.send(Message::DmaReadResp(resp)) {
+            self.run_events();
         }
     }
 
-    fn handle(&mut self, msg: Message, now: Instant) {
-        let hb = match &msg {
-            Message::Heartbeat(h) => Some(h.instance),
-            _ => None,
-        };
-        match self.liveness.on_receive(now, hb) {
-            PeerEvent::Appeared if matches!(self.state, LinkState::Disconnected | LinkState::Mismatch) => {
-                tracing::warn!(target: PEER, "{}: the HDL simulation at {} is back; sending INIT", self.opts.name, self.opts.endpoint);
-                self.start_session(now);
-            }
-            PeerEvent::Restarted => {
-                tracing::warn!(target: PEER, "{}: the HDL simulation at {} restarted; sending INIT", self.opts.name, self.opts.endpoint);
-                self.start_session(now);
-            }
-            _ => {}
+    fn feed(&mut self, r: Result<Option<Message>, TransportError>) {
+        let now = Instant::now();
+        match r {
+            Ok(Some(m)) => self.session.handle_message(now, m),
+            Ok(None) => {}
+            Err(TransportError::Decode(e)) => self.session.handle_decode_error(now, e),
+            Err(e) => tracing::error!(target: PEER, "{}: receive from the HDL at {} failed: {e}", self.opts.name, self.opts.endpoint),
         }
-        match msg {
-            Message::Config(c) => self.on_config(c),
-            Message::MmioReadResp(r) => {
-                tracing::warn!(target: PEER, tag = r.tag, "MMIO completion for a read that is not outstanding (late?) dropped");
-            }
-            Message::DmaRead(r) => {
-                if !self.connected() {
-                    tracing::warn!(target: PEER, tag = r.tag, "DMA read outside a session dropped");
-                    return;
-                }
-                let len = r.len as usize;
-                let resp = if len == 0 || len > MAX_DMA_LEN {
-                    tracing::warn!(target: PEER, tag = r.tag, len, "DMA read of impossible length");
-                    DmaReadResp { tag: r.tag, status: Status::CompleterAbort, data: Vec::new() }
-                } else {
-                    let mut buf = vec![0u8; len];
-                    match self.ops.dma_read(r.addr, &mut buf) {
-                        Ok(()) => DmaReadResp { tag: r.tag, status: Status::Ok, data: buf },
-                        Err(e) => {
-                            tracing::warn!(target: GUEST, tag = r.tag, "{e} (bus mastering off or no memory there)");
-                            DmaReadResp { tag: r.tag, status: Status::UnsupportedRequest, data: Vec::new() }
+    }
+
+    /// Carries out what the session engine asked for, in order.
+    fn run_events(&mut self) {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                HostEvent::Send(m) => {
+                    if let Err(e) = self.link.send(&m) {
+                        self.stats.send_failures += 1;
+                        if self.stats.send_failures.is_power_of_two() {
+                            tracing::warn!(target: PEER, "{}: sending {:?} to the HDL at {} failed ({} so far): {e}",
+                                self.opts.name, m.opcode(), self.opts.endpoint, self.stats.send_failures);
                         }
                     }
-                };
-                if let Err(e) = self.link.send(&Message::DmaReadResp(resp)) {
-                    self.lost(&format!("sending a DMA completion failed: {e}"));
                 }
+                HostEvent::Up(c) => {
+                    if self.config == DeviceConfig::default() {
+                        self.config = c.device;
+                    } else {
+                        tracing::warn!(target: PEER, "{}: reconnected to the HDL simulation at {}", self.opts.name, self.opts.endpoint);
+                    }
+                }
+                HostEvent::ReadDone(r) => {
+                    if self.waiting == Some(r.tag) {
+                        self.outcome = Some(match r.status {
+                            Status::Ok => Ok(r.data),
+                            s => {
+                                tracing::warn!(target: PEER, status = ?s, "MMIO read completed with an error status; all ones");
+                                Err(ReadError::Status(s))
+                            }
+                        });
+                    }
+                }
+                HostEvent::ReadAborted { tag } => {
+                    if self.waiting == Some(tag) {
+                        self.outcome = Some(Err(ReadError::NoSession));
+                    }
+                }
+                HostEvent::Deliver(m) => self.on_device_message(m),
+                HostEvent::Down(why) => {
+                    tracing::debug!(target: PEER, "{}: session down: {}", self.opts.name, describe_down(&why));
+                }
+                HostEvent::Failed(e) => self.failed = Some(e),
             }
-            Message::DmaWrite(w) => {
-                if !self.connected() {
-                    tracing::warn!(target: PEER, addr = %w.addr, "DMA write outside a session dropped");
+        }
+    }
+
+    fn serve_dma_read(&mut self, r: &DmaRead) -> DmaReadResp {
+        let len = r.len as usize;
+        if len == 0 || len > MAX_DMA_LEN {
+            tracing::warn!(target: PEER, tag = r.tag, len, "DMA read of impossible length");
+            return DmaReadResp { tag: r.tag, status: Status::CompleterAbort, data: Vec::new() };
+        }
+        let mut buf = vec![0u8; len];
+        match self.ops.dma_read(r.addr, &mut buf) {
+            Ok(()) => {
+                self.stats.dma_reads += 1;
+                self.stats.dma_read_bytes += len as u64;
+                DmaReadResp { tag: r.tag, status: Status::Ok, data: buf }
+            }
+            Err(e) => {
+                tracing::warn!(target: GUEST, tag = r.tag, "{e} (bus mastering off or no memory there)");
+                DmaReadResp { tag: r.tag, status: Status::UnsupportedRequest, data: Vec::new() }
+            }
+        }
+    }
+
+    /// Device-started traffic of the session.
+    fn on_device_message(&mut self, msg: Message) {
+        match msg {
+            Message::DmaRead(r) => {
+                if self.ops.defer_dma_read(&r) {
                     return;
                 }
+                let resp = self.serve_dma_read(&r);
+                self.session.send(Message::DmaReadResp(resp));
+            }
+            Message::DmaWrite(w) => {
+                self.stats.dma_writes += 1;
+                self.stats.dma_write_bytes += w.data.len() as u64;
                 if let Err(e) = self.ops.dma_write(w.addr, &w.data) {
                     tracing::warn!(target: GUEST, "{e} (bus mastering off or no memory there)");
                 }
             }
             Message::Msix(m) => {
-                if !self.connected() {
-                    return;
-                }
                 if m.vector >= self.config.msix.vectors {
                     tracing::warn!(target: PEER, vector = m.vector, vectors = self.config.msix.vectors, "MSI-X vector out of range dropped");
                     return;
                 }
+                self.stats.irqs += 1;
                 self.ops.msix_notify(m.vector);
             }
             Message::NicFrame(f) => {
-                if self.connected() {
-                    self.ops.nic_send(&f);
-                }
+                self.stats.frames_rx += 1;
+                self.ops.nic_send(&f);
             }
             Message::Serial(b) => {
-                if self.connected() {
-                    self.ops.serial_write(&b);
-                }
+                self.stats.serial_rx += b.len() as u64;
+                self.ops.serial_write(&b);
             }
-            Message::Goodbye(reason) => {
-                self.liveness.on_goodbye();
-                if matches!(self.state, LinkState::Connected | LinkState::AwaitingConfig { .. }) {
-                    tracing::error!(
-                        target: PEER,
-                        "{}: the HDL simulation at {} said goodbye ({reason:?}); MMIO reads return all ones until it comes back",
-                        self.opts.name,
-                        self.opts.endpoint
-                    );
-                }
-                self.state = LinkState::Disconnected;
-            }
-            Message::Heartbeat(_) => {}
-            other @ (Message::Init(_) | Message::MmioRead(_) | Message::MmioWrite(_) | Message::DmaReadResp(_) | Message::Reset) => {
-                tracing::warn!(target: PEER, op = ?other.opcode(), "host-bound only message received from the HDL; dropped");
-            }
+            other => tracing::warn!(target: PEER, op = ?other.opcode(), "unexpected message from the session engine"),
         }
-    }
-
-    fn on_config(&mut self, c: cosim_protocol::Config) {
-        let LinkState::AwaitingConfig { session, .. } = self.state else {
-            tracing::debug!(target: PEER, "CONFIG outside a handshake ignored");
-            return;
-        };
-        if c.session != session {
-            tracing::debug!(target: PEER, "CONFIG for an old session ignored");
-            return;
-        }
-        if c.major != VERSION_MAJOR {
-            tracing::error!(target: PEER, "{}: the returning HDL speaks protocol {}.x, we speak {VERSION_MAJOR}.x; staying disconnected", self.opts.name, c.major);
-            self.state = LinkState::Mismatch;
-            return;
-        }
-        if c.device != self.config {
-            tracing::error!(
-                target: PEER,
-                "{}: the HDL simulation at {} came back with a different configuration than the one this PCI device was realized with \
-                 (realized: {:?}; now: {:?}); staying disconnected: restart the HDL with the original configuration or restart QEMU",
-                self.opts.name, self.opts.endpoint, self.config, c.device
-            );
-            self.state = LinkState::Mismatch;
-            return;
-        }
-        self.peer_caps = c.caps;
-        self.state = LinkState::Connected;
-        tracing::warn!(target: PEER, "{}: reconnected to the HDL simulation at {}", self.opts.name, self.opts.endpoint);
     }
 }
 
@@ -562,7 +586,10 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
 mod tests {
     use std::collections::VecDeque;
 
-    use cosim_protocol::{BarDesc, Config, DmaRead, DmaWrite, GuestAddr, MmioReadResp, Msix, MsixConfig};
+    use cosim_protocol::{
+        BarDesc, Config, DmaRead, DmaWrite, Goodbye, GoodbyeReason, GuestAddr, Heartbeat, Init, MmioRead, MmioReadResp, Msix,
+        MsixConfig, VERSION_MAJOR,
+    };
 
     use super::*;
     use crate::ops::DmaError;
@@ -730,11 +757,12 @@ mod tests {
         let bar = BarIndex::new(0).unwrap();
         d.tick(Instant::now() + Duration::from_secs(2));
         assert_eq!(d.state(), LinkState::Disconnected);
+        assert!(d.link().sent.iter().any(|m| matches!(m, Message::Heartbeat(_))), "heartbeats are sent");
         assert_eq!(d.mmio_read(bar, 0, AccessSize::B1), 0xff);
         d.mmio_write(bar, 0, AccessSize::B4, 1);
         assert!(!d.link().sent.iter().any(|m| matches!(m, Message::MmioWrite(_))), "writes dropped while lost");
         // The peer comes back: heartbeat -> INIT -> CONFIG (same layout) -> connected.
-        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 77 }).encode_to_vec());
+        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 77, session: 0 }).encode_to_vec());
         d.poll();
         assert_eq!(d.state(), LinkState::Connected);
         assert_eq!(d.link().sent.iter().filter(|m| matches!(m, Message::Init(_))).count(), 2);
@@ -755,8 +783,13 @@ mod tests {
             _ => vec![],
         });
         let mut d = HostDevice::connect(l, FakeQemu::default(), opts(100)).unwrap();
-        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 1 }).encode_to_vec());
-        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 2 }).encode_to_vec()); // restart
+        // A heartbeat of another session (a restarted device, or a stray frame) changes nothing.
+        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 2, session: 0 }).encode_to_vec());
+        d.poll();
+        assert_eq!(d.state(), LinkState::Connected);
+        // The session's heartbeats stop: lost; the device is heard again: INIT, other layout.
+        d.tick(Instant::now() + Duration::from_secs(2));
+        d.link.inbox.push_back(Message::Heartbeat(Heartbeat { instance: 2, session: 0 }).encode_to_vec());
         d.poll();
         assert_eq!(d.state(), LinkState::Mismatch);
         assert_eq!(d.mmio_read(BarIndex::new(0).unwrap(), 0, AccessSize::B4), 0xffff_ffff);
@@ -778,8 +811,36 @@ mod tests {
         assert!(sent.contains(&Message::NicFrame(vec![1; 64])));
         assert!(sent.contains(&Message::Serial(b"x".to_vec())));
         assert!(sent.contains(&Message::Reset));
-        d.link.inbox.push_back(Message::Goodbye(GoodbyeReason::Shutdown).encode_to_vec());
+        // A GOODBYE of another session is dropped; the session's own ends it.
+        d.link.inbox.push_back(Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, session: 1 }).encode_to_vec());
+        d.poll();
+        assert_eq!(d.state(), LinkState::Connected);
+        assert_eq!(d.session_stats().drops.foreign, 1);
+        assert_eq!(d.session_stats().drops.malformed, 1);
+        let session = d.link().sent.iter().find_map(|m| if let Message::Init(i) = m { Some(i.session) } else { None }).unwrap();
+        d.link.inbox.push_back(Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, session }).encode_to_vec());
         d.poll();
         assert_eq!(d.state(), LinkState::Disconnected);
+    }
+
+    #[test]
+    fn stray_session_messages_do_not_disturb_a_read() {
+        let mut d = device(|r| {
+            vec![
+                Message::Goodbye(Goodbye { reason: GoodbyeReason::Refused, session: 0 }),
+                Message::Config(Config { major: VERSION_MAJOR, minor: 0, caps: Caps::all(), session: 42, device: cfg() }),
+                Message::Heartbeat(Heartbeat { instance: 5, session: 43 }),
+                Message::Init(Init { major: VERSION_MAJOR, minor: 0, caps: Caps::all(), session: 1, prev_session: 0 }),
+                resp(r.tag, 0x55),
+                resp(r.tag, 0x66), // a second completion of the same read: stale
+            ]
+        });
+        let bar = BarIndex::new(0).unwrap();
+        assert_eq!(d.mmio_read(bar, 0, AccessSize::B4), 0x55);
+        assert_eq!(d.state(), LinkState::Connected);
+        d.poll();
+        let drops = d.session_stats().drops;
+        assert_eq!((drops.foreign, drops.wrong_direction, drops.stale), (3, 1, 1), "{drops:?}");
+        assert_eq!(d.stats().mmio_reads, 1);
     }
 }

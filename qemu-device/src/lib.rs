@@ -18,5 +18,5 @@ mod ops;
 #[allow(unsafe_code)]
 pub mod ffi;
 
-pub use host::{DeviceError, DeviceOptions, HostDevice, HostLink, LinkState};
+pub use host::{DeviceError, DeviceOptions, DeviceStats, HostDevice, HostLink, LinkState, ReadError};
 pub use ops::{DmaError, QemuOps};

@@ -1,7 +1,7 @@
 //! What the device logic needs from QEMU, as one safe trait. The FFI layer implements it with
 //! the C callback table; tests implement it with fake guest memory.
 
-use cosim_protocol::GuestAddr;
+use cosim_protocol::{DmaRead, GuestAddr};
 
 /// A DMA access QEMU refused (bus mastering off, no memory at the address, IOMMU fault).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -28,4 +28,10 @@ pub trait QemuOps {
     /// Asks QEMU to call [`crate::HostDevice::poll`] soon from its main loop (used when messages
     /// are waiting but the edge-triggered notification may already have been consumed).
     fn schedule_poll(&mut self);
+    /// Returns true to hold a DMA read back instead of answering it at once; the holder
+    /// answers it later with [`crate::HostDevice::complete_dma_read`]. QEMU never holds
+    /// (the default); the host model's tests do, to complete reads out of order.
+    fn defer_dma_read(&mut self, _read: &DmaRead) -> bool {
+        false
+    }
 }
