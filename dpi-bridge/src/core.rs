@@ -3,6 +3,14 @@
 //! The SystemVerilog shell calls [`EpCore::tick`] once per clock; it costs one atomic load when
 //! nothing arrived. The other methods are called only when `tick`'s mask (or an AXI handshake)
 //! says there is work. Address and lane arithmetic lives here, so the shell stays small.
+//!
+//! The mask is also a licence: each `PEND_*` bit of a pop ([`EpCore::mmio_pop`],
+//! [`EpCore::mmio_reject_queued`], [`EpCore::dma_r`], [`EpCore::nic_rx`], [`EpCore::uart_rx`])
+//! allows one call of it until the next `tick`. A pop whose bit this clock's tick did not report
+//! is refused: it returns nothing, takes nothing, and is counted and logged (rate-limited). A
+//! shell that calls a pop on the right of `&&` (Verilator evaluates it even when the left side is
+//! false) therefore cannot lose what it never saw, e.g. the DECERR beat of a DMA read accepted
+//! after the tick while no host is connected.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -28,6 +36,12 @@ pub const PEND_UART_RX: u32 = 1 << 3;
 pub const PEND_RESET: u32 = 1 << 4;
 /// `tick` mask: no more DMA reads may be accepted now (hold ARREADY low).
 pub const PEND_AR_FULL: u32 = 1 << 5;
+
+/// The `tick` bits that license a pop.
+const POP_BITS: u32 = PEND_MMIO | PEND_RBEAT | PEND_NIC_RX | PEND_UART_RX;
+
+/// The warning about refused pops: the first at once, then at most one line per interval.
+const REFUSED_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// AXI response codes.
 /// Longest the clock is held for one DMA read. Past it the clock runs on (that read's latency is
@@ -150,9 +164,42 @@ pub struct EpCore {
     reset_pending: bool,
     goodbye: bool,
     warned_disconnected: bool,
+    /// A DMA read failed for want of a host was logged (once per absence of the host).
+    warned_dma_no_host: bool,
     serial_backlog: Vec<u8>,
     /// Clocks seen by [`EpCore::tick`].
     cycle: u64,
+    /// The pops this clock may still make: the pop bits of the last `tick`'s mask, each cleared
+    /// by the one pop it allows.
+    allowed: u32,
+    /// Pops refused because their bit was not reported (a shell bug).
+    refused: Refusals,
+}
+
+/// Counts pops refused for want of their pending bit and rate-limits the warning about them.
+/// Time is passed in, so the rule is tested without sleeping.
+#[derive(Debug, Default)]
+struct Refusals {
+    total: u64,
+    /// Refused since the last warning.
+    unreported: u64,
+    last_warn: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts one refusal at `now`. Returns how many refusals the warning due now covers (the
+    /// first refusal, then at most one warning per [`REFUSED_WARN_INTERVAL`]), or `None`.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        self.total += 1;
+        self.unreported += 1;
+        match self.last_warn {
+            Some(t) if now.saturating_duration_since(t) < REFUSED_WARN_INTERVAL => None,
+            _ => {
+                self.last_warn = Some(now);
+                Some(std::mem::take(&mut self.unreported))
+            }
+        }
+    }
 }
 
 /// Serial bytes kept while no host is connected.
@@ -180,8 +227,11 @@ impl EpCore {
             reset_pending: false,
             goodbye: false,
             warned_disconnected: false,
+            warned_dma_no_host: false,
             serial_backlog: Vec::new(),
             cycle: 0,
+            allowed: 0,
+            refused: Refusals::default(),
         }
     }
 
@@ -193,6 +243,34 @@ impl EpCore {
     /// True once the host said goodbye.
     pub fn goodbye(&self) -> bool {
         self.goodbye
+    }
+
+    /// Pops refused so far because this clock's tick had not reported their pending bit (0 with
+    /// a correct shell).
+    pub fn refused_pops(&self) -> u64 {
+        self.refused.total
+    }
+
+    /// Allows the one pop that `bit` of this clock's tick mask licenses (clearing the bit), or
+    /// refuses it: counted, and logged at most once per [`REFUSED_WARN_INTERVAL`].
+    #[inline]
+    fn take_pending(&mut self, bit: u32, what: &'static str) -> bool {
+        if self.allowed & bit != 0 {
+            self.allowed &= !bit;
+            return true;
+        }
+        self.refuse(bit, what);
+        false
+    }
+
+    #[cold]
+    fn refuse(&mut self, bit: u32, what: &'static str) {
+        let Some(count) = self.refused.note(Instant::now()) else { return };
+        tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, what, bit, cycle = self.cycle, count,
+            total = self.refused.total,
+            "DPI pop refused: called in a clock whose cosim_ep_tick did not report its pending bit (or after \
+             the one pop the bit allows); nothing was taken. The shell must call it only under the bit, in a \
+             nested if (Verilator evaluates a DPI call on the right of && even when the left is false)");
     }
 
     fn send(&mut self, m: Message) {
@@ -219,6 +297,10 @@ impl EpCore {
 
     /// Asks the I/O thread to say goodbye and stop.
     pub(crate) fn shutdown(&mut self) {
+        if self.refused.unreported > 0 {
+            tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, count = self.refused.unreported,
+                total = self.refused.total, "DPI pops refused since the last warning (their pending bit was not reported)");
+        }
         self.flush_uart();
         let _ = self.link.tx.send(ToIo::Shutdown);
         self.link.waker.wake();
@@ -236,9 +318,9 @@ impl EpCore {
         if !self.uart_tx.is_empty() {
             self.flush_uart();
         }
-        // A held clock takes in host messages, so every bit of the mask is computed after it: the
-        // shell's DPI pops run whatever their pending bit says (Verilator evaluates both operands of
-        // `&&` with a DPI call on the right), so a queue must never hold more than its bit shows.
+        // A held clock takes in host messages, so every bit of the mask is computed after it (or
+        // what arrived during the hold would wait a clock longer). The mask is recorded: the pops
+        // of this clock are allowed only for the bits it reports (see `take_pending`).
         self.cycle += 1;
         if let Some(r) = self.reads.front() {
             if self.cycle >= r.due && r.hold && matches!(r.data, ReadData::Waiting) {
@@ -265,6 +347,7 @@ impl EpCore {
         if self.reads.len() >= self.cfg.max_reads {
             mask |= PEND_AR_FULL;
         }
+        self.allowed = mask & POP_BITS;
         mask
     }
 
@@ -339,6 +422,7 @@ impl EpCore {
             ToSim::NewSession => {
                 self.connected = true;
                 self.warned_disconnected = false;
+                self.warned_dma_no_host = false;
                 let backlog = std::mem::take(&mut self.serial_backlog);
                 for c in backlog.chunks(MAX_SERIAL_LEN) {
                     self.send(Message::Serial(c.to_vec()));
@@ -356,6 +440,7 @@ impl EpCore {
             ToSim::HostBack => {
                 self.connected = true;
                 self.warned_disconnected = false;
+                self.warned_dma_no_host = false;
                 let backlog = std::mem::take(&mut self.serial_backlog);
                 for c in backlog.chunks(MAX_SERIAL_LEN) {
                     self.send(Message::Serial(c.to_vec()));
@@ -432,8 +517,12 @@ impl EpCore {
         self.mmio_q.push_back((beat, cur));
     }
 
-    /// Takes the next MMIO access for the AXI master.
+    /// Takes the next MMIO access for the AXI master. Allowed once per tick that reported
+    /// [`PEND_MMIO`]; otherwise refused (`None`, nothing taken).
     pub fn mmio_pop(&mut self) -> Option<MmioBeat> {
+        if !self.take_pending(PEND_MMIO, "cosim_ep_mmio_pop") {
+            return None;
+        }
         let (beat, cur) = self.mmio_q.pop_front()?;
         if beat.write {
             SharedStats::add(&self.stats.mmio_writes, 1);
@@ -494,7 +583,11 @@ impl EpCore {
     }
 
     /// While the AXI master is stuck on a timed-out access: fails every queued MMIO access.
+    /// Allowed once per tick that reported [`PEND_MMIO`]; otherwise refused (nothing failed).
     pub fn mmio_reject_queued(&mut self) {
+        if !self.take_pending(PEND_MMIO, "cosim_ep_mmio_reject_queued") {
+            return;
+        }
         while let Some((beat, cur)) = self.mmio_q.pop_front() {
             SharedStats::add(&self.stats.mmio_errors, 1);
             tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, bar = beat.bar, addr = format_args!("{:#x}", beat.addr),
@@ -530,8 +623,14 @@ impl EpCore {
             self.send(Message::DmaRead(DmaRead { tag, addr: GuestAddr(lo), len: (hi - lo) as u32 }));
             ReadData::Waiting
         } else {
-            tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, addr = format_args!("{lo:#x}"), len = hi - lo,
-                "DMA read with no host connected: DECERR");
+            if self.warned_dma_no_host {
+                tracing::debug!(target: "cosim::dpi", ep = %self.cfg.name, addr = format_args!("{lo:#x}"), len = hi - lo,
+                    "DMA read with no host connected: DECERR");
+            } else {
+                self.warned_dma_no_host = true;
+                tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, addr = format_args!("{lo:#x}"), len = hi - lo,
+                    "DMA read with no host connected: DECERR (further ones until a host connects are logged at debug level)");
+            }
             ReadData::Err(DECERR)
         };
         if self.reads.len() >= self.cfg.max_reads {
@@ -565,8 +664,14 @@ impl EpCore {
         }
     }
 
-    /// Next R-channel beat of the oldest DMA read, if its data arrived.
+    /// Next R-channel beat of the oldest DMA read, if its data arrived. Allowed once per tick
+    /// that reported [`PEND_RBEAT`]; otherwise refused (`None`, the beat stays), so a read
+    /// accepted after this clock's tick (e.g. failed at once for want of a host) waits for the
+    /// next tick to report it.
     pub fn dma_r(&mut self) -> Option<RBeat> {
+        if !self.take_pending(PEND_RBEAT, "cosim_ep_dma_r") {
+            return None;
+        }
         let rb = self.reads.front_mut()?;
         if self.cycle < rb.due {
             return None;
@@ -703,8 +808,12 @@ impl EpCore {
         }
     }
 
-    /// Next beat of the NIC receive stream (network -> user): `(data, keep, last)`.
+    /// Next beat of the NIC receive stream (network -> user): `(data, keep, last)`. Allowed once
+    /// per tick that reported [`PEND_NIC_RX`]; otherwise refused (`None`, nothing taken).
     pub fn nic_rx(&mut self) -> Option<(u64, u8, bool)> {
+        if !self.take_pending(PEND_NIC_RX, "cosim_ep_nic_rx") {
+            return None;
+        }
         let f = self.nic_rx.front()?;
         let end = (self.nic_rx_pos + 8).min(f.len());
         let chunk = &f[self.nic_rx_pos..end];
@@ -737,8 +846,12 @@ impl EpCore {
         }
     }
 
-    /// Next byte for the RTL's UART receiver.
+    /// Next byte for the RTL's UART receiver. Allowed once per tick that reported
+    /// [`PEND_UART_RX`]; otherwise refused (`None`, nothing taken).
     pub fn uart_rx(&mut self) -> Option<u8> {
+        if !self.take_pending(PEND_UART_RX, "cosim_ep_uart_rx") {
+            return None;
+        }
         self.uart_rx.pop_front()
     }
 }
@@ -753,6 +866,14 @@ mod tests {
     }
 
     fn core_with_latency(dma_latency: u64) -> (EpCore, IoLink) {
+        let (mut c, io) = core_without_host(dma_latency);
+        io.to_sim(ToSim::NewSession);
+        c.tick();
+        (c, io)
+    }
+
+    /// A core no host has connected to yet.
+    fn core_without_host(dma_latency: u64) -> (EpCore, IoLink) {
         let (s, io) = link().unwrap();
         let mut d = DeviceConfig { vendor_id: 0x1ded, device_id: 0xacc1, ..Default::default() };
         d.bars[0] = BarDesc::mem32(0x1000);
@@ -766,10 +887,7 @@ mod tests {
             max_reads: 4,
             dma_latency,
         };
-        let mut c = EpCore::new(cfg, s, Arc::new(SharedStats::default()));
-        io.to_sim(ToSim::NewSession);
-        c.tick();
-        (c, io)
+        (EpCore::new(cfg, s, Arc::new(SharedStats::default())), io)
     }
 
     fn sent(io: &IoLink) -> Vec<Message> {
@@ -785,6 +903,7 @@ mod tests {
         assert_eq!(c.tick() & PEND_MMIO, PEND_MMIO);
         let w = c.mmio_pop().unwrap();
         assert_eq!((w.write, w.addr, w.size_log2, w.wdata, w.wstrb), (true, 0x1000_0016, 1, 0xbeef << 48, 0b1100_0000));
+        assert_eq!(c.tick() & PEND_MMIO, PEND_MMIO, "one pop per clock: the read is next");
         let r = c.mmio_pop().unwrap();
         assert_eq!((r.write, r.addr, r.wstrb), (false, 0x1000_0013, 0b0000_1000));
         c.mmio_read_done(0, 0x1122_3344_5566_7788);
@@ -846,11 +965,19 @@ mod tests {
             status: Status::Ok,
             data: (0..16).collect(),
         })));
-        assert_ne!(c.tick() & PEND_RBEAT, 0);
-        assert_eq!(c.dma_r(), Some(RBeat { id: 1, data: 0x0706_0504_0302_0100, resp: 0, last: false }));
-        assert_eq!(c.dma_r(), Some(RBeat { id: 1, data: 0x0f0e_0d0c_0b0a_0908, resp: 0, last: true }));
-        assert_eq!(c.dma_r(), Some(RBeat { id: 2, data: 0x0302_0100_0000_0000, resp: 0, last: true }));
-        assert_eq!(c.dma_r(), None);
+        let mut beats = Vec::new();
+        while c.tick() & PEND_RBEAT != 0 {
+            beats.push(c.dma_r().unwrap());
+        }
+        assert_eq!(
+            beats,
+            [
+                RBeat { id: 1, data: 0x0706_0504_0302_0100, resp: 0, last: false },
+                RBeat { id: 1, data: 0x0f0e_0d0c_0b0a_0908, resp: 0, last: true },
+                RBeat { id: 2, data: 0x0302_0100_0000_0000, resp: 0, last: true },
+            ]
+        );
+        assert_eq!(c.refused_pops(), 0);
     }
 
     fn dma_read_tag(io: &IoLink) -> u32 {
@@ -866,7 +993,6 @@ mod tests {
         // The read was accepted after clock 1, so its data is due at clock 11.
         for clock in 2..11 {
             assert_eq!(c.tick() & PEND_RBEAT, 0, "clock {clock}: not due yet");
-            assert_eq!(c.dma_r(), None);
         }
         assert_ne!(c.tick() & PEND_RBEAT, 0, "due at clock 11");
         assert_eq!(c.dma_r(), Some(RBeat { id: 1, data: 0x0707_0707_0707_0707, resp: 0, last: true }));
@@ -928,12 +1054,22 @@ mod tests {
         );
         io.to_sim(ToSim::Msg(Message::NicFrame((1..=9).collect())));
         io.to_sim(ToSim::Msg(Message::Serial(b"ok".to_vec())));
-        let m = c.tick();
-        assert_eq!(m & (PEND_NIC_RX | PEND_UART_RX), PEND_NIC_RX | PEND_UART_RX);
-        assert_eq!(c.nic_rx(), Some((0x0807_0605_0403_0201, 0xff, false)));
-        assert_eq!(c.nic_rx(), Some((9, 0x01, true)));
-        assert_eq!(c.nic_rx(), None);
-        assert_eq!((c.uart_rx(), c.uart_rx(), c.uart_rx()), (Some(b'o'), Some(b'k'), None));
+        let (mut nic, mut uart) = (Vec::new(), Vec::new());
+        loop {
+            let m = c.tick();
+            if m & (PEND_NIC_RX | PEND_UART_RX) == 0 {
+                break;
+            }
+            if m & PEND_NIC_RX != 0 {
+                nic.push(c.nic_rx().unwrap());
+            }
+            if m & PEND_UART_RX != 0 {
+                uart.push(c.uart_rx().unwrap());
+            }
+        }
+        assert_eq!(nic, [(0x0807_0605_0403_0201, 0xff, false), (9, 0x01, true)]);
+        assert_eq!(uart, b"ok");
+        assert_eq!(c.refused_pops(), 0);
     }
 
     #[test]
@@ -942,11 +1078,151 @@ mod tests {
         c.dma_ar(1, 0x100, 0, 3, 1);
         io.to_sim(ToSim::Msg(Message::Reset));
         assert_ne!(c.tick() & PEND_RESET, 0);
-        assert_eq!(c.tick() & PEND_RESET, 0);
-        assert_eq!(c.dma_r(), None);
+        assert_eq!(c.tick() & (PEND_RESET | PEND_RBEAT), 0, "reported once; the read is gone");
         io.to_sim(ToSim::HostLost);
         c.tick();
         c.dma_ar(1, 0x100, 0, 3, 1);
+        assert_ne!(c.tick() & PEND_RBEAT, 0);
         assert_eq!(c.dma_r().map(|b| b.resp), Some(DECERR));
+    }
+
+    #[test]
+    fn a_pop_without_its_bit_is_refused_and_takes_nothing() {
+        let (mut c, io) = core();
+        let bar0 = BarIndex::new(0).unwrap();
+        for tag in [1, 2] {
+            io.to_sim(ToSim::Msg(Message::MmioRead(MmioRead { tag, bar: bar0, size: AccessSize::B4, offset: 8 * tag as u64 })));
+        }
+        io.to_sim(ToSim::Msg(Message::NicFrame((1..=9).collect())));
+        io.to_sim(ToSim::Msg(Message::Serial(b"ab".to_vec())));
+        // Not yet reported by a tick: every pop is refused.
+        assert_eq!((c.mmio_pop(), c.nic_rx(), c.uart_rx(), c.dma_r()), (None, None, None, None));
+        c.mmio_reject_queued();
+        assert_eq!(c.refused_pops(), 5);
+        let m = c.tick();
+        assert_eq!(m & POP_BITS, PEND_MMIO | PEND_NIC_RX | PEND_UART_RX);
+        // Each reported bit allows one pop; a second one in the same clock is refused and the
+        // queue keeps what it refused.
+        assert_eq!(c.dma_r(), None, "no R beat was reported");
+        assert_eq!(c.mmio_pop().map(|b| b.addr), Some(0x1000_0008));
+        assert_eq!(c.mmio_pop(), None);
+        c.mmio_reject_queued();
+        assert_eq!(c.nic_rx(), Some((0x0807_0605_0403_0201, 0xff, false)));
+        assert_eq!(c.nic_rx(), None);
+        assert_eq!(c.uart_rx(), Some(b'a'));
+        assert_eq!(c.uart_rx(), None);
+        assert_eq!(c.refused_pops(), 10);
+        assert!(sent(&io).is_empty(), "the refused mmio_reject_queued failed nothing");
+        // The next clock hands out the rest.
+        c.mmio_read_done(0, 0);
+        sent(&io);
+        let m = c.tick();
+        assert_eq!(m & POP_BITS, PEND_MMIO | PEND_NIC_RX | PEND_UART_RX);
+        assert_eq!(c.mmio_pop().map(|b| b.addr), Some(0x1000_0010));
+        assert_eq!(c.nic_rx(), Some((9, 0x01, true)));
+        assert_eq!(c.uart_rx(), Some(b'b'));
+        // A tick that reports nothing withdraws the licence of the last one.
+        assert_eq!(c.tick() & POP_BITS, 0);
+        assert_eq!((c.mmio_pop(), c.nic_rx(), c.uart_rx()), (None, None, None));
+        assert_eq!(c.refused_pops(), 13);
+    }
+
+    #[test]
+    fn refusal_warnings_are_rate_limited() {
+        let mut r = Refusals::default();
+        let t0 = Instant::now();
+        let s = |n| t0 + Duration::from_secs(n);
+        assert_eq!(r.note(t0), Some(1), "the first refusal is logged at once");
+        assert_eq!(r.note(s(1)), None);
+        assert_eq!(r.note(s(9)), None);
+        assert_eq!(r.note(s(10)), Some(3), "then one line per interval with the count since the last");
+        assert_eq!(r.note(s(11)), None);
+        assert_eq!((r.total, r.unreported), (5, 1));
+    }
+
+    /// Clocks `c` as the shell did while it wrote `(pend & PEND_RBEAT) != 0 && cosim_ep_dma_r(...)`
+    /// (Verilator calls `dma_r` whatever the mask, after the clock's AR handshake): per clock the
+    /// tick, the DMA reads of `ars` accepted at that clock (`(clock, id, arlen)`), then `dma_r`. A
+    /// beat given out without its bit would be lost by such a shell, and its read would never end.
+    /// Returns the beats the design got, with their clock.
+    fn clock_like_an_and_shell(c: &mut EpCore, clocks: u64, ars: &[(u64, u32, u8)]) -> Vec<(u64, RBeat)> {
+        let mut got = Vec::new();
+        for _ in 0..clocks {
+            let m = c.tick();
+            let clock = c.cycle;
+            for &(_, id, len) in ars.iter().filter(|a| a.0 == clock) {
+                c.dma_ar(id, 0x1000 * u64::from(id), len, 3, 1);
+            }
+            let beat = c.dma_r();
+            if m & PEND_RBEAT != 0 {
+                got.push((clock, beat.expect("a reported beat is given out")));
+            } else {
+                assert_eq!(beat, None, "clock {clock}: a beat given out without its bit is lost");
+            }
+        }
+        got
+    }
+
+    fn decerr_beats(id: u32, n: u32) -> Vec<RBeat> {
+        (0..n).map(|i| RBeat { id, data: 0, resp: DECERR, last: i + 1 == n }).collect()
+    }
+
+    /// Regression (issue 9, item 6): a DMA read accepted while no host was ever connected fails at
+    /// once with DECERR; its beats reach the design from the next tick on (or when the modelled
+    /// latency has passed), every one of them, so the design never hangs.
+    fn dma_read_with_no_host_connected(latency: u64) {
+        let (mut c, io) = core_without_host(latency);
+        let got = clock_like_an_and_shell(&mut c, latency + 20, &[(1, 5, 3), (2, 6, 0)]);
+        let beats: Vec<RBeat> = got.iter().map(|g| g.1).collect();
+        assert_eq!(beats, [decerr_beats(5, 4), decerr_beats(6, 1)].concat());
+        assert_eq!(got[0].0, (1 + latency).max(2), "first beat: the clock after the AR, or c + latency");
+        let clocks: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert!(clocks.windows(2).all(|w| w[1] == w[0] + 1), "one beat per clock: {clocks:?}");
+        assert!(c.refused_pops() > 0, "the unconditional dma_r calls were refused");
+        assert!(sent(&io).is_empty(), "nothing is sent without a host");
+    }
+
+    #[test]
+    fn dma_read_with_no_host_connected_gives_decerr_beats_latency_0() {
+        dma_read_with_no_host_connected(0);
+    }
+
+    #[test]
+    fn dma_read_with_no_host_connected_gives_decerr_beats_with_modelled_latency() {
+        dma_read_with_no_host_connected(1);
+        dma_read_with_no_host_connected(30);
+    }
+
+    /// The host goes away while DMA reads wait for it; reads accepted afterwards fail at once.
+    fn dma_reads_when_the_host_goes_away(latency: u64) {
+        let (mut c, io) = core_with_latency(latency);
+        let start = c.cycle;
+        // Two reads sent to the host (never answered), then the host is lost before they are due
+        // (so the clock is not held), then a read accepted with no host.
+        let mut got = clock_like_an_and_shell(&mut c, 2, &[(start + 1, 1, 1), (start + 2, 2, 0)]);
+        assert_eq!(sent(&io).iter().filter(|m| matches!(m, Message::DmaRead(_))).count(), 2);
+        io.to_sim(ToSim::HostLost);
+        got.extend(clock_like_an_and_shell(&mut c, latency + 20, &[]));
+        // Accepted when nothing else is queued: its DECERR beats are ready at once after the AR.
+        let next = c.cycle + 1;
+        got.extend(clock_like_an_and_shell(&mut c, latency + 20, &[(next, 3, 2)]));
+        let beats: Vec<RBeat> = got.iter().map(|g| g.1).collect();
+        assert_eq!(beats, [decerr_beats(1, 2), decerr_beats(2, 1), decerr_beats(3, 3)].concat());
+        assert!(sent(&io).is_empty(), "nothing is sent without a host");
+        // A new host: reads go to it again.
+        io.to_sim(ToSim::NewSession);
+        let next = c.cycle + 1;
+        clock_like_an_and_shell(&mut c, 1, &[(next, 4, 0)]);
+        assert!(matches!(sent(&io)[..], [Message::DmaRead(_)]));
+    }
+
+    #[test]
+    fn dma_reads_when_the_host_goes_away_give_decerr_beats_latency_0() {
+        dma_reads_when_the_host_goes_away(0);
+    }
+
+    #[test]
+    fn dma_reads_when_the_host_goes_away_give_decerr_beats_with_modelled_latency() {
+        dma_reads_when_the_host_goes_away(25);
     }
 }

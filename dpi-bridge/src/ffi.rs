@@ -221,13 +221,16 @@ pub unsafe extern "C" fn cosim_ep_free(h: *mut c_void) {
 }
 
 /// Once per clock: returns the `PEND_*` mask (bit 0 MMIO queued, 1 R beat ready, 2 NIC frame,
-/// 3 serial byte, 4 host reset, 5 DMA read slots full).
+/// 3 serial byte, 4 host reset, 5 DMA read slots full). Bits 0..3 each allow one call of their
+/// pop (`cosim_ep_mmio_pop` or `_mmio_reject_queued`, `_dma_r`, `_nic_rx`, `_uart_rx`) until the
+/// next tick; a pop without its bit is refused (returns 0, takes nothing, logged as a shell bug).
 #[no_mangle]
 pub extern "C" fn cosim_ep_tick(h: *mut c_void) -> c_uint {
     running(h, "cosim_ep_tick", 0, |ep| ep.core.tick())
 }
 
-/// Takes the next MMIO access. Returns 1 and fills the outputs, or 0 if none is queued.
+/// Takes the next MMIO access. Returns 1 and fills the outputs, or 0 if none is queued or this
+/// clock's tick did not report `PEND_MMIO` (refused: nothing taken).
 ///
 /// # Safety
 /// Output pointers are valid for writes (Verilator passes locals).
@@ -279,7 +282,8 @@ pub extern "C" fn cosim_ep_mmio_timeout(h: *mut c_void, write: u8, cycles: c_uin
     running(h, "cosim_ep_mmio_timeout", (), |ep| ep.core.mmio_timeout(write != 0, cycles))
 }
 
-/// Fails every queued MMIO access (the AXI master is stuck on a timed-out one).
+/// Fails every queued MMIO access (the AXI master is stuck on a timed-out one). Refused (nothing
+/// failed) unless this clock's tick reported `PEND_MMIO`.
 #[no_mangle]
 pub extern "C" fn cosim_ep_mmio_reject_queued(h: *mut c_void) {
     running(h, "cosim_ep_mmio_reject_queued", (), |ep| ep.core.mmio_reject_queued())
@@ -298,7 +302,8 @@ pub extern "C" fn cosim_ep_dma_ar(
     running(h, "cosim_ep_dma_ar", 1, |ep| u8::from(ep.core.dma_ar(id, addr, len, size, burst)))
 }
 
-/// Next R beat. Returns 1 and fills the outputs, or 0 if the oldest read has no data yet.
+/// Next R beat. Returns 1 and fills the outputs, or 0 if the oldest read has no data yet or this
+/// clock's tick did not report `PEND_RBEAT` (refused: the beat stays for a later clock).
 ///
 /// # Safety
 /// Output pointers are valid for writes.
@@ -375,7 +380,8 @@ pub extern "C" fn cosim_ep_nic_tx(h: *mut c_void, data: c_ulonglong, keep: c_uch
     running(h, "cosim_ep_nic_tx", (), |ep| ep.core.nic_tx(data, keep, last != 0))
 }
 
-/// Next beat of the NIC receive stream. Returns 1 and fills the outputs, or 0.
+/// Next beat of the NIC receive stream. Returns 1 and fills the outputs, or 0 (nothing queued, or
+/// this clock's tick did not report `PEND_NIC_RX`: refused, nothing taken).
 ///
 /// # Safety
 /// Output pointers are valid for writes.
@@ -404,7 +410,8 @@ pub extern "C" fn cosim_ep_uart_tx(h: *mut c_void, byte: c_uchar) {
     running(h, "cosim_ep_uart_tx", (), |ep| ep.core.uart_tx(byte))
 }
 
-/// Next byte for the RTL's UART receiver. Returns 1 and fills `byte`, or 0.
+/// Next byte for the RTL's UART receiver. Returns 1 and fills `byte`, or 0 (nothing queued, or
+/// this clock's tick did not report `PEND_UART_RX`: refused, nothing taken).
 ///
 /// # Safety
 /// `byte` is valid for writes.

@@ -2,7 +2,10 @@
 // cbindgen (dpi-bridge/include/cosim_dpi_bridge.h) and compiled together with Verilator's
 // V<top>__Dpi.h, so a mismatch between this file and the Rust code fails the build.
 package cosim_dpi_pkg;
-  // tick mask bits (PEND_* in the header)
+  // tick mask bits (PEND_* in the header). Bits 0..3 each allow one call of their pop in this
+  // clock (MMIO: cosim_ep_mmio_pop or _mmio_reject_queued; RBEAT: _dma_r; NIC_RX: _nic_rx;
+  // UART_RX: _uart_rx); the bridge refuses a pop without its bit. Call a pop inside an `if` on
+  // its bit, never on the right of `&&` (Verilator evaluates it even when the left is false).
   localparam int unsigned PEND_MMIO    = 32'h01;
   localparam int unsigned PEND_RBEAT   = 32'h02;
   localparam int unsigned PEND_NIC_RX  = 32'h04;

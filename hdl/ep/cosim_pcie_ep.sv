@@ -6,6 +6,12 @@
 // tick, then DMA read address, DMA write address and data, MSI-X, NIC and UART transmit, then
 // what the host sent), so a DMA write always reaches the host before an interrupt requested in
 // the same or a later cycle.
+//
+// A DPI call that takes something (cosim_ep_mmio_pop, _mmio_reject_queued, _dma_r, _nic_rx,
+// _uart_rx) is made only inside an `if` on its bit of this clock's tick mask, never on the right
+// of `&&`: Verilator evaluates a DPI call there even when the left side is false (5.006 emits
+// `(bit != 0) & call()`). The bridge refuses a pop without its bit (nothing taken, a warning
+// about a shell bug); nested conditions make no such call. See docs/hdl-endpoint.md.
 module cosim_pcie_ep #(
   parameter string ENDPOINT = "ipc:///tmp/cosim/accel0",  // +cosim_endpoint=... overrides
   parameter logic [15:0] VENDOR_ID = 16'h1ded,
@@ -290,30 +296,37 @@ module cosim_pcie_ep #(
       if (uart_tx_valid) cosim_ep_uart_tx(ctx, uart_tx_data);
 
       // Things the host sent, when their output register is free.
+      // Each pop is nested under its bit (not `&&`, see the header).
       if (!s_axi_rvalid || s_axi_rready) begin
         s_axi_rvalid <= 1'b0;
-        if ((pend & PEND_RBEAT) != 0 && cosim_ep_dma_r(ctx, i_id, l_data, y_resp, b_last)) begin
-          s_axi_rid <= AXI_ID_W'(i_id);
-          s_axi_rdata <= l_data;
-          s_axi_rresp <= y_resp[1:0];
-          s_axi_rlast <= b_last;
-          s_axi_rvalid <= 1'b1;
+        if ((pend & PEND_RBEAT) != 0) begin
+          if (cosim_ep_dma_r(ctx, i_id, l_data, y_resp, b_last)) begin
+            s_axi_rid <= AXI_ID_W'(i_id);
+            s_axi_rdata <= l_data;
+            s_axi_rresp <= y_resp[1:0];
+            s_axi_rlast <= b_last;
+            s_axi_rvalid <= 1'b1;
+          end
         end
       end
       if (!m_axis_nic_rx_tvalid || m_axis_nic_rx_tready) begin
         m_axis_nic_rx_tvalid <= 1'b0;
-        if ((pend & PEND_NIC_RX) != 0 && cosim_ep_nic_rx(ctx, l_data, y_strb, b_last)) begin
-          m_axis_nic_rx_tdata <= l_data;
-          m_axis_nic_rx_tkeep <= y_strb;
-          m_axis_nic_rx_tlast <= b_last;
-          m_axis_nic_rx_tvalid <= 1'b1;
+        if ((pend & PEND_NIC_RX) != 0) begin
+          if (cosim_ep_nic_rx(ctx, l_data, y_strb, b_last)) begin
+            m_axis_nic_rx_tdata <= l_data;
+            m_axis_nic_rx_tkeep <= y_strb;
+            m_axis_nic_rx_tlast <= b_last;
+            m_axis_nic_rx_tvalid <= 1'b1;
+          end
         end
       end
       if (!uart_rx_valid || uart_rx_ready) begin
         uart_rx_valid <= 1'b0;
-        if ((pend & PEND_UART_RX) != 0 && cosim_ep_uart_rx(ctx, y_size)) begin
-          uart_rx_data <= y_size;
-          uart_rx_valid <= 1'b1;
+        if ((pend & PEND_UART_RX) != 0) begin
+          if (cosim_ep_uart_rx(ctx, y_size)) begin
+            uart_rx_data <= y_size;
+            uart_rx_valid <= 1'b1;
+          end
         end
       end
 
@@ -324,29 +337,32 @@ module cosim_pcie_ep #(
           mmio_timed_out <= 1'b1;
           cosim_ep_mmio_timeout(ctx, mmio_write, mmio_timer);
         end
-        if (mmio_timed_out && (pend & PEND_MMIO) != 0) cosim_ep_mmio_reject_queued(ctx);
+        if (mmio_timed_out) begin
+          if ((pend & PEND_MMIO) != 0) cosim_ep_mmio_reject_queued(ctx);
+        end
       end
       case (mstate)
-        M_IDLE: if ((pend & PEND_MMIO) != 0 &&
-                    cosim_ep_mmio_pop(ctx, b_write, l_addr, y_size, y_bar, l_data, y_strb)) begin
-          mmio_timer <= 0;
-          mmio_timed_out <= 1'b0;
-          mmio_write <= b_write;
-          if (b_write) begin
-            m_axi_awaddr <= l_addr;
-            m_axi_awsize <= y_size[2:0];
-            m_axi_awuser <= y_bar[2:0];
-            m_axi_wdata <= l_data;
-            m_axi_wstrb <= y_strb;
-            m_axi_awvalid <= 1'b1;
-            m_axi_wvalid <= 1'b1;
-            mstate <= M_WRITE;
-          end else begin
-            m_axi_araddr <= l_addr;
-            m_axi_arsize <= y_size[2:0];
-            m_axi_aruser <= y_bar[2:0];
-            m_axi_arvalid <= 1'b1;
-            mstate <= M_READ;
+        M_IDLE: if ((pend & PEND_MMIO) != 0) begin
+          if (cosim_ep_mmio_pop(ctx, b_write, l_addr, y_size, y_bar, l_data, y_strb)) begin
+            mmio_timer <= 0;
+            mmio_timed_out <= 1'b0;
+            mmio_write <= b_write;
+            if (b_write) begin
+              m_axi_awaddr <= l_addr;
+              m_axi_awsize <= y_size[2:0];
+              m_axi_awuser <= y_bar[2:0];
+              m_axi_wdata <= l_data;
+              m_axi_wstrb <= y_strb;
+              m_axi_awvalid <= 1'b1;
+              m_axi_wvalid <= 1'b1;
+              mstate <= M_WRITE;
+            end else begin
+              m_axi_araddr <= l_addr;
+              m_axi_arsize <= y_size[2:0];
+              m_axi_aruser <= y_bar[2:0];
+              m_axi_arvalid <= 1'b1;
+              mstate <= M_READ;
+            end
           end
         end
         M_WRITE: begin

@@ -20,7 +20,8 @@
 //                         byte j of beat i is seed + 8*i + j. Status: BW_CFG bit 33 BUSY, 34 DONE
 //   0x160 BR_ADDR     RW  start address of a single test read burst
 //   0x168 BR_CFG      RW  [7:0] ARLEN, [10:8] ARSIZE, [13:12] ARBURST, bit 32 START (write 1);
-//                         status: bit 33 BUSY, 34 DONE, 35 an RRESP was not OKAY
+//                         status: bit 33 BUSY, 34 DONE, 35 an RRESP was not OKAY. A START while
+//                         the copy engine runs is kept (BUSY) and starts the burst once it is idle
 //   0x170 BR_SUM      RO  sum = sum * 31 + byte over the bytes of every beat's byte lanes, in
 //                         beat order and lane order
 //   0xfe0 SLVERR      RO  answers with SLVERR
@@ -182,7 +183,7 @@ module cosim_test_dev #(
       9'h02a: return bw_addr;
       9'h02b: return {29'b0, bw_done, bw_busy, 1'b0, bw_cfg[31:0]};
       9'h02c: return br_addr;
-      9'h02d: return {28'b0, br_err, br_done, br_busy, 1'b0, br_cfg[31:0]};
+      9'h02d: return {28'b0, br_err, br_done, br_busy || br_queued, 1'b0, br_cfg[31:0]};
       9'h02e: return br_sum;
       default: return 64'h0;
     endcase
@@ -256,6 +257,7 @@ module cosim_test_dev #(
   typedef enum logic [1:0] {R_IDLE, R_AR, R_R} rstate_t;
   rstate_t brst;
   logic br_busy, br_done, br_err;
+  logic br_queued;  // START seen while the copy engine ran
   logic [8:0] br_beat;
   logic [63:0] br_sum;
   logic [63:0] br_a;
@@ -301,18 +303,22 @@ module cosim_test_dev #(
   always_ff @(posedge clk) begin
     if (!rst_n) begin
       brst <= R_IDLE;
+      br_queued <= 1'b0;
       br_done <= 1'b0;
       br_err <= 1'b0;
       br_beat <= '0;
       br_sum <= '0;
     end else begin
       case (brst)
-        R_IDLE: if (br_start && cst == C_IDLE) begin
+        R_IDLE: if ((br_start || br_queued) && cst == C_IDLE) begin
+          br_queued <= 1'b0;
           br_done <= 1'b0;
           br_err <= 1'b0;
           br_beat <= '0;
           br_sum <= '0;
           brst <= R_AR;
+        end else if (br_start) begin
+          br_queued <= 1'b1;
         end
         R_AR: if (d_arready) brst <= R_R;
         default: if (d_rvalid) begin
@@ -429,7 +435,7 @@ module cosim_test_dev #(
       end
       copy_irq <= 1'b0;
       case (cst)
-        C_IDLE: if (start_pulse && !bw_busy && !br_busy) begin
+        C_IDLE: if (start_pulse && !bw_busy && !br_busy && !br_queued) begin
           done <= 1'b0;
           err <= 1'b0;
           src_q <= dma_src;

@@ -27,10 +27,14 @@ const SLVERR: u64 = 0xfe0;
 struct Rig {
     sim: SimProcess,
     host: HostModel,
-    _dir: tempfile::TempDir,
+    _dir: cosim_transport::PrivateDir,
 }
 
 fn start_with(args: &[&str], tcp: bool) -> Result<Rig> {
+    start_with_env(args, tcp, &[])
+}
+
+fn start_with_env(args: &[&str], tcp: bool, env: &[(&str, &str)]) -> Result<Rig> {
     let bin = sim_binary("cosim_test_top", "sim-test")?;
     let (dir, mut ep) = temp_endpoint("dev0")?;
     if tcp {
@@ -44,7 +48,7 @@ fn start_with(args: &[&str], tcp: bool) -> Result<Rig> {
             args: args.iter().map(|s| s.to_string()).collect(),
             log: Some(log),
             ready_timeout: T,
-            ..Default::default()
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         },
     )?;
     let host = HostModel::connect(&ep, T).with_context(|| format!("connect; sim log:\n{}", sim.log()))?;
@@ -334,12 +338,12 @@ fn malformed_messages_are_reported_and_the_sim_keeps_running() -> Result<()> {
     let h = &mut r.host;
     h.send_raw(b"garbage!")?;
     // Valid header, unknown opcode 0x7f.
-    h.send_raw(&[b'C', b'S', 1, 0x7f, 0, 0, 0, 0])?;
+    h.send_raw(&[b'C', b'S', cosim_protocol::VERSION_MAJOR, 0x7f, 0, 0, 0, 0])?;
     // An MMIO read with a bad access size (3).
-    let mut bad = vec![b'C', b'S', 1, 0x10, 16, 0, 0, 0];
+    let mut bad = vec![b'C', b'S', cosim_protocol::VERSION_MAJOR, 0x10, 16, 0, 0, 0];
     bad.extend_from_slice(&[1, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     h.send_raw(&bad)?;
-    r.sim.wait_log("malformed message from the host dropped", T)?;
+    r.sim.wait_log("malformed frame dropped", T)?;
     h.write(0, SCRATCH0, 8, 0xfeed)?;
     ensure!(h.read(0, SCRATCH0, 8)? == 0xfeed, "sim stopped answering after malformed input");
     h.goodbye()?;
@@ -349,18 +353,56 @@ fn malformed_messages_are_reported_and_the_sim_keeps_running() -> Result<()> {
     Ok(())
 }
 
+/// A frame of another protocol version: refused before a session exists, only counted and
+/// dropped while one is live (docs/protocol.md, rule 2).
 #[test]
-fn version_mismatch_is_refused() -> Result<()> {
-    let mut r = start()?;
+fn version_mismatch_is_refused_only_without_a_session() -> Result<()> {
     // An INIT frame with protocol major 9 in the header.
-    let mut init = vec![b'C', b'S', 9, 0x01, 16, 0, 0, 0];
-    init.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    r.host.send_raw(&init)?;
-    match r.host.poll(Duration::from_secs(2)) {
-        Err(HostError::Goodbye(GoodbyeReason::Refused)) => {}
-        other => bail!("expected GOODBYE(Refused), got {other:?}"),
+    let mut init = vec![b'C', b'S', 9, 0x01, 24, 0, 0, 0];
+    init.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+
+    // With a live session: the host model keeps working, nothing is refused.
+    let mut r = start()?;
+    for _ in 0..50 {
+        r.host.send_raw(&init)?;
     }
-    r.sim.wait_log("host speaks protocol 9.x", T)?;
+    r.host.poll(Duration::from_millis(300))?;
+    r.host.write(0, SCRATCH0, 8, 0x5e55)?;
+    ensure!(r.host.read(0, SCRATCH0, 8)? == 0x5e55, "session disturbed by frames of another version");
+    ensure!(r.host.connected());
+    r.sim.wait_log("frame of another protocol version dropped", T)?;
+    ensure!(!r.sim.log().contains("refusing"), "a live host was refused:\n{}", r.sim.log());
+    r.host.goodbye()?;
+    r.sim.wait_exit(T)?;
+    let log = r.sim.log();
+    let dropped: u64 = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("dropped="))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no dropped= in the exit stats:\n{log}"))?;
+    ensure!(dropped >= 50, "exit stats should count the 50 dropped frames:\n{log}");
+
+    // Without a session: a raw host of another version gets GOODBYE(Refused), session 0.
+    let bin = sim_binary("cosim_test_top", "sim-test")?;
+    let (dir, ep) = temp_endpoint("dev1")?;
+    let opts = SimOptions { log: Some(dir.path().join("sim.log")), ready_timeout: T, ..SimOptions::default() };
+    let sim = SimProcess::spawn_with(&bin, &ep, opts)?;
+    let mut t = cosim_transport::ZmqTransport::open(
+        &cosim_transport::Endpoint::parse(&ep)?,
+        cosim_transport::Side::Host,
+        &cosim_transport::ZmqOptions::default(),
+    )?;
+    use cosim_transport::Transport;
+    t.send_frame(&init)?;
+    let deadline = Instant::now() + T;
+    loop {
+        ensure!(Instant::now() < deadline, "no GOODBYE(Refused); sim log:\n{}", sim.log());
+        if let Some(cosim_protocol::Message::Goodbye(g)) = t.recv(Duration::from_millis(100))? {
+            ensure!(g.reason == GoodbyeReason::Refused && g.session == 0, "{g:?}");
+            break;
+        }
+    }
+    sim.wait_log("speaks protocol 9.x", T)?;
     Ok(())
 }
 
@@ -627,4 +669,69 @@ fn narrow_fixed_and_wrap_read_bursts() -> Result<()> {
         ensure!(got == want, "case {k} {:?}: sum {got:#x}, want {want:#x}", cases[k]);
     }
     Ok(())
+}
+
+/// Regression (issue 9, item 6): the shell once called `cosim_ep_dma_r` on the right of `&&`,
+/// which Verilator evaluates even when the pending bit is clear; a DMA read accepted after the
+/// clock's tick with no host connected (failed at once with DECERR) and nothing else queued lost
+/// its beat, and the design waited for it forever. Here the host holds the copy engine's reads,
+/// queues a one-beat burst read behind the copy and goes away without a GOODBYE. The bridge fails
+/// the held reads when it notices (1 s) and every later read at once: the copy's remaining 508
+/// reads (streamed, 4 in flight) and then the burst read (alone). The design must get DECERR on
+/// every burst and finish both, with the modelled read latency off and on.
+fn dma_reads_without_a_host(latency: u64) -> Result<()> {
+    const BR_ADDR: u64 = 0x160;
+    const BR_CFG: u64 = 0x168;
+    const BR_AT: u64 = 0x5_0000;
+    let arg = format!("+cosim_dma_latency={latency}");
+    // Debug logs of the bridge name every read failed for want of a host.
+    let Rig { sim, mut host, _dir } = start_with_env(&[&arg], false, &[("COSIM_LOG", "info,cosim::dpi=debug")])?;
+    let ep = sim.endpoint().to_string();
+    // 4096 bytes in single-beat bursts: 512 reads, at most 4 in flight. The host model answers
+    // only once 8 are outstanding: never.
+    host.hold_dma_reads(8);
+    host.mem().write_bytes(0x1_0000, &pattern(21, 4096));
+    host.write(0, DMA_SRC, 8, 0x1_0000)?;
+    host.write(0, DMA_DST, 8, 0x2_0000)?;
+    host.write(0, DMA_LEN, 8, 4096 | (1 << 32))?;
+    host.write(0, DMA_CTRL, 4, 0b01)?;
+    // ARLEN 0, 8 bytes, INCR: started once the copy is over.
+    host.write(0, BR_ADDR, 8, BR_AT)?;
+    host.write(0, BR_CFG, 8, (3 << 8) | (1 << 12) | (1 << 32))?;
+    host.poll(Duration::from_millis(200))?;
+    ensure!(host.read(0, BR_CFG, 8)? & (1 << 33) != 0, "the burst read should wait for the copy");
+    drop(host);
+    sim.wait_log("host lost", T)?;
+    sim.wait_log(&format!("addr={BR_AT:#x} len=8"), T)
+        .context("the copy's reads did not all end without a host (the burst read behind them never started)")?;
+    // A new host finds both finished with an error, and the device working.
+    let mut host = HostModel::connect(&ep, T).with_context(|| format!("reconnect; sim log:\n{}", sim.log()))?;
+    let deadline = Instant::now() + T;
+    let (st, br) = loop {
+        let (st, br) = (host.read(0, DMA_STATUS, 8)?, host.read(0, BR_CFG, 8)?);
+        if st & 1 == 0 && br & (1 << 33) == 0 {
+            break (st, br);
+        }
+        ensure!(Instant::now() < deadline, "copy status {st:#x}, burst read status {br:#x}: the design hangs");
+        host.poll(Duration::from_millis(20))?;
+    };
+    ensure!(st & 0b111 == 0b110, "copy status {st:#x}: DONE and ERROR expected after DECERR reads");
+    ensure!(br >> 34 & 0b11 == 0b11, "burst read status {br:#x}: DONE and an RRESP error expected");
+    let data = pattern(22, 1000);
+    host.mem().write_bytes(0x3_0000, &data);
+    copy(&mut host, 0x3_0000, 0x4_0003, 1000, 16, 1)?;
+    ensure!(host.mem().read_bytes(0x4_0003, 1000) == data, "copy after reconnecting");
+    let log = sim.log();
+    ensure!(!log.contains("DPI pop refused"), "the shell called a pop without its pending bit:\n{log}");
+    Ok(())
+}
+
+#[test]
+fn dma_reads_without_a_host_get_decerr_and_never_hang() -> Result<()> {
+    dma_reads_without_a_host(0)
+}
+
+#[test]
+fn dma_reads_without_a_host_get_decerr_and_never_hang_with_modelled_latency() -> Result<()> {
+    dma_reads_without_a_host(100)
 }

@@ -453,7 +453,11 @@ impl HostSession {
             return;
         }
         if self.liveness.heartbeat_due(now) {
-            let session = self.session().unwrap_or(0);
+            // During a handshake, the session being set up: the device counts it once it took the INIT.
+            let session = match self.state {
+                HostState::Up { session } | HostState::Handshake { session, .. } => session,
+                _ => 0,
+            };
             self.events.push_back(HostEvent::Send(Message::Heartbeat(Heartbeat { instance: self.instance, session })));
         }
         if self.liveness.poll(now) == PeerEvent::Lost {
@@ -507,6 +511,8 @@ impl HostSession {
                 Some(s) if h.session == s => {
                     self.liveness.on_receive(now, Some(h.instance));
                 }
+                // A device without a session (e.g. restarted): not ours, but claims nothing.
+                Some(_) if h.session == 0 => {}
                 Some(_) => self.dropped(now, DropKind::Foreign, &format_args!("HEARTBEAT of session {:#x}", h.session)),
                 None => self.heard_outside_session(now, Some(h.instance)),
             },
@@ -946,6 +952,8 @@ impl DeviceSession {
             Message::Init(i) => self.on_init(now, i),
             Message::Heartbeat(h) => match self.session() {
                 Some(s) if h.session == s => self.heard(now, Some(h.instance)),
+                // A host without a session (another host waiting for its turn): claims nothing.
+                Some(_) if h.session == 0 => {}
                 Some(_) => self.dropped(now, DropKind::Foreign, &format_args!("HEARTBEAT of session {:#x}", h.session)),
                 None => {}
             },
