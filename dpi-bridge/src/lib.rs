@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use cosim_protocol::{BarDesc, Caps, ConfigError, DeviceConfig, MsixConfig, NUM_BARS};
-use cosim_transport::Endpoint;
+use cosim_transport::{Endpoint, PrivateDir};
 
 pub use crate::core::{
     EpConfig, EpCore, MmioBeat, RBeat, PEND_AR_FULL, PEND_MMIO, PEND_NIC_RX, PEND_RBEAT, PEND_RESET, PEND_UART_RX,
@@ -65,7 +65,9 @@ pub struct EpBuilder {
 pub const DEFAULT_DMA_LATENCY: u64 = 0;
 
 impl EpBuilder {
-    /// Instance `name` (for logs) on base endpoint `endpoint`.
+    /// Instance `name` (for logs) on base endpoint `endpoint`. An empty `endpoint` means a
+    /// private one: `ipc://<fresh 0700 directory>/dev` (docs/protocol.md, "Access control"),
+    /// printed on the simulation's ready line and removed when the endpoint closes.
     pub fn new(name: &str, endpoint: &str) -> Self {
         Self {
             name: name.to_string(),
@@ -135,7 +137,14 @@ impl EpBuilder {
     /// Validates the configuration, binds the endpoint and starts its I/O thread.
     pub fn start(&self) -> Result<Ep, BridgeError> {
         self.device.validate()?;
-        let endpoint = Endpoint::parse(&self.endpoint)?;
+        let (private_dir, endpoint_str) = if self.endpoint.is_empty() {
+            let dir = PrivateDir::new("sim")?;
+            let ep = dir.endpoint("dev");
+            (Some(dir), ep)
+        } else {
+            (None, self.endpoint.clone())
+        };
+        let endpoint = Endpoint::parse(&endpoint_str)?;
         let (sim, io_link) = link::link().map_err(|e| BridgeError::Thread(format!("eventfd: {e}")))?;
         let stats = Arc::new(SharedStats::default());
         let mut caps = Caps::NIC | Caps::SERIAL;
@@ -144,17 +153,17 @@ impl EpBuilder {
         }
         let io_cfg = io::IoConfig { name: self.name.clone(), device: self.device.clone(), caps };
         let io = io::spawn(&endpoint, io_cfg, io_link, stats.clone())?;
-        registry::register(&self.endpoint, stats.clone());
-        tracing::info!(target: "cosim::dpi", ep = %self.name, endpoint = %self.endpoint, "endpoint bound, waiting for the host");
+        registry::register(&endpoint_str, stats.clone());
+        tracing::info!(target: "cosim::dpi", ep = %self.name, endpoint = %endpoint_str, "endpoint bound, waiting for the host");
         let cfg = EpConfig {
             name: self.name.clone(),
-            endpoint: self.endpoint.clone(),
+            endpoint: endpoint_str,
             device: self.device.clone(),
             axi_base: self.axi_base,
             max_reads: self.max_reads,
             dma_latency: self.dma_latency,
         };
-        Ok(Ep { core: EpCore::new(cfg, sim, stats), io: Some(io) })
+        Ok(Ep { core: EpCore::new(cfg, sim, stats), io: Some(io), _private_dir: private_dir })
     }
 }
 
@@ -164,6 +173,8 @@ pub struct Ep {
     /// The simulation-thread state (what the DPI functions call).
     pub core: EpCore,
     io: Option<JoinHandle<()>>,
+    /// The directory of a default (private) endpoint; removed after the I/O thread ends.
+    _private_dir: Option<PrivateDir>,
 }
 
 impl Drop for Ep {

@@ -13,7 +13,7 @@
 // `(bit != 0) & call()`). The bridge refuses a pop without its bit (nothing taken, a warning
 // about a shell bug); nested conditions make no such call. See docs/hdl-endpoint.md.
 module cosim_pcie_ep #(
-  parameter string ENDPOINT = "ipc:///tmp/cosim/accel0",  // +cosim_endpoint=... overrides
+  parameter string ENDPOINT = "",  // "": a private ipc endpoint (printed when ready); +cosim_endpoint=... overrides
   parameter logic [15:0] VENDOR_ID = 16'h1ded,
   parameter logic [15:0] DEVICE_ID = 16'hacc1,
   parameter logic [15:0] SUBSYS_VENDOR_ID = 16'h1ded,

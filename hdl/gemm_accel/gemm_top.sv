@@ -3,7 +3,7 @@
 // from the Verilator testbench (verilator-tb); the design runs on the shell's user_resetn, which
 // also pulses on a host Reset.
 module gemm_top #(
-    parameter string ENDPOINT = "ipc:///tmp/cosim/accel0",   // +cosim_endpoint=... overrides
+    parameter string ENDPOINT = "",   // "": a private ipc endpoint; +cosim_endpoint=... overrides
     parameter int    ROWS     = 4,
     parameter int    COLS     = 4,
     parameter int    AXI_ID_W = 5,    // 16 read IDs for each of the two DMA read engines

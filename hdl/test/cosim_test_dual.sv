@@ -4,6 +4,6 @@ module cosim_test_dual (
   input logic clk,
   input logic rst_n
 );
-  cosim_test_top #(.ENDPOINT("ipc:///tmp/cosim/dual0")) dev0 (.clk(clk), .rst_n(rst_n));
-  cosim_test_top #(.ENDPOINT("ipc:///tmp/cosim/dual1")) dev1 (.clk(clk), .rst_n(rst_n));
+  cosim_test_top dev0 (.clk(clk), .rst_n(rst_n));  // each gets a private endpoint unless
+  cosim_test_top dev1 (.clk(clk), .rst_n(rst_n));  // +cosim_endpoint@<instance>=E names one
 endmodule

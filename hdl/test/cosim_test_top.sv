@@ -2,7 +2,7 @@
 // BAR0 4 KiB registers, BAR1 4 KiB RAM, BAR2 16 KiB 64-bit with the MSI-X table (0x0) and
 // PBA (0x2000), 8 MSI-X vectors. Clock and reset come from the Verilator main (clk, rst_n).
 module cosim_test_top #(
-  parameter string ENDPOINT = "ipc:///tmp/cosim/test0"
+  parameter string ENDPOINT = ""  // "": a private ipc endpoint
 ) (
   input logic clk,
   input logic rst_n

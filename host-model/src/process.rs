@@ -215,14 +215,13 @@ impl Drop for SimProcess {
     }
 }
 
-/// A fresh temporary directory and an `ipc://` endpoint inside it, for one test. The directory
-/// (with its sockets) is removed when the returned guard drops.
-pub fn temp_endpoint(name: &str) -> Result<(tempfile::TempDir, String)> {
-    let dir = tempfile::Builder::new()
-        .prefix("cosim-")
-        .tempdir_in("/tmp")
-        .map_err(|e| HostError::Sim(format!("cannot create a temp dir: {e}")))?;
-    let ep = format!("ipc://{}/{name}", dir.path().display());
+/// A fresh private directory (mode 0700, docs/protocol.md "Access control") and an `ipc://`
+/// endpoint inside it, for one test. The directory (with its sockets) is removed when the
+/// returned guard drops.
+pub fn temp_endpoint(name: &str) -> Result<(cosim_transport::PrivateDir, String)> {
+    let dir = cosim_transport::PrivateDir::new("test")
+        .map_err(|e| HostError::Sim(format!("cannot create a private dir: {e}")))?;
+    let ep = dir.endpoint(name);
     Ok((dir, ep))
 }
 

@@ -89,7 +89,7 @@ fn seeded(test: &str) -> Rng {
 struct Dut {
     host: HostModel,
     sim: SimProcess,
-    _dir: tempfile::TempDir,
+    _dir: cosim_transport::PrivateDir,
 }
 
 fn start() -> Result<Dut> {
@@ -97,7 +97,7 @@ fn start() -> Result<Dut> {
     start_at(dir, ep)
 }
 
-fn start_at(dir: tempfile::TempDir, ep: String) -> Result<Dut> {
+fn start_at(dir: cosim_transport::PrivateDir, ep: String) -> Result<Dut> {
     let bin = sim_binary("gemm_top", "sim-gemm")?;
     let sim = SimProcess::spawn(&bin, &ep, &[], Duration::from_secs(60))?;
     let host = HostModel::connect(&ep, Duration::from_secs(30)).with_context(|| format!("sim log:\n{}", sim.log()))?;
@@ -555,7 +555,7 @@ fn gemm_reset_during_a_job() -> Result<()> {
 fn gemm_over_tcp() -> Result<()> {
     let mut rng = seeded("gemm_over_tcp");
     let ep = free_tcp_endpoint()?;
-    let dir = tempfile::tempdir()?;
+    let dir = cosim_transport::PrivateDir::new("test")?;
     let mut d = start_at(dir, ep)?;
     d.host.wait_serial(BANNER, Duration::from_secs(10)).context("banner over tcp")?;
     d.gemm(&Job::packed(17, 33, 9), &mut rng)?;

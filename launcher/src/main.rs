@@ -1,6 +1,6 @@
 //! `cosim-launch`: one co-simulation run from the command line.
 //!
-//! Starts one Verilator simulation per accelerator (`<sim> --endpoint ipc://<tmp>/accelN`), waits
+//! Starts one Verilator simulation per accelerator (`<sim> --endpoint ipc://<private dir>/accelN`), waits
 //! for each to print its ready line, boots QEMU with the guest kernel and initramfs and one
 //! `-device accelerator-pcie` per simulation, copies the guest console to a log, follows the
 //! guest's marker lines (`COSIM-BOOT`, `COSIM-RESULT`, `COSIM-FAIL`, `COSIM-DONE`, written by
@@ -135,8 +135,10 @@ struct Cli {
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     qemu_args: Vec<String>,
 
-    /// Transport between QEMU and the simulations: "ipc" (sockets in a fresh temp dir) or "tcp"
-    /// (127.0.0.1, free ports picked at run time).
+    /// Transport between QEMU and the simulations: "ipc" (sockets in a fresh private directory,
+    /// mode 0700, under $XDG_RUNTIME_DIR or the temp dir) or "tcp" (127.0.0.1, free ports picked
+    /// at run time, with a fresh key so other local users cannot inject: COSIM_KEY_FILE if set,
+    /// else generated in the private directory). See docs/protocol.md, "Access control".
     #[arg(long, default_value = "ipc", value_parser = ["ipc", "tcp"])]
     transport: String,
 
@@ -229,7 +231,7 @@ struct Run {
     qemu: Option<Proc>,
     report: GuestReport,
     stage_times: serde_json::Map<String, Value>,
-    tmp_dir: Option<PathBuf>,
+    tmp_dir: Option<cosim_transport::PrivateDir>,
     console_tail: Vec<String>,
     qemu_stderr_tail: Vec<String>,
     sim_tails: Vec<Vec<String>>,
@@ -253,9 +255,8 @@ impl Run {
         for s in self.sims.iter_mut() {
             s.stop(Duration::from_secs(10));
         }
-        if let Some(d) = self.tmp_dir.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
+        // Dropping the private directory removes it with the sockets and the key.
+        drop(self.tmp_dir.take());
     }
 
     fn handle_line(&mut self, line: Line) {
@@ -424,20 +425,27 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     let workload = workload_string(&cli.runs)?;
 
     // Endpoints.
+    // Endpoints, private to this user (docs/protocol.md, "Access control").
     let mut endpoints = Vec::new();
+    let mut key_file = None;
     if cli.devices > 0 {
+        let dir = cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?;
         if cli.transport == "ipc" {
-            let dir = std::env::temp_dir().join(format!("cosim-launch-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             for i in 0..cli.devices {
-                endpoints.push(format!("ipc://{}/accel{i}", dir.display()));
+                endpoints.push(dir.endpoint(&format!("accel{i}")));
             }
-            run.tmp_dir = Some(dir);
         } else {
             for _ in 0..cli.devices {
                 endpoints.push(format!("tcp://127.0.0.1:{}", free_tcp_base()?));
             }
+            // Loopback tcp is open to every local user: give both sides a key.
+            if std::env::var_os(cosim_transport::KEY_FILE_ENV).filter(|v| !v.is_empty()).is_none() {
+                let k = dir.path().join("link.key");
+                cosim_transport::generate_key_file(&k).context("cannot create the link key")?;
+                key_file = Some(k);
+            }
         }
+        run.tmp_dir = Some(dir);
     }
 
     // Stage: sim start.
@@ -445,6 +453,9 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     for (i, ep) in endpoints.iter().enumerate() {
         let mut cmd = Command::new(&sim_bin);
         cmd.arg("--endpoint").arg(ep);
+        if let Some(k) = &key_file {
+            cmd.env(cosim_transport::KEY_FILE_ENV, k);
+        }
         if let Some(n) = cli.max_cycles {
             cmd.arg("--max-cycles").arg(n.to_string());
         }
@@ -488,6 +499,9 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
         ));
     }
     let mut cmd = Command::new(&qemu_bin);
+    if let Some(k) = &key_file {
+        cmd.env(cosim_transport::KEY_FILE_ENV, k);
+    }
     cmd.args(["-M", "q35", "-accel", "tcg", "-m"])
         .arg(cli.memory.to_string())
         .arg("-smp")

@@ -53,7 +53,8 @@ pub enum CosimStatus {
 pub struct CosimDeviceParams {
     /// Device name for messages (the `id=`), may be NULL.
     pub name: *const c_char,
-    /// `endpoint=`: `ipc:///dir/name`, a path, or `tcp://host[:port]`.
+    /// `endpoint=`: `ipc:///dir/name`, a path, or `tcp://host[:port][?peer=host]`; tcp beyond
+    /// loopback needs the key file named by `COSIM_KEY_FILE` (docs/protocol.md, "Access control").
     pub endpoint: *const c_char,
     /// `port=`: base TCP port for a tcp endpoint without a port (0: use `COSIM_PORT`).
     pub port: u32,

@@ -10,8 +10,12 @@
 //! and ZeroMQ reconnects by itself when a peer restarts. Because all device-to-host traffic shares
 //! one ordered channel, an MSI-X or a completion can never overtake a DMA write sent before it.
 //!
+//! Access control (module `access`, docs/protocol.md "Access control"): ipc sockets live in a
+//! private directory and are 0600; tcp stays on loopback unless both sides share a key.
+//!
 //! The caller owns the thread: every call returns within its timeout.
 
+mod access;
 mod endpoint;
 mod mem;
 mod zmq_transport;
@@ -20,7 +24,8 @@ use std::time::Duration;
 
 use cosim_protocol::{DecodeError, Message};
 
-pub use endpoint::{Endpoint, PORT_ENV};
+pub use access::{generate_key_file, private_base, LinkKey, PrivateDir, KEY_FILE_ENV, MIN_KEY_LEN};
+pub use endpoint::{Endpoint, DEFAULT_TCP_HOST, PORT_ENV};
 pub use mem::{mem_pair, MemTransport};
 pub use zmq_transport::{ZmqOptions, ZmqTransport};
 
@@ -69,8 +74,14 @@ pub enum TransportError {
         /// Cause.
         source: zmq::Error,
     },
+    /// Access control refused the configuration (docs/protocol.md, "Access control").
+    #[error("access control: {0}")]
+    Access(String),
     /// The peer did not take a message within the send timeout (it is absent or stuck).
-    #[error("send timed out after {0:?}: the peer is not receiving (not started, stopped, or stuck)")]
+    #[error(
+        "send timed out after {0:?}: the peer is not receiving (not started, stopped, stuck, or it refuses our key: \
+         both sides need the same COSIM_KEY_FILE)"
+    )]
     SendTimeout(Duration),
     /// The other end of an in-memory pair is gone.
     #[error("the peer endpoint was dropped")]

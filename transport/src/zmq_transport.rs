@@ -1,8 +1,9 @@
 //! ZeroMQ transport: two PUSH -> PULL channels derived from one [`Endpoint`].
 
 use std::os::unix::io::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::access::{self, AccessThread, LinkKey};
 use crate::{Endpoint, Side, Transport, TransportError};
 
 /// Socket options. The defaults suit both QEMU and the simulation.
@@ -12,11 +13,14 @@ pub struct ZmqOptions {
     pub send_timeout: Duration,
     /// High-water mark (messages) of each direction's queue.
     pub hwm: i32,
+    /// Shared key for tcp links (default: the file named by `COSIM_KEY_FILE`, if set). Required
+    /// to leave loopback; both sides must have the same (docs/protocol.md, "Access control").
+    pub key: LinkKey,
 }
 
 impl Default for ZmqOptions {
     fn default() -> Self {
-        Self { send_timeout: Duration::from_secs(5), hwm: 16 * 1024 }
+        Self { send_timeout: Duration::from_secs(5), hwm: 16 * 1024, key: LinkKey::FromEnv }
     }
 }
 
@@ -25,9 +29,12 @@ pub struct ZmqTransport {
     // Field order matters: sockets must close before the context terminates.
     tx: zmq::Socket,
     rx: zmq::Socket,
+    access: Option<AccessThread>,
     _ctx: zmq::Context,
     endpoint: Endpoint,
+    connect_addr: String,
     send_timeout: Duration,
+    next_redial: Instant,
 }
 
 impl std::fmt::Debug for ZmqTransport {
@@ -43,7 +50,10 @@ fn zerr(op: &'static str) -> impl FnOnce(zmq::Error) -> TransportError {
 impl ZmqTransport {
     /// Binds this side's receive channel and connects its send channel. Returns at once: the
     /// peer need not exist yet (messages queue until it connects, up to the high-water mark).
+    /// Applies the access rules of `access.rs`: fails if a tcp endpoint leaves loopback without
+    /// a key.
     pub fn open(endpoint: &Endpoint, side: Side, opts: &ZmqOptions) -> Result<Self, TransportError> {
+        let key = access::key_for(endpoint, &opts.key)?;
         let ctx = zmq::Context::new();
         let (bind_addr, connect_addr) = endpoint.addrs_for(side);
         if let Endpoint::Ipc(p) = endpoint {
@@ -57,10 +67,23 @@ impl ZmqTransport {
             }
         }
         let rx = ctx.socket(zmq::PULL).map_err(zerr("socket"))?;
+        let tx = ctx.socket(zmq::PUSH).map_err(zerr("socket"))?;
+        // The ZAP handler must be bound before the receive socket accepts anyone.
+        let access = match &key {
+            Some(k) => {
+                access::apply_key(&rx, &tx, k)?;
+                Some(AccessThread::start(&ctx, &tx, k.clone(), format!("{endpoint} ({side:?})"))?)
+            }
+            None => None,
+        };
+        if bind_addr.contains('[') || connect_addr.contains('[') {
+            rx.set_ipv6(true).map_err(zerr("setsockopt"))?;
+            tx.set_ipv6(true).map_err(zerr("setsockopt"))?;
+        }
         rx.set_linger(0).map_err(zerr("setsockopt"))?;
         rx.set_rcvhwm(opts.hwm).map_err(zerr("setsockopt"))?;
         rx.bind(&bind_addr).map_err(|source| TransportError::Bind { addr: bind_addr.clone(), source })?;
-        let tx = ctx.socket(zmq::PUSH).map_err(zerr("socket"))?;
+        access::protect_ipc_socket(&bind_addr)?;
         // A short linger lets a GOODBYE sent just before close reach the peer.
         tx.set_linger(200).map_err(zerr("setsockopt"))?;
         tx.set_sndhwm(opts.hwm).map_err(zerr("setsockopt"))?;
@@ -68,8 +91,57 @@ impl ZmqTransport {
         tx.set_reconnect_ivl(20).map_err(zerr("setsockopt"))?;
         tx.set_reconnect_ivl_max(200).map_err(zerr("setsockopt"))?;
         tx.connect(&connect_addr).map_err(|source| TransportError::Connect { addr: connect_addr.clone(), source })?;
-        tracing::debug!(%endpoint, ?side, bind = %bind_addr, connect = %connect_addr, "zmq transport open");
-        Ok(Self { tx, rx, _ctx: ctx, endpoint: endpoint.clone(), send_timeout: opts.send_timeout })
+        tracing::debug!(%endpoint, ?side, bind = %bind_addr, connect = %connect_addr, keyed = key.is_some(), "zmq transport open");
+        Ok(Self {
+            tx,
+            rx,
+            access,
+            _ctx: ctx,
+            endpoint: endpoint.clone(),
+            connect_addr,
+            send_timeout: opts.send_timeout,
+            next_redial: Instant::now(),
+        })
+    }
+
+    /// The address the receive channel is bound to, as ZeroMQ reports it (`ZMQ_LAST_ENDPOINT`).
+    pub fn bound_addr(&self) -> Result<String, TransportError> {
+        match self.rx.get_last_endpoint().map_err(zerr("getsockopt ZMQ_LAST_ENDPOINT"))? {
+            Ok(s) => Ok(s),
+            Err(raw) => Ok(String::from_utf8_lossy(&raw).into_owned()),
+        }
+    }
+
+    /// True if this transport uses a key (a keyed tcp link).
+    pub fn keyed(&self) -> bool {
+        self.access.is_some()
+    }
+
+    /// Incoming connections the access control refused so far (wrong key; keyed tcp only). A
+    /// peer with no key at all fails the handshake before it is counted here.
+    pub fn refused_connections(&self) -> u64 {
+        self.access.as_ref().map_or(0, AccessThread::rejected)
+    }
+
+    /// Times the peer refused our outgoing connection (keyed tcp only).
+    pub fn refused_by_peer(&self) -> u64 {
+        self.access.as_ref().map_or(0, AccessThread::refused_by_peer)
+    }
+
+    /// libzmq gives up for good on a connection whose handshake failed (the peer refused our
+    /// key, or has none). A keyed transport dials again, at most every 200 ms, so the link
+    /// comes up once the peer is fixed or restarted.
+    fn redial_if_refused(&mut self) {
+        let Some(a) = &self.access else { return };
+        if !a.redial_pending() || Instant::now() < self.next_redial {
+            return;
+        }
+        a.clear_redial();
+        self.next_redial = Instant::now() + Duration::from_millis(200);
+        let _ = self.tx.disconnect(&self.connect_addr);
+        if let Err(e) = self.tx.connect(&self.connect_addr) {
+            tracing::warn!(target: "cosim::access", addr = %self.connect_addr, error = %e, "cannot reconnect");
+        }
     }
 
     /// The endpoint this transport was opened on.
@@ -92,6 +164,7 @@ impl ZmqTransport {
 
 impl Transport for ZmqTransport {
     fn send_frame(&mut self, frame: &[u8]) -> Result<(), TransportError> {
+        self.redial_if_refused();
         match self.tx.send(frame, 0) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EAGAIN) => Err(TransportError::SendTimeout(self.send_timeout)),
@@ -100,6 +173,7 @@ impl Transport for ZmqTransport {
     }
 
     fn recv_frame(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, TransportError> {
+        self.redial_if_refused();
         match self.rx.recv_bytes(zmq::DONTWAIT) {
             Ok(b) => return Ok(Some(b)),
             Err(zmq::Error::EAGAIN) => {}

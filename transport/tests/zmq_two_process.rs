@@ -360,7 +360,7 @@ fn nic_frames_and_serial_bytes_both_ways() -> Result<()> {
 fn send_to_an_absent_peer_times_out_instead_of_blocking() -> Result<()> {
     let dir = tempdir::TempDir::new("absent");
     let ep = Endpoint::parse(&format!("ipc://{}/nobody", dir.path().display()))?;
-    let opts = ZmqOptions { send_timeout: Duration::from_millis(200), hwm: 4 };
+    let opts = ZmqOptions { send_timeout: Duration::from_millis(200), hwm: 4, ..ZmqOptions::default() };
     let mut t = ZmqTransport::open(&ep, Side::Host, &opts)?;
     let start = Instant::now();
     let mut err = None;
