@@ -265,6 +265,7 @@ impl EpCore {
 
     #[cold]
     fn refuse(&mut self, bit: u32, what: &'static str) {
+        SharedStats::add(&self.stats.refused_pops, 1);
         let Some(count) = self.refused.note(Instant::now()) else { return };
         tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, what, bit, cycle = self.cycle, count,
             total = self.refused.total,

@@ -148,6 +148,8 @@ pub struct SharedStats {
     pub dropped: AtomicU64,
     /// Host sessions started.
     pub sessions: AtomicU64,
+    /// DPI pops refused because their pending bit was not reported (a shell bug).
+    pub refused_pops: AtomicU64,
     /// Device resets requested by the host.
     pub resets: AtomicU64,
     /// Wall time the simulation clock was held waiting for DMA read completions (microseconds).

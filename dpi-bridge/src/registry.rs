@@ -88,6 +88,8 @@ pub struct CosimSimStats {
     pub dropped: u64,
     /// Host sessions started.
     pub sessions: u64,
+    /// DPI pops refused because this clock's tick had not reported their pending bit.
+    pub refused_pops: u64,
     /// Device resets by the host.
     pub resets: u64,
     /// Wall time the clock was held for DMA read completions, in microseconds.
@@ -117,6 +119,7 @@ pub fn stats() -> CosimSimStats {
         s.malformed += g(&x.malformed);
         s.dropped += g(&x.dropped);
         s.sessions += g(&x.sessions);
+        s.refused_pops += g(&x.refused_pops);
         s.resets += g(&x.resets);
         s.dma_hold_us += g(&x.dma_hold_us);
     }

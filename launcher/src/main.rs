@@ -8,6 +8,7 @@
 //! failure names the stage. The launcher owns every process it starts: all are stopped when it
 //! returns, on error and on Ctrl-C (children run in their own process groups).
 
+mod inject;
 mod markers;
 mod procs;
 
@@ -168,6 +169,13 @@ struct Cli {
     #[arg(long, value_name = "SECS")]
     kill_sim_after: Option<f64>,
 
+    /// Fault injection for tests: while the workload runs, a separate socket pushes RATE stray
+    /// frames per second (malformed, other protocol versions, other sessions' INIT, CONFIG,
+    /// GOODBYE and HEARTBEAT, stale completions) into every simulation's h2d channel and QEMU's
+    /// d2h channel. The session rules drop them; the jobs must not notice. ipc transport only.
+    #[arg(long, value_name = "RATE")]
+    inject_stray: Option<u32>,
+
     /// Print the guest console on stderr as it arrives.
     #[arg(long, short)]
     verbose: bool,
@@ -237,6 +245,8 @@ struct Run {
     sim_tails: Vec<Vec<String>>,
     sim_exit_logged: Vec<bool>,
     sim_ready: Vec<bool>,
+    endpoints: Vec<String>,
+    report_injected: Option<u64>,
 }
 
 fn push_tail(v: &mut Vec<String>, line: String) {
@@ -446,6 +456,7 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
             }
         }
         run.tmp_dir = Some(dir);
+        run.endpoints = endpoints.clone();
     }
 
     // Stage: sim start.
@@ -568,9 +579,16 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     }
 
     let t_work = Duration::from_secs(run.cli.timeout_workload);
+    let injector = match run.cli.inject_stray {
+        Some(rate) if rate > 0 => {
+            log(format!("fault injection: pushing {rate} stray frames/s into each of {} channels", 2 * run.endpoints.len()));
+            Some(inject::start(&run.endpoints, rate)?)
+        }
+        _ => None,
+    };
     let kill_after = run.cli.kill_sim_after.map(Duration::from_secs_f64);
     let mut killed = false;
-    run.wait_stage(
+    let work = run.wait_stage(
         rx,
         "workload",
         t_work,
@@ -584,7 +602,13 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
                 }
             }
         },
-    )?;
+    );
+    if let Some(i) = injector {
+        let n = i.stop();
+        log(format!("fault injection: {n} stray frames pushed"));
+        run.report_injected = Some(n);
+    }
+    work?;
 
     let t_shut = Duration::from_secs(run.cli.timeout_shutdown);
     // QEMU's exit is recorded by the poll in wait_stage's loop.
@@ -621,6 +645,8 @@ fn main() -> ExitCode {
         sim_tails: vec![Vec::new(); devices],
         sim_exit_logged: vec![false; devices],
         sim_ready: vec![false; devices],
+        endpoints: Vec::new(),
+        report_injected: None,
     };
     let (tx, rx) = mpsc::channel();
     let t0 = Instant::now();
@@ -645,6 +671,7 @@ fn main() -> ExitCode {
         "stage_seconds": Value::Object(run.stage_times.clone()),
         "wall_seconds": (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "guest": run.report.to_json(),
+        "stray_frames_injected": run.report_injected,
     });
     let _ = std::fs::write(log_dir.join("results.json"), format!("{summary:#}\n"));
 

@@ -179,3 +179,43 @@ fn simulation_stopped_mid_job_gives_the_guest_a_driver_error_and_the_guest_stays
     let klog = run.json["guest"]["klog"].to_string();
     assert!(klog.contains("cosim_accel"), "the driver must log the failure: {klog}");
 }
+
+#[test]
+fn stray_frames_into_both_channels_cost_the_running_guest_nothing() {
+    // The scenario of a local process pushing stray and hostile frames (malformed, other
+    // protocol versions, other sessions' INIT/CONFIG/GOODBYE/HEARTBEAT, stale completions) into
+    // the simulation's h2d and QEMU's d2h channels while a guest runs verified GEMMs.
+    let items: Vec<String> = (0..40u64).map(|i| gemm_item(16 + i % 24, 24 + i % 9, 32 + i % 17, 100 + i)).collect();
+    let mut args: Vec<&str> = vec!["--inject-stray", "1000"];
+    for it in &items {
+        args.extend(["--run", it]);
+    }
+    let run = launch("stray", &args);
+    assert_eq!(run.code, 0, "every GEMM must pass: {}", run.json);
+    let gemms = run.gemms();
+    assert_eq!(gemms.len(), 40, "{}", run.json);
+    for r in &gemms {
+        assert_exact(r);
+    }
+    let injected = run.json["stray_frames_injected"].as_u64().unwrap_or(0);
+    assert!(injected >= 4000, "the injector pushed only {injected} frames: {}", run.json);
+    // The simulation counted them and never refused or restarted the live session.
+    let sim = std::fs::read_to_string(run.log_dir().join("sim0.log")).expect("sim0.log");
+    let dropped: u64 = sim
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("dropped="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no dropped= in the simulation's statistics:\n{sim}"));
+    assert!(dropped >= injected / 4, "simulation dropped {dropped} of about {} frames:\n{sim}", injected / 2);
+    assert!(sim.contains("sessions=1 "), "the session must never restart:\n{sim}");
+    assert!(!sim.contains("refusing"), "a live host was refused:\n{sim}");
+    assert!(sim.contains("refused_pops=0 "), "the shell popped without its pending bit:\n{sim}");
+    // QEMU kept its session and its log stayed short (rate-limited warnings).
+    let qemu = std::fs::read_to_string(run.log_dir().join("qemu-stderr.log")).expect("qemu-stderr.log");
+    for bad in ["is lost", "up again", "said goodbye", "cannot serve"] {
+        assert!(!qemu.contains(bad), "QEMU's session flapped ({bad:?}):\n{qemu}");
+    }
+    let lines = qemu.lines().count();
+    assert!(lines < 60, "QEMU logged {lines} lines for {injected} stray frames (must be rate-limited):\n{qemu}");
+    assert!(qemu.contains("frames dropped"), "QEMU must report the drops:\n{qemu}");
+}

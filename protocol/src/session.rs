@@ -1113,3 +1113,53 @@ impl DeviceSession {
         self.drop_log.drop_frame(now, &self.cfg.name, kind, detail, &self.stats.drops);
     }
 }
+
+/// Frames a stray or hostile local process might push into a channel, for fault-injection
+/// tests (the launcher's `--inject-stray`, the qtest and protocol tests): malformed bytes,
+/// frames of other protocol versions, session messages of made-up sessions, and completions
+/// for requests nobody made. None of them may disturb a live session.
+pub mod stray {
+    use crate::{
+        Caps, Config, DeviceConfig, DmaReadResp, Goodbye, GoodbyeReason, Heartbeat, Init, Message, MmioReadResp, Status,
+        BarDesc, VERSION_MAJOR,
+    };
+
+    /// Which channel the frame is pushed into.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Toward {
+        /// Into `h2d`: the device receives it.
+        Device,
+        /// Into `d2h`: the host receives it.
+        Host,
+    }
+
+    /// The `n`-th stray frame of a deterministic sequence that cycles through every kind.
+    /// Session numbers and tags have their top bit set, so they never equal a real peer's.
+    pub fn frame(toward: Toward, n: u64) -> Vec<u8> {
+        let mix = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (n >> 7);
+        let session = mix | 1 << 63;
+        let tag = (mix >> 32) as u32 | 1 << 31;
+        let mut dev = DeviceConfig { vendor_id: 0x1ded, device_id: 0xbad, ..DeviceConfig::default() };
+        dev.bars[0] = BarDesc::mem32(0x1000);
+        let other_version = |m: Message| {
+            let mut f = m.encode_to_vec();
+            f[2] = if n % 2 == 0 { VERSION_MAJOR + 1 } else { VERSION_MAJOR.wrapping_sub(1) };
+            f
+        };
+        let msg = match (toward, n % 8) {
+            (_, 0) => return other_version(Message::Heartbeat(Heartbeat { instance: mix, session })),
+            (_, 1) => return mix.to_le_bytes()[..(n % 9) as usize].to_vec(),
+            (_, 2) => Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, session }),
+            (_, 3) => Message::Heartbeat(Heartbeat { instance: mix, session }),
+            (Toward::Device, 4) => Message::Init(Init { major: VERSION_MAJOR, minor: 0, caps: Caps::all(), session, prev_session: session ^ 1 }),
+            (Toward::Device, 5) => Message::DmaReadResp(DmaReadResp { tag, status: Status::Ok, data: vec![0xee; 64] }),
+            (Toward::Device, 6) => return other_version(Message::Init(Init { major: VERSION_MAJOR + 1, minor: 0, caps: Caps::all(), session, prev_session: 0 })),
+            (Toward::Device, _) => Message::Config(Config { major: VERSION_MAJOR, minor: 0, caps: Caps::all(), session, device: dev }),
+            (Toward::Host, 4) => Message::Config(Config { major: VERSION_MAJOR, minor: 0, caps: Caps::all(), session, device: dev }),
+            (Toward::Host, 5) => Message::MmioReadResp(MmioReadResp { tag, status: Status::Ok, data: mix }),
+            (Toward::Host, 6) => Message::Goodbye(Goodbye { reason: GoodbyeReason::Refused, session }),
+            (Toward::Host, _) => Message::Init(Init { major: VERSION_MAJOR, minor: 0, caps: Caps::all(), session, prev_session: 0 }),
+        };
+        msg.encode_to_vec()
+    }
+}
