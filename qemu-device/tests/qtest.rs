@@ -9,18 +9,20 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use common::*;
 use cosim_protocol::{
-    AccessSize, BarDesc, DmaRead, DmaWrite, GuestAddr, Message, MmioRead, MmioWrite, Msix,
+    AccessSize, BarDesc, DmaRead, DmaWrite, GoodbyeReason, GuestAddr, Message, MmioRead, MmioWrite, Msix,
 };
 
 const T: Duration = Duration::from_secs(5);
 const SLOT: u8 = 4;
+/// QEMU's error line when the HDL goes silent (the host session engine's wording).
+const LOST: &str = "the device is lost";
 
 fn start(dir: &TempDir, name: &str) -> Result<(FakePeer, Qemu)> {
     let ep = dir.endpoint(name);
     let peer = FakePeer::start(&ep, test_config(TEST_DEVICE));
     let mut q = Qemu::spawn(&device_args(&ep, "04.0", ""))?;
     map_bars(&mut q, SLOT, 0)?;
-    peer.expect("INIT", T, |m| matches!(m, Message::Init(_)).then_some(()))?;
+    peer.expect_session("INIT", T)?;
     Ok((peer, q))
 }
 
@@ -107,14 +109,14 @@ fn mmio_of_every_size_reaches_every_bar() -> Result<()> {
             let mask = AccessSize::try_from(size as u8).unwrap().mask();
             let v = q.read_n(size, base + off)?;
             ensure!(v == default_read_value(bar, off) & mask, "read BAR{bar}+{off:#x}/{size}: {v:#x}");
-            let r = peer.expect("MmioRead", T, |m| match m {
+            let r = peer.expect_msg("MmioRead", T, |m| match m {
                 Message::MmioRead(r) => Some(*r),
                 _ => None,
             })?;
             ensure!(r.bar.get() == bar && r.offset == off && r.size.bytes() == size, "{r:?}");
             let data = 0xdead_beef_cafe_f00du64 & mask;
             q.write(size, base + off, data)?;
-            let w = peer.expect("MmioWrite", T, |m| match m {
+            let w = peer.expect_msg("MmioWrite", T, |m| match m {
                 Message::MmioWrite(w) => Some(*w),
                 _ => None,
             })?;
@@ -131,7 +133,7 @@ fn mmio_of_every_size_reaches_every_bar() -> Result<()> {
         let mask = AccessSize::try_from(size as u8).unwrap().mask();
         ensure!(u64::from(v) == default_read_value(4, off) & mask, "in BAR4+{off:#x}/{size}: {v:#x}");
         q.outp(size, BAR4_PORT + off as u16, 0x5a5a_5a5a & mask as u32)?;
-        let w = peer.expect("MmioWrite to BAR4", T, |m| match m {
+        let w = peer.expect_msg("MmioWrite to BAR4", T, |m| match m {
             Message::MmioWrite(w) if w.bar.get() == 4 => Some(*w),
             _ => None,
         })?;
@@ -147,7 +149,7 @@ fn dma_write_lands_in_guest_memory_and_dma_read_returns_it() -> Result<()> {
     let data: Vec<u8> = (0..256u32).map(|i| (i * 7 + 1) as u8).collect();
     peer.send(Message::DmaWrite(DmaWrite { addr: GuestAddr(0x20_0000), data: data.clone() }));
     peer.send(Message::DmaRead(DmaRead { tag: 77, addr: GuestAddr(0x20_0000), len: 256 }));
-    let got = peer.expect("DmaReadResp", T, |m| match m {
+    let got = peer.expect_msg("DmaReadResp", T, |m| match m {
         Message::DmaReadResp(r) if r.tag == 77 => Some(r.data.clone()),
         _ => None,
     })?;
@@ -159,7 +161,7 @@ fn dma_write_lands_in_guest_memory_and_dma_read_returns_it() -> Result<()> {
         q.mem_write(0x30_0000 + chunk * 4096, &big[chunk as usize * 4096..][..4096])?;
     }
     peer.send(Message::DmaRead(DmaRead { tag: 78, addr: GuestAddr(0x30_0000), len: 65536 }));
-    let got = peer.expect("DmaReadResp 64K", T, |m| match m {
+    let got = peer.expect_msg("DmaReadResp 64K", T, |m| match m {
         Message::DmaReadResp(r) if r.tag == 78 => Some(r.data.clone()),
         _ => None,
     })?;
@@ -186,7 +188,7 @@ fn msix_is_delivered_and_pending_while_masked() -> Result<()> {
     q.cfg_write(SLOT, cap + 2, 2, ctl | 0x8000)?;
     // The table lives in QEMU: none of those accesses reached the HDL.
     q.write(4, BAR0_ADDR + 0x80, 0x5e17)?;
-    let first = peer.expect("MmioWrite", T, |m| match m {
+    let first = peer.expect_msg("MmioWrite", T, |m| match m {
         Message::MmioWrite(w) => Some(*w),
         Message::MmioRead(r) => Some(MmioWrite { bar: r.bar, size: r.size, offset: r.offset, data: u64::MAX }),
         _ => None,
@@ -232,11 +234,11 @@ fn nic_frames_travel_both_ways() -> Result<()> {
     args.extend(device_args(&ep, "04.0", ",netdev=n0"));
     let mut q = Qemu::spawn(&args)?;
     map_bars(&mut q, SLOT, 0)?;
-    peer.expect("INIT", T, |m| matches!(m, Message::Init(_)).then_some(()))?;
+    peer.expect_session("INIT", T)?;
     // netdev -> device -> HDL
     let frame_in: Vec<u8> = (0..64u8).collect();
     test_sock.send_to(&frame_in, ("127.0.0.1", qemu_port))?;
-    let got = peer.expect("NicFrame from the netdev", T, |m| match m {
+    let got = peer.expect_msg("NicFrame from the netdev", T, |m| match m {
         Message::NicFrame(f) => Some(f.clone()),
         _ => None,
     })?;
@@ -269,7 +271,7 @@ fn serial_bytes_travel_both_ways() -> Result<()> {
     s.write_all(b"hello uart\n")?;
     let mut got = Vec::new();
     while got.len() < 11 {
-        let chunk = peer.expect("Serial from the chardev", T, |m| match m {
+        let chunk = peer.expect_msg("Serial from the chardev", T, |m| match m {
             Message::Serial(b) => Some(b.clone()),
             _ => None,
         })?;
@@ -290,7 +292,7 @@ fn hdl_killed_and_restarted_reconnects() -> Result<()> {
     let (peer, mut q) = start(&dir, "a")?;
     ensure!(q.readl(BAR0_ADDR + 0x10)? == default_read_value(0, 0x10) as u32);
     peer.kill();
-    q.wait_stderr("lost the HDL simulation", Duration::from_secs(4))?;
+    q.wait_stderr(LOST, Duration::from_secs(4))?;
     let t0 = Instant::now();
     for _ in 0..5 {
         ensure!(q.readl(BAR0_ADDR + 0x10)? == 0xffff_ffff, "all ones while the HDL is gone");
@@ -298,12 +300,12 @@ fn hdl_killed_and_restarted_reconnects() -> Result<()> {
     }
     ensure!(t0.elapsed() < Duration::from_secs(2), "reads while disconnected must not wait");
     q.write(4, BAR0_ADDR, 1)?; // dropped, no hang
-    let errors = q.stderr_text().matches("lost the HDL simulation").count();
+    let errors = q.stderr_text().matches(LOST).count();
     ensure!(errors == 1, "one clear error line, got {errors}:\n{}", q.stderr_text());
     ensure!(q.alive(), "QEMU keeps running");
 
     let peer2 = FakePeer::start(&ep, test_config(TEST_DEVICE));
-    peer2.expect("INIT again", Duration::from_secs(5), |m| matches!(m, Message::Init(_)).then_some(()))?;
+    peer2.expect_session("INIT again", Duration::from_secs(5))?;
     wait_for("reads after reconnect", T, || {
         Ok((q.readl(BAR0_ADDR + 0x10)? == default_read_value(0, 0x10) as u32).then_some(()))
     })?;
@@ -315,16 +317,43 @@ fn hdl_killed_and_restarted_reconnects() -> Result<()> {
 }
 
 #[test]
+fn hdl_restarted_at_once_is_noticed_by_the_liveness_timeout() -> Result<()> {
+    let dir = TempDir::new("quick");
+    let ep = dir.endpoint("a");
+    let (peer, mut q) = start(&dir, "a")?;
+    ensure!(q.readl(BAR0_ADDR + 0x10)? == default_read_value(0, 0x10) as u32);
+    peer.kill();
+    let killed = Instant::now();
+    let peer2 = FakePeer::start(&ep, test_config(TEST_DEVICE));
+    // Protocol 2: the new simulation's heartbeats carry no session of QEMU's and do not keep the
+    // old one alive, so QEMU notices the restart when the old session's liveness runs out (1 s).
+    peer2.expect_session("INIT to the restarted HDL", T)?;
+    let took = killed.elapsed();
+    ensure!(took >= Duration::from_millis(900), "QEMU sent INIT {took:?} after the kill, before the liveness timeout");
+    wait_for("reads after the restart", T, || {
+        Ok((q.readl(BAR0_ADDR + 0x10)? == default_read_value(0, 0x10) as u32).then_some(()))
+    })?;
+    Ok(())
+}
+
+#[test]
 fn hdl_returning_with_another_layout_stays_disconnected() -> Result<()> {
     let dir = TempDir::new("mismatch");
     let ep = dir.endpoint("a");
     let (peer, mut q) = start(&dir, "a")?;
     peer.kill();
-    q.wait_stderr("lost the HDL simulation", Duration::from_secs(4))?;
+    q.wait_stderr(LOST, Duration::from_secs(4))?;
     let mut other = test_config(TEST_DEVICE);
     other.bars[0] = BarDesc::mem32(8192);
-    let _peer2 = FakePeer::start(&ep, other);
-    q.wait_stderr("came back with a different configuration", Duration::from_secs(5))?;
+    let peer2 = FakePeer::start(&ep, other);
+    peer2.expect_session("INIT to the changed HDL", Duration::from_secs(5))?;
+    // QEMU refuses that session by its number: GOODBYE(Refused).
+    let reason = peer2.expect("GOODBYE refusing the other layout", T, |e| match e {
+        PeerEvent::SessionEnded { reason, .. } => Some(*reason),
+        _ => None,
+    })?;
+    ensure!(reason == GoodbyeReason::Refused, "{reason:?}");
+    q.wait_stderr("came back with another configuration", Duration::from_secs(5))?;
     ensure!(q.readl(BAR0_ADDR)? == 0xffff_ffff, "stays disconnected");
     Ok(())
 }
@@ -344,13 +373,13 @@ fn two_devices_in_one_qemu() -> Result<()> {
     ensure!(q.readl(BAR0_ADDR + 0x20)? == default_read_value(0, 0x20) as u32, "device a");
     ensure!(q.readl(BAR0_ADDR + 0x0100_0000 + 0x20)? == 0xb000_0020, "device b");
     q.write(4, BAR0_ADDR + 0x0100_0000 + 0x44, 0xbb)?;
-    let w = pb.expect("write at b", T, |m| match m {
+    let w = pb.expect_msg("write at b", T, |m| match m {
         Message::MmioWrite(w) => Some(*w),
         _ => None,
     })?;
     ensure!(w.offset == 0x44 && w.data == 0xbb);
     ensure!(
-        pa.expect("nothing at a", Duration::from_millis(300), |m| matches!(m, Message::MmioWrite(_)).then_some(())).is_err(),
+        pa.expect_msg("nothing at a", Duration::from_millis(300), |m| matches!(m, Message::MmioWrite(_)).then_some(())).is_err(),
         "a write to device b reached device a"
     );
     Ok(())
@@ -394,7 +423,7 @@ fn malformed_messages_are_logged_and_dropped() -> Result<()> {
     peer.send(Message::Msix(Msix { vector: 3000 })); // valid frame, impossible vector
     peer.send(Message::DmaWrite(DmaWrite { addr: GuestAddr(0x7000), data: vec![0x42; 4] }));
     wait_for("DMA after garbage", T, || Ok((q.mem_read(0x7000, 4)? == vec![0x42; 4]).then_some(())))?;
-    q.wait_stderr("malformed frame from the HDL dropped", T)?;
+    q.wait_stderr("malformed frame dropped: unknown opcode 0x7f", T)?;
     ensure!(q.readl(BAR0_ADDR + 8)? == default_read_value(0, 8) as u32, "device still works");
     ensure!(q.alive());
     Ok(())
@@ -407,17 +436,26 @@ fn reset_is_forwarded() -> Result<()> {
     q.readl(BAR0_ADDR)?;
     peer.clear();
     q.outp(1, 0xcf9, 0x06)?; // q35 reset control register: hard reset
-    peer.expect("RESET", T, |m| matches!(m, Message::Reset).then_some(()))?;
+    peer.expect_msg("RESET", T, |m| matches!(m, Message::Reset).then_some(()))?;
     Ok(())
 }
 
 #[test]
 fn clean_qemu_exit_says_goodbye() -> Result<()> {
     let dir = TempDir::new("bye");
-    let (peer, mut q) = start(&dir, "a")?;
+    let ep = dir.endpoint("a");
+    let peer = FakePeer::start(&ep, test_config(TEST_DEVICE));
+    let mut q = Qemu::spawn(&device_args(&ep, "04.0", ""))?;
+    map_bars(&mut q, SLOT, 0)?;
+    let session = peer.expect_session("INIT", T)?;
     q.readl(BAR0_ADDR)?;
     q.terminate();
-    peer.expect("GOODBYE", T, |m| matches!(m, Message::Goodbye(_)).then_some(()))?;
+    // The peer's session engine ends a session only for a GOODBYE that carries its number.
+    let (ended, reason) = peer.expect("GOODBYE for our session", T, |e| match e {
+        PeerEvent::SessionEnded { session, reason } => Some((*session, *reason)),
+        _ => None,
+    })?;
+    ensure!(ended == session && reason == GoodbyeReason::Shutdown, "session {ended:#x} ended ({reason:?}), ours was {session:#x}");
     let (_, _err) = q.wait_exit(T)?;
     Ok(())
 }
@@ -458,14 +496,14 @@ fn hdl_stalling_during_a_read_gives_all_ones_then_recovers() -> Result<()> {
     );
     let mut q = Qemu::spawn(&device_args(&ep, "04.0", ",timeout-ms=10000"))?;
     map_bars(&mut q, SLOT, 0)?;
-    peer.expect("INIT", T, |m| matches!(m, Message::Init(_)).then_some(()))?;
+    peer.expect_session("INIT", T)?;
     let t0 = Instant::now();
     ensure!(q.readl(BAR0_ADDR + 0x98)? == 0xffff_ffff, "a read of a silent HDL returns all ones");
     let waited = t0.elapsed();
     ensure!(waited < Duration::from_millis(2400), "liveness ends the wait, not timeout-ms: {waited:?}");
-    q.wait_stderr("lost the HDL simulation", T)?;
+    q.wait_stderr(LOST, T)?;
     // The simulation resumes: INIT again, and reads work.
-    peer.expect("INIT again", T, |m| matches!(m, Message::Init(_)).then_some(()))?;
+    peer.expect_session("INIT again", T)?;
     wait_for("reads after the stall", T, || Ok((q.readl(BAR0_ADDR)? == default_read_value(0, 0) as u32).then_some(())))?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `cargo bench -p cosim-transport`: our transport against raw ZeroMQ, two processes, one run.
 //!
-//! 1. Round trip of a 4-byte MMIO read (encode, send, peer decodes and answers, decode) against
-//!    a raw ping-pong of 4 bytes over the same two PUSH/PULL channels, without codec or protocol.
+//! 1. Round trip of a 4-byte MMIO read (host session engine, encode, send, the peer's device
+//!    session engine decodes and answers, decode) against a raw ping-pong of 4 bytes over the
+//!    same two PUSH/PULL channels, without codec or protocol.
 //! 2. Throughput of posted DMA writes of 4 KiB and 64 KiB from the device side to the host side.
 //!
 //! Prints a Markdown table for docs/benchmarks.md.
@@ -10,8 +11,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cosim_protocol::session::HostEvent;
 use cosim_protocol::*;
-use cosim_transport::{Endpoint, Side, Transport, ZmqOptions, ZmqTransport};
+use cosim_transport::{Endpoint, HostLoop, Side, Transport, ZmqOptions, ZmqTransport};
 
 const ROUND_TRIPS: usize = 20_000;
 const WARMUP: usize = 1_000;
@@ -60,30 +62,30 @@ fn raw_round_trip(endpoint: &str) -> (f64, f64) {
     stats(v)
 }
 
-fn handshake(t: &mut ZmqTransport) {
-    t.send(&Message::Init(Init { major: VERSION_MAJOR, minor: VERSION_MINOR, caps: Caps::all(), session: 1 })).unwrap();
-    let deadline = Instant::now() + TIMEOUT;
+/// The host side: the protocol's `HostSession` over ZeroMQ, as QEMU runs it; waits for CONFIG.
+fn host_session(endpoint: &str) -> HostLoop<ZmqTransport> {
+    let mut h = HostLoop::host(host(endpoint), "bench host", Caps::all(), TIMEOUT);
     loop {
-        assert!(Instant::now() < deadline, "no CONFIG from the peer");
-        if let Some(Message::Config(c)) = t.recv(TIMEOUT).unwrap() {
-            if c.session == 1 {
-                return;
-            }
+        match h.poll(TIMEOUT).unwrap() {
+            Some(HostEvent::Up(_)) => return h,
+            Some(HostEvent::Failed(e)) => panic!("handshake with the peer failed: {e}"),
+            Some(_) => {}
+            None => panic!("no CONFIG from the peer within {TIMEOUT:?}"),
         }
     }
 }
 
-fn mmio_round_trip(t: &mut ZmqTransport) -> (f64, f64) {
+fn mmio_round_trip(h: &mut HostLoop<ZmqTransport>) -> (f64, f64) {
     let bar = BarIndex::new(0).unwrap();
     let mut v = Vec::with_capacity(ROUND_TRIPS);
     for i in 0..WARMUP + ROUND_TRIPS {
-        let tag = i as u32;
         let start = Instant::now();
-        t.send(&Message::MmioRead(MmioRead { tag, bar, size: AccessSize::B4, offset: 0x40 })).unwrap();
+        let tag = h.act(|s| s.mmio_read(bar, 0x40, AccessSize::B4)).unwrap().expect("session down");
         loop {
-            match t.recv(TIMEOUT).unwrap().expect("MMIO read timed out") {
-                Message::MmioReadResp(r) if r.tag == tag => break,
-                _ => {} // heartbeats
+            match h.poll(TIMEOUT).unwrap().expect("MMIO read timed out") {
+                HostEvent::ReadDone(r) if r.tag == tag => break,
+                HostEvent::ReadAborted { .. } | HostEvent::Down(_) => panic!("session lost during the benchmark"),
+                _ => {}
             }
         }
         if i >= WARMUP {
@@ -93,15 +95,16 @@ fn mmio_round_trip(t: &mut ZmqTransport) -> (f64, f64) {
     stats(v)
 }
 
-fn dma_throughput(t: &mut ZmqTransport, len: u64, count: u64) -> f64 {
+fn dma_throughput(h: &mut HostLoop<ZmqTransport>, len: u64, count: u64) -> f64 {
     let bar = BarIndex::new(2).unwrap();
     let start = Instant::now();
-    t.send(&Message::MmioWrite(MmioWrite { bar, size: AccessSize::B8, offset: len, data: count })).unwrap();
+    assert!(h.send(Message::MmioWrite(MmioWrite { bar, size: AccessSize::B8, offset: len, data: count })).unwrap());
     let mut bytes = 0u64;
     loop {
-        match t.recv(TIMEOUT).unwrap().expect("DMA stream timed out") {
-            Message::DmaWrite(w) => bytes += w.data.len() as u64,
-            Message::Msix(_) => break,
+        match h.poll(TIMEOUT).unwrap().expect("DMA stream timed out") {
+            HostEvent::Deliver(Message::DmaWrite(w)) => bytes += w.data.len() as u64,
+            HostEvent::Deliver(Message::Msix(_)) => break,
+            HostEvent::Down(why) => panic!("session lost during the benchmark: {why:?}"),
             _ => {}
         }
     }
@@ -129,12 +132,11 @@ fn main() {
     for (name, ep) in eps {
         let (raw_med, raw_p99) = raw_round_trip(&ep);
         let mut peer = spawn_peer(&ep, false);
-        let mut t = host(&ep);
-        handshake(&mut t);
-        let (med, p99) = mmio_round_trip(&mut t);
-        let small = dma_throughput(&mut t, 4096, 20_000);
-        let big = dma_throughput(&mut t, 65536, 5_000);
-        t.send(&Message::Goodbye(GoodbyeReason::Shutdown)).unwrap();
+        let mut h = host_session(&ep);
+        let (med, p99) = mmio_round_trip(&mut h);
+        let small = dma_throughput(&mut h, 4096, 20_000);
+        let big = dma_throughput(&mut h, 65536, 5_000);
+        h.close().unwrap();
         let _ = peer.wait();
         println!(
             "| {name} | {raw_med:.1} / {raw_p99:.1} | {med:.1} / {p99:.1} | {:.2}x | {small:.0} | {big:.0} |",

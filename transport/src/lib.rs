@@ -13,11 +13,15 @@
 //! Access control (module `access`, docs/protocol.md "Access control"): ipc sockets live in a
 //! private directory and are 0600; tcp stays on loopback unless both sides share a key.
 //!
+//! [`SessionLoop`] drives a session engine of `cosim_protocol::session` over a transport (the
+//! test doubles and the tests' host side use it; the session rules stay in the engine).
+//!
 //! The caller owns the thread: every call returns within its timeout.
 
 mod access;
 mod endpoint;
 mod mem;
+pub mod session_loop;
 mod zmq_transport;
 
 use std::time::Duration;
@@ -27,6 +31,7 @@ use cosim_protocol::{DecodeError, Message};
 pub use access::{generate_key_file, private_base, LinkKey, PrivateDir, KEY_FILE_ENV, MIN_KEY_LEN};
 pub use endpoint::{Endpoint, DEFAULT_TCP_HOST, PORT_ENV};
 pub use mem::{mem_pair, MemTransport};
+pub use session_loop::{DeviceLoop, HostLoop, SessionEngine, SessionLoop};
 pub use zmq_transport::{ZmqOptions, ZmqTransport};
 
 /// Which end of the link a process is.

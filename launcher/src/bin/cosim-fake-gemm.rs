@@ -4,19 +4,20 @@
 //! to exercise QEMU, the guest driver and the tool without the RTL. Not cycle-accurate: CYCLES
 //! reports the ideal `ceil(M*N*K / 16)`, DMA_WAIT 0.
 //!
-//! It follows the device rules of the common brief: discard until INIT, answer every INIT with
-//! CONFIG, heartbeats every 100 ms, host lost -> wait for the next INIT. A job runs inside the
-//! START write: DMA reads of A and B (other host messages are answered meanwhile), compute,
-//! DMA write of C, then MSI-X if IRQ_EN. `--delay-ms N` holds every job for N ms before it ends
+//! The session rules of docs/protocol.md (discard until INIT, answer INIT with CONFIG, versions,
+//! heartbeats, liveness, GOODBYE) are `DeviceSession`'s, driven by `cosim_transport::DeviceLoop`;
+//! this file is only the register model. A new session resets it. A job runs inside the START
+//! write: DMA reads of A and B (other host messages are answered meanwhile), compute, DMA write
+//! of C, then MSI-X if IRQ_EN; it stops waiting for DMA when its session ends or its host is lost. `--delay-ms N` holds every job for N ms before it ends
 //! (STATUS reads BUSY meanwhile), to test timeouts and a simulation killed mid-job.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cosim_protocol::liveness::{self, Liveness, PeerEvent};
+use cosim_protocol::session::{DeviceEvent, DeviceState};
 use cosim_protocol::*;
-use cosim_transport::{Endpoint, Side, Transport, TransportError, ZmqOptions, ZmqTransport};
+use cosim_transport::{DeviceLoop, Endpoint, Side, TransportError, ZmqOptions, ZmqTransport};
 
 const HELP: &str = "\
 cosim-fake-gemm: software model of the GEMM accelerator (test double for the Verilator simulation)
@@ -87,11 +88,8 @@ impl Regs {
 }
 
 struct Dev {
-    t: ZmqTransport,
+    link: DeviceLoop<ZmqTransport>,
     regs: Regs,
-    live: Liveness,
-    instance: u64,
-    session: bool,
     next_tag: u32,
     delay: Duration,
 }
@@ -99,61 +97,29 @@ struct Dev {
 impl Dev {
     fn reset(&mut self) -> Result<(), TransportError> {
         self.regs = Regs::default();
-        self.t.send(&Message::Serial(BANNER.to_vec()))
-    }
-
-    fn tick(&mut self) -> Result<(), TransportError> {
-        let now = Instant::now();
-        if self.live.heartbeat_due(now) {
-            self.t.send(&Message::Heartbeat(Heartbeat { instance: self.instance }))?;
-        }
-        if self.live.poll(now) == PeerEvent::Lost && self.session {
-            tracing::warn!("host lost; waiting for INIT");
-            self.session = false;
-        }
+        self.link.send(Message::Serial(BANNER.to_vec()))?;
         Ok(())
     }
 
-    /// Receives one message and handles everything except DMA read responses, which it returns.
+    /// True while session `s` is up and its host alive; a job stops waiting for DMA otherwise.
+    fn serving(&self, s: Option<u64>) -> bool {
+        matches!(self.link.engine().state(), DeviceState::Up { session, host_alive: true } if Some(session) == s)
+    }
+
+    /// Handles one event of the session (timers run meanwhile); returns a DMA read completion
+    /// instead of handling it.
     fn step(&mut self, timeout: Duration) -> Result<Option<DmaReadResp>, TransportError> {
-        self.tick()?;
-        let msg = match self.t.recv(timeout) {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(None),
-            Err(TransportError::Decode(e)) => {
-                tracing::warn!("malformed frame dropped: {e}");
+        let msg = match self.link.poll(timeout)? {
+            Some(DeviceEvent::Deliver(m)) => m,
+            // A new session starts from reset, as the RTL does after INIT.
+            Some(DeviceEvent::SessionStarted { .. }) => {
+                self.reset()?;
                 return Ok(None);
             }
-            Err(e) => return Err(e),
+            // Host lost or back, session ended: the engine logs it; the model keeps its state.
+            _ => return Ok(None),
         };
-        let hb = if let Message::Heartbeat(h) = &msg { Some(h.instance) } else { None };
-        self.live.on_receive(Instant::now(), hb);
         match msg {
-            Message::Init(init) => {
-                if init.major != VERSION_MAJOR {
-                    tracing::error!(
-                        "host speaks protocol {}.{}, we speak {VERSION_MAJOR}.{VERSION_MINOR}; refusing",
-                        init.major, init.minor
-                    );
-                    self.t.send(&Message::Goodbye(GoodbyeReason::Refused))?;
-                    return Ok(None);
-                }
-                self.session = true;
-                self.t.send(&Message::Config(Config {
-                    major: VERSION_MAJOR,
-                    minor: VERSION_MINOR,
-                    caps: Caps::all(),
-                    session: init.session,
-                    device: config(),
-                }))?;
-                self.reset()?;
-            }
-            Message::Heartbeat(_) => {}
-            Message::Goodbye(_) => {
-                self.session = false;
-                self.live.on_goodbye();
-            }
-            _ if !self.session => {}
             Message::Reset => self.reset()?,
             Message::MmioRead(r) => {
                 let data = if r.bar.get() == 0 {
@@ -167,7 +133,7 @@ impl Dev {
                 } else {
                     0
                 };
-                self.t.send(&Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }))?;
+                self.link.send(Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }))?;
             }
             Message::MmioWrite(w) if w.bar.get() == 0 => {
                 let off = w.offset & !3;
@@ -182,7 +148,7 @@ impl Dev {
             Message::DmaReadResp(r) => return Ok(Some(r)),
             Message::Serial(bytes) => {
                 self.regs.uart_rx = self.regs.uart_rx.wrapping_add(bytes.len() as u32);
-                self.t.send(&Message::Serial(bytes))?;
+                self.link.send(Message::Serial(bytes))?;
             }
             Message::NicFrame(mut f) => {
                 self.regs.nic_rx += 1;
@@ -191,7 +157,7 @@ impl Dev {
                     dst.swap_with_slice(&mut src[..6]);
                 }
                 self.regs.nic_tx += 1;
-                self.t.send(&Message::NicFrame(f))?;
+                self.link.send(Message::NicFrame(f))?;
             }
             _ => {}
         }
@@ -224,6 +190,7 @@ impl Dev {
 
     /// Ok(None): the DMA failed (error completion, or no answer within 30 s).
     fn dma_read(&mut self, addr: u64, len: usize) -> Result<Option<Vec<u8>>, TransportError> {
+        let session = self.link.engine().session();
         let reqs = Message::split_dma_read(self.next_tag, GuestAddr(addr), len as u64);
         self.next_tag = self.next_tag.wrapping_add(reqs.len() as u32);
         let mut pending: HashMap<u32, (usize, usize)> = HashMap::new();
@@ -231,12 +198,14 @@ impl Dev {
         for r in &reqs {
             pending.insert(r.tag, (off, r.len as usize));
             off += r.len as usize;
-            self.t.send(&Message::DmaRead(*r))?;
+            if !self.link.send(Message::DmaRead(*r))? {
+                return Ok(None); // no session
+            }
         }
         let mut buf = vec![0u8; len];
         let deadline = Instant::now() + Duration::from_secs(30);
         while !pending.is_empty() {
-            if Instant::now() > deadline || !self.session {
+            if Instant::now() > deadline || !self.serving(session) {
                 return Ok(None);
             }
             if let Some(resp) = self.step(Duration::from_millis(10))? {
@@ -271,11 +240,12 @@ impl Dev {
         } else {
             0
         };
+        let session = self.link.engine().session();
         if self.regs.error == 0 {
             self.regs.busy = true;
             let t0 = Instant::now();
             let result = self.compute(m, n, k, lda, ldb, ldc, a_addr, b_addr, c_addr);
-            while t0.elapsed() < self.delay && self.session {
+            while t0.elapsed() < self.delay && self.serving(session) {
                 self.step(Duration::from_millis(5))?;
             }
             self.regs.busy = false;
@@ -287,9 +257,9 @@ impl Dev {
         }
         self.regs.jobs_done += 1;
         self.regs.status = 2 | if self.regs.error != 0 { 4 } else { 0 };
-        if irq && self.session {
+        if irq && self.serving(session) {
             let v = self.regs.get(0x01c) as u16;
-            self.t.send(&Message::Msix(Msix { vector: v }))?;
+            self.link.send(Message::Msix(Msix { vector: v }))?;
         }
         Ok(())
     }
@@ -320,7 +290,7 @@ impl Dev {
                 row[j * 4..j * 4 + 4].copy_from_slice(&acc.to_le_bytes());
             }
             for w in Message::split_dma_write(GuestAddr(c_addr + (i * ldc * 4) as u64), &row) {
-                self.t.send(&Message::DmaWrite(w))?;
+                self.link.send(Message::DmaWrite(w))?;
             }
         }
         Ok(true)
@@ -361,11 +331,8 @@ fn main() -> ExitCode {
         let t = ZmqTransport::open(&ep, Side::Device, &ZmqOptions::default())?;
         eprintln!("cosim-sim: ready endpoint={endpoint}");
         let mut dev = Dev {
-            t,
+            link: DeviceLoop::device(t, format!("cosim-fake-gemm {endpoint}"), Caps::all(), config()),
             regs: Regs::default(),
-            live: Liveness::new(),
-            instance: liveness::random_id(),
-            session: false,
             next_tag: 1,
             delay: Duration::from_millis(delay_ms),
         };

@@ -1,5 +1,6 @@
 //! Test harness: QEMU under `-accel qtest` driven through the qtest text protocol, and a
-//! scripted fake HDL peer built on cosim-protocol + cosim-transport (ZeroMQ, Device side).
+//! scripted fake HDL peer: the protocol's `DeviceSession` over ZeroMQ (`DeviceLoop`, Device
+//! side) plus a scripted responder.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,11 +12,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use cosim_protocol::session::DeviceEvent;
 use cosim_protocol::{
-    BarDesc, BarFlags, Caps, Config, DeviceConfig, DmaRead, GuestAddr, Heartbeat, Message, MmioRead,
-    MmioReadResp, MsixConfig, Status, VERSION_MAJOR, VERSION_MINOR,
+    BarDesc, BarFlags, Caps, DeviceConfig, DmaRead, GoodbyeReason, GuestAddr, Message, MmioRead, MmioReadResp,
+    MsixConfig, Status,
 };
-use cosim_transport::{Endpoint, Side, Transport, ZmqOptions, ZmqTransport};
+use cosim_transport::{DeviceLoop, Endpoint, Side, Transport, ZmqOptions, ZmqTransport};
 use crossbeam_channel::{Receiver, Sender};
 
 /// Per-command timeout of the qtest protocol.
@@ -102,34 +104,68 @@ pub fn default_read_value(bar: u8, offset: u64) -> u64 {
 // ------------------------------------------------------------------------------------------
 // Fake HDL peer
 
+/// What the fake peer saw, in order: the session events of its `DeviceSession` and the messages
+/// the session delivered (MMIO reads and writes, DMA read completions, NIC frames, serial bytes,
+/// RESET). INIT, CONFIG, HEARTBEAT and GOODBYE are the engine's and show only as session events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A host's INIT started a session.
+    SessionStarted { session: u64 },
+    /// A message of the session for the device logic.
+    Received(Message),
+    /// The host ended the session with a GOODBYE that carried its number.
+    SessionEnded { session: u64, reason: GoodbyeReason },
+    /// The host was silent for the liveness timeout (the session is kept).
+    HostLost,
+    /// The host of the session is heard again.
+    HostBack,
+}
+
 /// What the responder may do while answering an MMIO read (send DMA, wait for completions).
 pub struct PeerCtx<'a> {
-    t: &'a mut ZmqTransport,
-    events: &'a Sender<Message>,
+    link: &'a mut DeviceLoop<ZmqTransport>,
+    events: &'a Sender<PeerEvent>,
+    session: &'a mut u64,
 }
 
 impl PeerCtx<'_> {
+    /// Sends a device-started message of the session (panics if the session refuses it).
     pub fn send(&mut self, m: &Message) {
-        self.t.send(m).expect("peer send");
+        let sent = self.link.send(m.clone()).expect("peer send");
+        assert!(sent, "fake peer: the session refused to send {:?} ({:?})", m.opcode(), self.link.engine().state());
     }
-    /// Issues a DMA read and waits (5 s) for its completion.
+    /// Issues a DMA read and waits (5 s) for its completion; other events go to the event list.
     pub fn dma_read(&mut self, tag: u32, addr: u64, len: u32) -> Vec<u8> {
         self.send(&Message::DmaRead(DmaRead { tag, addr: GuestAddr(addr), len }));
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match self.t.recv(Duration::from_millis(10)) {
-                Ok(Some(Message::DmaReadResp(r))) if r.tag == tag => {
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.link.poll(left) {
+                Ok(Some(DeviceEvent::Deliver(Message::DmaReadResp(r)))) if r.tag == tag => {
                     assert_eq!(r.status, Status::Ok, "DMA read failed");
                     return r.data;
                 }
-                Ok(Some(Message::Heartbeat(_))) | Ok(None) | Err(_) => {}
-                Ok(Some(m)) => {
-                    let _ = self.events.send(m);
-                }
+                Ok(Some(ev)) => report(ev, self.session, self.events),
+                Ok(None) | Err(_) => {}
             }
         }
         panic!("fake peer: no DMA read completion for tag {tag} within 5 s");
     }
+}
+
+/// Passes a session event to the test (`session`: the peer's current session number).
+fn report(ev: DeviceEvent, session: &mut u64, events: &Sender<PeerEvent>) {
+    let e = match ev {
+        DeviceEvent::SessionStarted { session: s, .. } => {
+            *session = s;
+            PeerEvent::SessionStarted { session: s }
+        }
+        DeviceEvent::Deliver(m) => PeerEvent::Received(m),
+        DeviceEvent::SessionEnded(reason) => PeerEvent::SessionEnded { session: std::mem::take(session), reason },
+        DeviceEvent::HostLost => PeerEvent::HostLost,
+        DeviceEvent::HostBack => PeerEvent::HostBack,
+        DeviceEvent::Send(_) => unreachable!("DeviceLoop carries out sends itself"),
+    };
+    let _ = events.send(e);
 }
 
 pub type Responder = Box<dyn FnMut(&MmioRead, &mut PeerCtx<'_>) -> u64 + Send>;
@@ -139,14 +175,14 @@ enum PeerCmd {
     Raw(Vec<u8>),
 }
 
-/// A scripted HDL: answers INIT with its configuration, sends heartbeats, answers MMIO reads
-/// through a responder and reports everything else it receives.
+/// A scripted HDL: the device side of the protocol is `DeviceSession` (through `DeviceLoop`:
+/// CONFIG for INIT, versions, heartbeats, liveness, GOODBYE); the peer answers MMIO reads
+/// through a responder and reports everything else as [`PeerEvent`]s.
 pub struct FakePeer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     cmds: Sender<PeerCmd>,
-    pub events: Receiver<Message>,
-    pub instance: u64,
+    pub events: Receiver<PeerEvent>,
 }
 
 impl FakePeer {
@@ -156,71 +192,83 @@ impl FakePeer {
 
     pub fn start_with(endpoint: &str, config: DeviceConfig, mut responder: Responder) -> Self {
         let ep = Endpoint::parse(endpoint).expect("endpoint");
-        let mut t = ZmqTransport::open(&ep, Side::Device, &ZmqOptions::default()).expect("peer open");
+        let t = ZmqTransport::open(&ep, Side::Device, &ZmqOptions::default()).expect("peer open");
+        let mut link = DeviceLoop::device(t, format!("fake HDL {endpoint}"), Caps::NIC | Caps::SERIAL | Caps::MSIX, config);
         let stop = Arc::new(AtomicBool::new(false));
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<PeerCmd>();
-        let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<Message>();
-        let instance = rand_u64();
+        let (ev_tx, ev_rx) = crossbeam_channel::unbounded::<PeerEvent>();
         let stop2 = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut last_hb = Instant::now() - Duration::from_secs(1);
+            let mut session = 0u64;
             while !stop2.load(Ordering::Relaxed) {
-                if last_hb.elapsed() >= Duration::from_millis(100) {
-                    last_hb = Instant::now();
-                    let _ = t.send(&Message::Heartbeat(Heartbeat { instance }));
-                }
                 while let Ok(c) = cmd_rx.try_recv() {
-                    let _ = match c {
-                        PeerCmd::Send(m) => t.send(&m),
-                        PeerCmd::Raw(b) => t.send_frame(&b),
-                    };
+                    match c {
+                        PeerCmd::Send(m) => {
+                            if !matches!(link.send(m.clone()), Ok(true)) {
+                                eprintln!("fake peer: {:?} not sent ({:?})", m.opcode(), link.engine().state());
+                            }
+                        }
+                        PeerCmd::Raw(b) => {
+                            let _ = link.transport().send_frame(&b);
+                        }
+                    }
                 }
-                match t.recv(Duration::from_millis(5)) {
-                    Ok(Some(Message::Init(i))) => {
-                        let caps = Caps::NIC | Caps::SERIAL | Caps::MSIX;
-                        let c = Config { major: VERSION_MAJOR, minor: VERSION_MINOR, caps, session: i.session, device: config.clone() };
-                        let _ = t.send(&Message::Config(c));
-                        let _ = ev_tx.send(Message::Init(i));
+                match link.poll(Duration::from_millis(5)) {
+                    Ok(Some(DeviceEvent::Deliver(Message::MmioRead(r)))) => {
+                        let _ = ev_tx.send(PeerEvent::Received(Message::MmioRead(r)));
+                        let data = responder(&r, &mut PeerCtx { link: &mut link, events: &ev_tx, session: &mut session });
+                        // A read of a session that ended meanwhile is not answered (the engine refuses).
+                        let _ = link.send(Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }));
                     }
-                    Ok(Some(Message::MmioRead(r))) => {
-                        let _ = ev_tx.send(Message::MmioRead(r));
-                        let data = responder(&r, &mut PeerCtx { t: &mut t, events: &ev_tx });
-                        let _ = t.send(&Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }));
-                    }
-                    Ok(Some(Message::Heartbeat(_))) => {}
-                    Ok(Some(m)) => {
-                        let _ = ev_tx.send(m);
-                    }
+                    Ok(Some(ev)) => report(ev, &mut session, &ev_tx),
                     Ok(None) | Err(_) => {}
                 }
             }
             // Dropped without GOODBYE: like a killed simulation.
         });
-        Self { stop, thread: Some(thread), cmds: cmd_tx, events: ev_rx, instance }
+        Self { stop, thread: Some(thread), cmds: cmd_tx, events: ev_rx }
     }
 
+    /// Sends a device-started message through the peer's session (logged if it refuses).
     pub fn send(&self, m: Message) {
         self.cmds.send(PeerCmd::Send(m)).expect("peer thread alive");
     }
 
+    /// Sends raw bytes past the session (malformed or hostile frames).
     pub fn send_raw(&self, b: Vec<u8>) {
         self.cmds.send(PeerCmd::Raw(b)).expect("peer thread alive");
     }
 
-    /// Waits for a received message matching `pred` (others are discarded).
-    pub fn expect<T>(&self, what: &str, timeout: Duration, mut pred: impl FnMut(&Message) -> Option<T>) -> Result<T> {
+    /// Waits for an event matching `pred` (others are discarded).
+    pub fn expect<T>(&self, what: &str, timeout: Duration, mut pred: impl FnMut(&PeerEvent) -> Option<T>) -> Result<T> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
-                Ok(m) => {
-                    if let Some(v) = pred(&m) {
+                Ok(e) => {
+                    if let Some(v) = pred(&e) {
                         return Ok(v);
                     }
                 }
                 Err(_) => bail!("fake peer: no {what} within {timeout:?}"),
             }
         }
+    }
+
+    /// Waits for a delivered message matching `pred` (other events are discarded).
+    pub fn expect_msg<T>(&self, what: &str, timeout: Duration, mut pred: impl FnMut(&Message) -> Option<T>) -> Result<T> {
+        self.expect(what, timeout, |e| match e {
+            PeerEvent::Received(m) => pred(m),
+            _ => None,
+        })
+    }
+
+    /// Waits for a session to start (a host's INIT); returns its number.
+    pub fn expect_session(&self, what: &str, timeout: Duration) -> Result<u64> {
+        self.expect(what, timeout, |e| match e {
+            PeerEvent::SessionStarted { session } => Some(*session),
+            _ => None,
+        })
     }
 
     /// Discards everything received so far.
@@ -244,14 +292,6 @@ impl Drop for FakePeer {
             let _ = t.join();
         }
     }
-}
-
-pub fn rand_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    h.finish()
 }
 
 // ------------------------------------------------------------------------------------------

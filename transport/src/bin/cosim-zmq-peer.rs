@@ -1,21 +1,26 @@
 //! `cosim-zmq-peer`: a scripted device-side peer over real ZeroMQ, used by the transport's
-//! integration tests and by `cosim-bench`. It follows the device rules of docs/protocol.md
-//! (discard until INIT, answer every INIT, heartbeats, drop malformed frames and keep going).
+//! integration tests and by `cosim-bench`. The session rules of docs/protocol.md (discard until
+//! INIT, answer every INIT, refuse other versions, heartbeats, liveness, GOODBYE, drop malformed
+//! frames and keep going) are `DeviceSession`'s, driven by [`DeviceLoop`]; this file is only the
+//! scripted device logic. Its log lines (the engine's, filtered by `COSIM_LOG`, default `info`)
+//! go to stderr.
 //!
 //! Behaviour, so tests can observe what arrived:
 //! - MMIO write to BAR0: counted, and folded into an order-sensitive hash.
 //! - MMIO read of BAR0: offset 0x0 -> writes counted this session, 0x8 -> the hash,
-//!   0x10 -> malformed frames seen, 0x18 -> frames discarded before INIT, else `offset ^ tag`.
+//!   0x10 -> malformed frames and frames of another version dropped, 0x18 -> frames discarded
+//!   before INIT (both from `DeviceSession::stats`), else `offset ^ tag`.
 //! - MMIO write to BAR2 at offset `len` with data `count`: send `count` DMA writes of `len` bytes
 //!   (byte i of write n is `(n + i) as u8`), then MSI-X vector 0 (the ordering probe).
-//! - NIC frames and serial bytes are echoed back. GOODBYE ends the process.
+//! - NIC frames and serial bytes are echoed back. A GOODBYE that ends our session ends the
+//!   process; at `--max-seconds` it says GOODBYE (if in a session) and exits.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cosim_protocol::liveness::Liveness;
+use cosim_protocol::session::DeviceEvent;
 use cosim_protocol::*;
-use cosim_transport::{Endpoint, Side, Transport, TransportError, ZmqOptions, ZmqTransport};
+use cosim_transport::{DeviceLoop, Endpoint, Side, Transport, TransportError, ZmqOptions, ZmqTransport};
 
 const HELP: &str = "\
 cosim-zmq-peer: scripted cosim device-side peer over ZeroMQ (test double for the HDL side)
@@ -27,7 +32,7 @@ usage: cosim-zmq-peer --endpoint <ipc:///path/name | tcp://host:port> [--max-sec
   --raw-echo        benchmark baseline: no protocol, echo every raw ZeroMQ message back on the
                     same two channels (exits on a 1-byte message)
 
-Prints `cosim-zmq-peer: ready endpoint=E` on stderr once bound.";
+Prints `cosim-zmq-peer: ready endpoint=E` on stderr once bound. Log filter: COSIM_LOG (default info).";
 
 fn sample_config() -> DeviceConfig {
     let mut d = DeviceConfig {
@@ -76,6 +81,9 @@ fn main() -> ExitCode {
         eprintln!("cosim-zmq-peer: --endpoint is required\n\n{HELP}");
         return ExitCode::from(2);
     };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COSIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).without_time().try_init();
     let result = if raw { raw_echo(&endpoint) } else { run(&endpoint, Duration::from_secs(max_secs)) };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,66 +96,22 @@ fn main() -> ExitCode {
 
 fn run(endpoint: &str, max: Duration) -> Result<(), TransportError> {
     let ep = Endpoint::parse(endpoint)?;
-    let mut t = ZmqTransport::open(&ep, Side::Device, &ZmqOptions::default())?;
+    let t = ZmqTransport::open(&ep, Side::Device, &ZmqOptions::default())?;
     eprintln!("cosim-zmq-peer: ready endpoint={ep}");
-    let instance = liveness::random_id();
+    let mut dev = DeviceLoop::device(t, format!("cosim-zmq-peer {ep}"), Caps::all(), sample_config());
     let start = Instant::now();
-    let mut live = Liveness::new();
-    let mut session: Option<Session> = None;
-    let (mut malformed, mut discarded) = (0u64, 0u64);
-    while start.elapsed() < max {
-        let now = Instant::now();
-        if live.heartbeat_due(now) {
-            t.send(&Message::Heartbeat(Heartbeat { instance }))?;
-        }
-        if live.poll(now) == liveness::PeerEvent::Lost {
-            eprintln!("cosim-zmq-peer: host lost (nothing for {LIVENESS_TIMEOUT_MS} ms); waiting for INIT");
-            session = None;
-        }
-        let msg = match t.recv(Duration::from_millis(20)) {
-            Ok(Some(m)) => m,
-            Ok(None) => continue,
-            Err(TransportError::Decode(e)) => {
-                malformed += 1;
-                eprintln!("cosim-zmq-peer: warning: {e}");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let hb = if let Message::Heartbeat(h) = &msg { Some(h.instance) } else { None };
-        live.on_receive(now, hb);
-        match msg {
-            Message::Init(init) => {
-                if init.major != VERSION_MAJOR {
-                    eprintln!(
-                        "cosim-zmq-peer: error: host speaks protocol {}.{}, we speak {VERSION_MAJOR}.{VERSION_MINOR}; refusing",
-                        init.major, init.minor
-                    );
-                    t.send(&Message::Goodbye(GoodbyeReason::Refused))?;
-                    continue;
-                }
-                session = Some(Session::default());
-                t.send(&Message::Config(Config {
-                    major: VERSION_MAJOR,
-                    minor: VERSION_MINOR,
-                    caps: Caps::all(),
-                    session: init.session,
-                    device: sample_config(),
-                }))?;
-            }
-            Message::Goodbye(_) => return Ok(()),
-            Message::Heartbeat(_) => {}
-            other => {
-                let Some(s) = session.as_mut() else {
-                    discarded += 1;
-                    continue;
-                };
-                serve(&mut t, s, other, malformed, discarded)?;
-            }
+    let mut session = Session::default();
+    while let Some(left) = max.checked_sub(start.elapsed()) {
+        match dev.poll(left)? {
+            Some(DeviceEvent::SessionStarted { .. }) => session = Session::default(),
+            Some(DeviceEvent::Deliver(m)) => serve(&mut dev, &mut session, m)?,
+            Some(DeviceEvent::SessionEnded(_)) => return Ok(()),
+            // Host lost or back: the engine logs it; a new INIT starts a new session.
+            Some(_) | None => {}
         }
     }
     eprintln!("cosim-zmq-peer: --max-seconds reached, exiting");
-    t.send(&Message::Goodbye(GoodbyeReason::Shutdown))
+    dev.close()
 }
 
 /// The baseline for benchmarks: the same two PUSH/PULL channels, no codec, no protocol.
@@ -166,13 +130,8 @@ fn raw_echo(endpoint: &str) -> Result<(), TransportError> {
     }
 }
 
-fn serve(
-    t: &mut ZmqTransport,
-    s: &mut Session,
-    msg: Message,
-    malformed: u64,
-    discarded: u64,
-) -> Result<(), TransportError> {
+fn serve(dev: &mut DeviceLoop<ZmqTransport>, s: &mut Session, msg: Message) -> Result<(), TransportError> {
+    let stats = dev.engine().stats();
     match msg {
         Message::MmioWrite(w) if w.bar.get() == 0 => {
             s.writes += 1;
@@ -184,9 +143,9 @@ fn serve(
             for n in 0..w.data {
                 let start = n as usize % 256;
                 let data = pattern[start..start + len].to_vec();
-                t.send(&Message::DmaWrite(DmaWrite { addr: GuestAddr(n * len as u64), data }))?;
+                dev.send(Message::DmaWrite(DmaWrite { addr: GuestAddr(n * len as u64), data }))?;
             }
-            t.send(&Message::Msix(Msix { vector: 0 }))?;
+            dev.send(Message::Msix(Msix { vector: 0 }))?;
         }
         Message::MmioRead(r) => {
             let data = if r.bar.get() != 0 {
@@ -195,16 +154,20 @@ fn serve(
                 match r.offset {
                     0x0 => s.writes,
                     0x8 => s.hash,
-                    0x10 => malformed,
-                    0x18 => discarded,
+                    0x10 => stats.drops.malformed + stats.drops.version,
+                    0x18 => stats.discarded_before_init,
                     o => o ^ u64::from(r.tag),
                 }
             };
             let data = data & r.size.mask();
-            t.send(&Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }))?;
+            dev.send(Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }))?;
         }
-        Message::NicFrame(f) => t.send(&Message::NicFrame(f))?,
-        Message::Serial(b) => t.send(&Message::Serial(b))?,
+        Message::NicFrame(f) => {
+            dev.send(Message::NicFrame(f))?;
+        }
+        Message::Serial(b) => {
+            dev.send(Message::Serial(b))?;
+        }
         _ => {}
     }
     Ok(())
