@@ -467,7 +467,9 @@ impl HostModel {
 
     /// Sends GOODBYE(Shutdown); the simulation ends. The model is unusable afterwards.
     pub fn goodbye(&mut self) -> Result<()> {
-        self.dev.shutdown();
+        if let Some(report) = self.dev.shutdown() {
+            tracing::warn!(target: "cosim::host", "{report}");
+        }
         Ok(())
     }
 }

@@ -331,7 +331,13 @@ pub unsafe extern "C" fn cosim_device_free(dev: *mut CosimDevice) {
     let dev = unsafe { Box::from_raw(dev) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
         if let Ok(mut d) = dev.inner.try_borrow_mut() {
-            d.shutdown();
+            if let Some(report) = d.shutdown() {
+                // Written straight to fd 2: this runs from QEMU's exit notifier, when Rust's
+                // thread-locals (and with them `tracing` and `eprintln!`) may be gone.
+                let line = format!("cosim: {report}\n");
+                // SAFETY: writes the bytes of a live String to stderr.
+                let _ = unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+            }
         }
         drop(dev);
     }));

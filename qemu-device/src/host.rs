@@ -448,17 +448,19 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
         self.run_events();
     }
 
-    /// Says goodbye to the HDL (QEMU is removing the device or quitting) and logs the
-    /// device's counters when anything was dropped.
-    pub fn shutdown(&mut self) {
+    /// Says goodbye to the HDL (QEMU is removing the device or quitting). Returns a one-line
+    /// report of the frames dropped on the link when there were any; the caller prints it
+    /// (at QEMU's exit the logging machinery may already be torn down, so no logging here).
+    pub fn shutdown(&mut self) -> Option<String> {
         self.session.close();
         self.run_events();
         let s = self.session.stats();
-        if s.drops.total() > 0 {
-            tracing::warn!(target: PEER, "{}: frames dropped on the link to {}: {} (sessions {}, losses {})",
-                self.opts.name, self.opts.endpoint, s.drops, s.sessions, s.losses);
-        }
-        tracing::info!(target: PEER, "{}: statistics: {:?}; session: {:?}", self.opts.name, self.stats, s);
+        (s.drops.total() > 0).then(|| {
+            format!(
+                "{}: frames dropped on the link to {}: {} (sessions {}, losses {}); device: {:?}",
+                self.opts.name, self.opts.endpoint, s.drops, s.sessions, s.losses, self.stats
+            )
+        })
     }
 
     /// Answers a DMA read that [`QemuOps::defer_dma_read`] held back.

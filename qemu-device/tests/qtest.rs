@@ -507,3 +507,75 @@ fn hdl_stalling_during_a_read_gives_all_ones_then_recovers() -> Result<()> {
     wait_for("reads after the stall", T, || Ok((q.readl(BAR0_ADDR)? == default_read_value(0, 0) as u32).then_some(())))?;
     Ok(())
 }
+
+/// Pushes `count` stray frames into each channel of `endpoint` from sockets of their own (a
+/// local process that is not a session peer), blocking at most 2 s per frame.
+fn inject_stray(endpoint: &str, count: u64) -> Result<std::thread::JoinHandle<Result<u64>>> {
+    use cosim_protocol::session::stray::{frame, Toward};
+    let e = cosim_transport::Endpoint::parse(endpoint)?;
+    let ctx = zmq::Context::new();
+    let mut socks = Vec::new();
+    for (addr, toward) in [(e.h2d(), Toward::Device), (e.d2h(), Toward::Host)] {
+        let s = ctx.socket(zmq::PUSH)?;
+        s.set_linger(0)?;
+        s.set_sndtimeo(2000)?;
+        s.connect(&addr)?;
+        socks.push((s, toward));
+    }
+    Ok(std::thread::spawn(move || {
+        let _ctx = ctx;
+        let mut sent = 0;
+        for n in 0..count {
+            for (s, toward) in &socks {
+                s.send(frame(*toward, n), 0)?;
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }))
+}
+
+#[test]
+fn stray_frames_in_both_channels_never_disturb_the_session() -> Result<()> {
+    let dir = TempDir::new("stray");
+    let ep = dir.endpoint("a");
+    let (peer, mut q) = {
+        let peer = FakePeer::start(&ep, test_config(TEST_DEVICE));
+        let mut q = Qemu::spawn(&device_args(&ep, "04.0", ""))?;
+        map_bars(&mut q, SLOT, 0)?;
+        peer.expect_session("INIT", T)?;
+        (peer, q)
+    };
+    let injector = inject_stray(&ep, 20_000)?;
+    // MMIO reads and DMA keep working while the stray frames arrive.
+    let mut reads = 0;
+    let t0 = Instant::now();
+    while !injector.is_finished() || reads < 200 {
+        ensure!(t0.elapsed() < Duration::from_secs(120), "injection did not finish");
+        let off = 0x100 + 8 * (reads % 64);
+        let v = q.readl(BAR0_ADDR + off)?;
+        ensure!(u64::from(v) == default_read_value(0, off) & 0xffff_ffff, "read {reads} of BAR0+{off:#x} gave {v:#x}");
+        if reads % 50 == 0 {
+            let addr = 0x9000 + reads;
+            peer.send(Message::DmaWrite(DmaWrite { addr: GuestAddr(addr), data: vec![reads as u8; 4] }));
+            let want = vec![reads as u8; 4];
+            wait_for("DMA write under stray frames", T, || Ok((q.mem_read(addr, 4)? == want).then_some(())))?;
+        }
+        reads += 1;
+    }
+    let sent = injector.join().map_err(|_| anyhow::anyhow!("injector panicked"))??;
+    ensure!(sent == 40_000, "{sent}");
+    ensure!(q.readl(BAR0_ADDR + 8)? == default_read_value(0, 8) as u32);
+    // No second session: neither side restarted or re-INITed.
+    ensure!(peer.expect_session("a second INIT", Duration::from_millis(500)).is_err(), "the session restarted");
+    let err = q.stderr_text();
+    ensure!(!err.contains(LOST) && !err.contains("up again"), "QEMU's session flapped:\n{err}");
+    let lines = err.lines().count();
+    ensure!(lines < 20, "{lines} lines on QEMU's stderr for 20000 stray frames (must be rate-limited):\n{err}");
+    ensure!(err.contains("dropped"), "QEMU must say it dropped frames:\n{err}");
+    // At exit QEMU reports its drop counts.
+    q.terminate();
+    let (_, err) = q.wait_exit(T)?;
+    ensure!(err.contains("frames dropped on the link"), "no drop counts at exit:\n{err}");
+    Ok(())
+}
