@@ -1,7 +1,9 @@
 //! `cosim-host-model`: a test double for QEMU's `accelerator-pcie` device.
 //!
-//! It speaks the host side of the cosim protocol over real ZeroMQ to a device-side peer (the
-//! Verilator simulation with the DPI bridge). Ownership: the host model owns the fake guest
+//! It runs QEMU's own device logic (`HostDevice` of `cosim-qemu-device`, the code behind
+//! `-device accelerator-pcie`) over real ZeroMQ against a device-side peer (the Verilator
+//! simulation with the DPI bridge), with fake guest memory and the MSI-X table and PBA emulated
+//! as QEMU does ([`msix`]), so this test double cannot drift from what QEMU does. Ownership: the host model owns the fake guest
 //! memory ([`GuestMemory`], sparse, zero-filled) and starts MMIO reads and writes, resets and the
 //! INIT handshake; the device owns simulated time and starts DMA, MSI-X, frames and serial bytes,
 //! which the model serves while any of its methods waits. It runs on the caller's thread; no
@@ -32,6 +34,7 @@ use std::time::Duration;
 
 pub use cosim_protocol::{DeviceConfig, GoodbyeReason, Status};
 pub use memory::GuestMemory;
+pub use cosim_qemu_device::DeviceStats;
 pub use model::{HostModel, HostOptions, HostStats};
 pub use process::{free_tcp_endpoint, sim_binary, temp_endpoint, SimOptions, SimProcess, READY_PREFIX};
 

@@ -7,43 +7,31 @@ use std::time::{Duration, Instant};
 
 use cosim_protocol::session::{DownReason, DropCounts, HostState};
 use cosim_protocol::*;
-use cosim_qemu_device::{DeviceError, DeviceOptions, DmaError, HostDevice, LinkState, QemuOps, ReadError};
+use cosim_qemu_device::{DeviceError, DeviceOptions, DeviceStats, DmaError, HostDevice, LinkState, QemuOps, ReadError};
 use cosim_transport::{Endpoint, Side, Transport, ZmqOptions, ZmqTransport};
 
 use crate::msix::MsixEmu;
 use crate::{GuestMemory, HostError, Result};
 
-/// Counters of everything the host model exchanged with the device.
+/// Counters of everything the host model exchanged with the device: QEMU's device counters
+/// ([`DeviceStats`], reached through `Deref`: `stats().dma_writes`) and the dropped frames.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostStats {
-    /// MMIO reads completed (any status).
-    pub mmio_reads: u64,
-    /// MMIO writes sent.
-    pub mmio_writes: u64,
-    /// DMA read requests served.
-    pub dma_reads: u64,
-    /// Bytes returned to DMA reads.
-    pub dma_read_bytes: u64,
-    /// DMA write messages applied or dropped.
-    pub dma_writes: u64,
-    /// Bytes written by DMA.
-    pub dma_write_bytes: u64,
-    /// MSI-X interrupts received (fired, not left pending).
-    pub irqs: u64,
-    /// NIC frames received from the device.
-    pub frames_rx: u64,
-    /// NIC frames sent to the device.
-    pub frames_tx: u64,
-    /// Serial bytes received from the device.
-    pub serial_rx: u64,
-    /// Serial bytes sent to the device.
-    pub serial_tx: u64,
+    /// The device logic's counters (the same QEMU keeps).
+    pub device: DeviceStats,
     /// Malformed frames received, including frames of another protocol version (dropped).
     pub malformed: u64,
     /// Messages of a kind the host never expects from a device (dropped).
     pub unexpected: u64,
     /// Every dropped frame, by reason (the session engine's counters).
     pub drops: DropCounts,
+}
+
+impl std::ops::Deref for HostStats {
+    type Target = DeviceStats;
+    fn deref(&self) -> &DeviceStats {
+        &self.device
+    }
 }
 
 /// Tunables of [`HostModel::connect_with`].
@@ -203,21 +191,9 @@ impl HostModel {
 
     /// Counters so far.
     pub fn stats(&self) -> HostStats {
-        let d = self.dev.stats();
         let drops = self.dev.session_stats().drops;
-        let ops = self.dev.ops();
         HostStats {
-            mmio_reads: d.mmio_reads,
-            mmio_writes: d.mmio_writes,
-            dma_reads: d.dma_reads,
-            dma_read_bytes: d.dma_read_bytes,
-            dma_writes: d.dma_writes,
-            dma_write_bytes: d.dma_write_bytes,
-            irqs: ops.irq_log.len() as u64,
-            frames_rx: d.frames_rx,
-            frames_tx: d.frames_tx,
-            serial_rx: d.serial_rx,
-            serial_tx: d.serial_tx,
+            device: self.dev.stats(),
             malformed: drops.malformed + drops.version,
             unexpected: drops.wrong_direction,
             drops,
