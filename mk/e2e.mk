@@ -1,10 +1,11 @@
 # End-to-end: the product as a user meets it. A Linux guest in our QEMU with -device
 # accelerator-pcie, its driver and tool, against the GEMM RTL in Verilator, via cosim-launch.
 #   make demo       build everything, run GEMMs of several sizes on the RTL from the guest, show results
-#   make test-e2e   the end-to-end test tier (launcher/tests/e2e.rs)
+#   make test-e2e   the end-to-end test tier (launcher/tests/e2e.rs, dual.rs, two_hosts.rs)
+#   make bench-two-hosts  MMIO round trip and DMA MB/s across a veth pair next to loopback
 #   make dual       accelerator VM and baseline VM side by side, sharing a network
 
-.PHONY: e2e-artifacts demo test-e2e dual
+.PHONY: e2e-artifacts demo test-e2e dual bench-two-hosts
 LAUNCH := $(ROOT)/target/release/cosim-launch
 
 e2e-artifacts: deps qemu sim-gemm guest launcher
@@ -23,6 +24,7 @@ demo: e2e-artifacts
 test-e2e: e2e-artifacts
 	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test e2e -- --test-threads 1
 	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test dual -- --test-threads 1
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test two_hosts -- --test-threads 1
 
 TEST_TIERS += test-e2e
 
@@ -30,3 +32,11 @@ TEST_TIERS += test-e2e
 # DUAL_ARGS: extra cosim-dual options, e.g. DUAL_ARGS="--sizes 64x64x64,256x256x256 --frames 50".
 dual: e2e-artifacts
 	COSIM_BUILD=$(BUILD) $(ROOT)/target/release/cosim-dual $(DUAL_ARGS)
+
+# Two hosts (docs/user-guide.md, "Two hosts"): the host model in one network namespace against the
+# test design's simulation in another (across a veth pair) and on loopback, in one run, as
+# markdown for docs/benchmarks.md. Needs root and iproute2. Knobs: BENCH_READS, BENCH_DMA_MIB.
+bench-two-hosts: deps sim-test
+	$(CARGO) bench -p cosim-host-model --bench two_hosts
+
+BENCHES += bench-two-hosts

@@ -28,6 +28,8 @@ PACKAGES=(
     seabios ipxe-qemu
     # guest image
     busybox-static cpio gzip kmod
+    # network namespaces and veth pairs of the two-host test and benchmark (ip)
+    iproute2
 )
 BACKPORTS_PACKAGES=(qemu-system-data qemu-system-x86)
 

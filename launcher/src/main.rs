@@ -7,6 +7,9 @@
 //! `guest/initramfs/init`), and prints a results table. Every stage has its own timeout and a
 //! failure names the stage. The launcher owns every process it starts: all are stopped when it
 //! returns, on error and on Ctrl-C (children run in their own process groups).
+//!
+//! With `--connect ENDPOINT` (one per device) it starts no simulation: QEMU connects to
+//! simulations that already run, on this machine or another one (docs/user-guide.md, "Two hosts").
 
 mod inject;
 mod markers;
@@ -59,10 +62,19 @@ Stages, each with its own timeout: sim start (until every simulation prints its 
 shutdown (until QEMU exits after the guest powers off).\n\n\
 Default paths come from $COSIM_BUILD (default: <repo>/build): sim/gemm_top/sim, qemu/qemu-system-x86_64, \
 guest/bzImage, guest/initramfs.cpio.gz.\n\n\
+Simulations on another machine: --connect ENDPOINT (once per device) starts no simulation and skips the sim \
+start stage; each -device accelerator-pcie gets endpoint=ENDPOINT. The simulation must already run with the \
+matching endpoint: for two machines, the simulation on S runs with --endpoint 'tcp://S:PORT?peer=Q' and this \
+launcher on Q gets --connect 'tcp://Q:PORT?peer=S' (S listens on PORT, Q on PORT+1; both ports must be open \
+between the machines). A tcp link beyond loopback needs a shared key: set COSIM_KEY_FILE to the same key file \
+(mode 600) for the simulation and for this launcher (QEMU inherits it); the launcher refuses to start without \
+it. If the link drops, QEMU declares the device lost after 1 s (MMIO reads return all ones, the guest's job \
+fails with an error) and resumes the session when the link is back. See docs/user-guide.md, \"Two hosts\".\n\n\
 Exit status: 0 every workload item passed; 1 the workload ran but an item failed; 2 usage error; \
 3 setup error (missing artifact, cannot start a process); 4 a stage timed out or a process died early; \
 130 interrupted (Ctrl-C, SIGTERM).",
-    after_help = "Example: cosim-launch --devices 2 --run 'gemm --m 64 --n 64 --k 64 --check --device all' --run info"
+    after_help = "Examples:\n  cosim-launch --devices 2 --run 'gemm --m 64 --n 64 --k 64 --check --device all' --run info\n  \
+COSIM_KEY_FILE=~/cosim.key cosim-launch --connect 'tcp://10.0.0.1:7000?peer=10.0.0.2' --run 'gemm --m 64 --n 64 --k 64 --check'"
 )]
 struct Cli {
     /// Number of accelerator-pcie devices, each backed by its own simulation (0: no accelerator).
@@ -143,6 +155,22 @@ struct Cli {
     #[arg(long, default_value = "ipc", value_parser = ["ipc", "tcp"])]
     transport: String,
 
+    /// Use a simulation that already runs at ENDPOINT instead of starting one (repeatable: one
+    /// per device, in order; replaces --devices). The sim start stage is skipped and QEMU gets
+    /// -device accelerator-pcie,endpoint=ENDPOINT. The simulation must already run with the
+    /// matching endpoint (two machines: simulation `--endpoint 'tcp://SIM:P?peer=QEMU'`, here
+    /// `--connect 'tcp://QEMU:P?peer=SIM'`) and, for tcp beyond loopback, with the same key file
+    /// as this launcher (COSIM_KEY_FILE, mode 600; required here). Cannot be combined with the
+    /// options that start or steer simulations.
+    #[arg(
+        long = "connect",
+        value_name = "ENDPOINT",
+        value_parser = parse_connect,
+        conflicts_with_all = ["devices", "sim", "sim_args", "max_cycles", "waves", "sim_stats", "transport",
+                              "timeout_sim_start", "kill_sim_after"],
+    )]
+    connect: Vec<String>,
+
     /// Directory for the logs (console, QEMU stderr, simulations, UARTs, results.json)
     /// [default: $COSIM_BUILD/logs/run-<unix time>-<pid>].
     #[arg(long)]
@@ -187,6 +215,48 @@ struct Cli {
 
 fn log(msg: impl AsRef<str>) {
     tracing::info!("{}", msg.as_ref());
+}
+
+/// `--connect` values: an endpoint the transport accepts (docs/protocol.md, "Channels").
+fn parse_connect(s: &str) -> Result<String, String> {
+    cosim_transport::Endpoint::parse(s).map(|_| s.to_string()).map_err(|e| e.to_string())
+}
+
+impl Cli {
+    /// Number of accelerators: one per `--connect` endpoint, else `--devices`.
+    fn device_count(&self) -> usize {
+        if self.connect.is_empty() {
+            self.devices
+        } else {
+            self.connect.len()
+        }
+    }
+}
+
+/// A `--connect` tcp endpoint beyond loopback needs the key the simulation was started with;
+/// fail here with a clear message rather than in QEMU's realize.
+fn check_connect_key(endpoints: &[String]) -> Result<()> {
+    for ep in endpoints {
+        let parsed = cosim_transport::Endpoint::parse(ep)?;
+        if parsed.is_local() {
+            continue;
+        }
+        match std::env::var_os(cosim_transport::KEY_FILE_ENV).filter(|v| !v.is_empty()) {
+            None => bail!(
+                "--connect {ep} leaves this machine's loopback, so the link needs a shared key: set {}=<file> \
+                 to the key file the simulation was started with (64 hex digits, mode 600; docs/protocol.md, \
+                 \"Access control\")",
+                cosim_transport::KEY_FILE_ENV
+            ),
+            Some(k) if !Path::new(&k).is_file() => bail!(
+                "{}={} (for --connect {ep}) is not a file: copy the simulation's key file here",
+                cosim_transport::KEY_FILE_ENV,
+                Path::new(&k).display()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// `tracing` on stderr, filter from `COSIM_LOG` (default `info`).
@@ -426,7 +496,7 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     let qemu_bin = cli.qemu.clone().unwrap_or_else(|| build.join("qemu/qemu-system-x86_64"));
     let kernel = cli.kernel.clone().unwrap_or_else(|| build.join("guest/bzImage"));
     let initrd = cli.initrd.clone().unwrap_or_else(|| build.join("guest/initramfs.cpio.gz"));
-    if cli.devices > 0 {
+    if cli.devices > 0 && cli.connect.is_empty() {
         require_file(&sim_bin, "simulation binary", "make sim-gemm")?;
     }
     require_file(&qemu_bin, "QEMU binary", "make qemu")?;
@@ -438,7 +508,15 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     // Endpoints, private to this user (docs/protocol.md, "Access control").
     let mut endpoints = Vec::new();
     let mut key_file = None;
-    if cli.devices > 0 {
+    if !cli.connect.is_empty() {
+        // Simulations started elsewhere: QEMU gets their endpoints and our COSIM_KEY_FILE.
+        check_connect_key(&cli.connect)?;
+        for (i, ep) in cli.connect.iter().enumerate() {
+            log(format!("accelerator {i}: connecting to the running simulation at {ep} (no simulation started)"));
+        }
+        endpoints = cli.connect.clone();
+        run.endpoints = endpoints.clone();
+    } else if cli.devices > 0 {
         let dir = cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?;
         if cli.transport == "ipc" {
             for i in 0..cli.devices {
@@ -459,9 +537,10 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
         run.endpoints = endpoints.clone();
     }
 
-    // Stage: sim start.
+    // Stage: sim start (none with --connect).
     let mut pids = serde_json::Map::new();
-    for (i, ep) in endpoints.iter().enumerate() {
+    let start_sims = if cli.connect.is_empty() { endpoints.as_slice() } else { &[] };
+    for (i, ep) in start_sims.iter().enumerate() {
         let mut cmd = Command::new(&sim_bin);
         cmd.arg("--endpoint").arg(ep);
         if let Some(k) = &key_file {
@@ -483,13 +562,15 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
         pids.insert(format!("sim{i}"), json!(p.pid()));
         run.sims.push(p);
     }
-    run.wait_stage(
-        rx,
-        "sim start",
-        Duration::from_secs(cli.timeout_sim_start),
-        |r| r.sim_ready.iter().all(|&x| x),
-        |_, _| {},
-    )?;
+    if cli.connect.is_empty() {
+        run.wait_stage(
+            rx,
+            "sim start",
+            Duration::from_secs(cli.timeout_sim_start),
+            |r| r.sim_ready.iter().all(|&x| x),
+            |_, _| {},
+        )?;
+    }
 
     // Stage: QEMU start.
     let cli = &run.cli;
@@ -573,8 +654,8 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     if let Some(b) = &run.report.boot {
         log(format!("guest up: {b}"));
         let seen = b["devices"].as_u64().unwrap_or(0) as usize;
-        if seen != run.cli.devices {
-            tracing::warn!("the guest sees {seen} accelerator(s), {} were configured", run.cli.devices);
+        if seen != run.cli.device_count() {
+            tracing::warn!("the guest sees {seen} accelerator(s), {} were configured", run.cli.device_count());
         }
     }
 
@@ -630,7 +711,7 @@ fn main() -> ExitCode {
         tracing::error!("cannot create log dir {}: {e}", log_dir.display());
         return ExitCode::from(EXIT_SETUP);
     }
-    let devices = cli.devices;
+    let devices = cli.device_count();
     let json_out = cli.json;
     let mut run = Run {
         cli,
@@ -672,6 +753,7 @@ fn main() -> ExitCode {
         "wall_seconds": (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "guest": run.report.to_json(),
         "stray_frames_injected": run.report_injected,
+        "connect": run.cli.connect,
     });
     let _ = std::fs::write(log_dir.join("results.json"), format!("{summary:#}\n"));
 
