@@ -17,7 +17,7 @@ HDL_DUAL_DIR := $(BUILD)/sim/cosim_test_dual
 sim-test: $(HDL_SIM_DIR)/sim $(HDL_DUAL_DIR)/sim
 
 $(HDL_SIM_DIR)/sim: $(HDL_EP_SRC) $(HDL_TEST_SRC) $(wildcard $(ROOT)/verilator-tb/*) \
-                    $(wildcard $(ROOT)/dpi-bridge/src/*.rs $(ROOT)/protocol/src/*.rs $(ROOT)/transport/src/*.rs) $(ROOT)/dpi-bridge/build.rs
+                    $(wildcard $(ROOT)/dpi-bridge/src/*.rs $(ROOT)/dpi-bridge/src/*/*.rs $(ROOT)/protocol/src/*.rs $(ROOT)/transport/src/*.rs) $(ROOT)/dpi-bridge/build.rs
 	$(MAKE) -C $(ROOT)/verilator-tb TOP=cosim_test_top SOURCES="$(HDL_TEST_SRC)" OUT=$(HDL_SIM_DIR)
 
 # Built after the first (they share the Rust library; the machine has two cores).
