@@ -88,11 +88,17 @@ unsafe fn cstr(p: *const c_char) -> String {
 /// `name` and `endpoint` are null or NUL-terminated strings.
 #[no_mangle]
 pub unsafe extern "C" fn cosim_ep_new(name: *const c_char, endpoint: *const c_char) -> *mut c_void {
-    crate::init_logging();
-    // SAFETY: forwarded caller guarantee.
-    let (name, endpoint) = unsafe { (cstr(name), cstr(endpoint)) };
-    let b = EpBuilder::new(&name, &endpoint);
-    Box::into_raw(Box::new(Handle { state: State::Building(Box::new(b)) })) as *mut c_void
+    let new = || {
+        crate::init_logging();
+        // SAFETY: forwarded caller guarantee.
+        let (name, endpoint) = unsafe { (cstr(name), cstr(endpoint)) };
+        let b = EpBuilder::new(&name, &endpoint);
+        Box::into_raw(Box::new(Handle { state: State::Building(Box::new(b)) })) as *mut c_void
+    };
+    catch_unwind(new).unwrap_or_else(|_| {
+        tracing::error!(target: "cosim::dpi", "panic while creating an endpoint (bug)");
+        std::ptr::null_mut()
+    })
 }
 
 /// PCI identity. Returns 0, or -1 if a value is out of range.
@@ -433,7 +439,7 @@ pub unsafe extern "C" fn cosim_ep_uart_rx(h: *mut c_void, byte: *mut c_uchar) ->
 /// For the C++ main: true once a host said goodbye (the simulation should end).
 #[no_mangle]
 pub extern "C" fn cosim_sim_stop_requested() -> bool {
-    registry::stop_requested()
+    catch_unwind(registry::stop_requested).unwrap_or(false)
 }
 
 /// For the C++ main: writes the started endpoints, comma-separated and NUL-terminated, into
@@ -443,7 +449,7 @@ pub extern "C" fn cosim_sim_stop_requested() -> bool {
 /// `buf` is null or valid for `len` bytes of writes.
 #[no_mangle]
 pub unsafe extern "C" fn cosim_sim_endpoints(buf: *mut c_char, len: usize) -> usize {
-    let s = registry::endpoints();
+    let s = catch_unwind(registry::endpoints).unwrap_or_default();
     if !buf.is_null() && len > 0 {
         let n = s.len().min(len - 1);
         // SAFETY: caller guarantees `buf` holds `len` bytes; we write `n + 1 <= len`.
@@ -459,11 +465,57 @@ pub unsafe extern "C" fn cosim_sim_endpoints(buf: *mut c_char, len: usize) -> us
 /// means the host and the design exchanged nothing.
 #[no_mangle]
 pub extern "C" fn cosim_sim_activity() -> u64 {
-    registry::activity()
+    catch_unwind(registry::activity).unwrap_or(0)
 }
 
 /// For the C++ main: statistics summed over every endpoint.
 #[no_mangle]
 pub extern "C" fn cosim_sim_stats() -> CosimSimStats {
     catch_unwind(registry::stats).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The helpers that catch panics for the exported functions of this file. A helper counts
+    /// only while it calls `catch_unwind` or a helper listed before it.
+    const GUARDS: [&str; 3] = ["with", "running", "building"];
+
+    fn body<'a>(src: &'a str, name: &str) -> &'a str {
+        let start = src.find(&format!("fn {name}(")).or_else(|| src.find(&format!("fn {name}<")));
+        let start = start.unwrap_or_else(|| panic!("fn {name} not found"));
+        let open = start + src[start..].find(" {\n").expect("body");
+        &src[open..open + src[open..].find("\n}\n").expect("end of body")]
+    }
+
+    /// `body` calls `f` (not merely a function whose name ends with `f`).
+    fn calls(body: &str, f: &str) -> bool {
+        body.match_indices(&format!("{f}(")).any(|(i, _)| {
+            !body[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.')
+        })
+    }
+
+    /// Every exported function catches panics (directly or through a guard): a new export
+    /// without one fails here. A panic must never unwind into the simulator.
+    #[test]
+    fn every_export_catches_panics() {
+        let src = include_str!("ffi.rs");
+        let src = &src[..src.find("\n#[cfg(test)]\nmod tests").expect("test module")];
+        let catches = |b: &str, guards: &[&str]| calls(b, "catch_unwind") || guards.iter().any(|g| calls(b, g));
+        for (i, g) in GUARDS.iter().enumerate() {
+            assert!(catches(body(src, g), &GUARDS[..i]), "guard {g} does not catch panics");
+        }
+        let name_after = |s: &str| s[s.find("fn ").expect("fn") + 3..].split(['(', '<']).next().unwrap().to_string();
+        let exports: Vec<String> = src.split("#[no_mangle]\n").skip(1).map(name_after).collect();
+        let pub_extern: Vec<String> =
+            src.lines().filter(|l| l.starts_with("pub ") && l.contains("extern \"C\" fn ")).map(name_after).collect();
+        assert_eq!(exports, pub_extern, "every `pub extern \"C\" fn` is #[no_mangle] and vice versa");
+        assert!(exports.len() >= 20, "found only {exports:?}");
+        for name in &exports {
+            assert!(
+                catches(body(src, name), &GUARDS),
+                "exported {name} does not catch panics (use catch_unwind or one of {GUARDS:?})"
+            );
+        }
+        eprintln!("{} exports, each catches panics: {}", exports.len(), exports.join(", "));
+    }
 }

@@ -294,14 +294,16 @@ pub unsafe extern "C" fn cosim_device_new(
     err: *mut c_char,
     err_len: usize,
 ) -> *mut CosimDevice {
-    init_logging();
     if params.is_null() || callbacks.is_null() || info_out.is_null() {
         write_err(err, err_len, "cosim_device_new: NULL argument");
         return std::ptr::null_mut();
     }
     // SAFETY: checked non-NULL; valid per the contract above.
     let (params, cb) = unsafe { (&*params, *callbacks) };
-    match catch_unwind(AssertUnwindSafe(|| new_inner(params, cb))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        init_logging();
+        new_inner(params, cb)
+    })) {
         Ok(Ok((dev, info))) => {
             // SAFETY: checked non-NULL; the caller owns the storage.
             unsafe { info_out.write(info) };
@@ -343,6 +345,11 @@ pub unsafe extern "C" fn cosim_device_free(dev: *mut CosimDevice) {
     }));
 }
 
+/// Runs `f`, or returns `on_panic` if it panics: no panic unwinds into QEMU's C code.
+fn guard<R>(on_panic: R, f: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
 /// Runs `f` on the device behind `dev`, with pointer, re-entry and panic checks.
 ///
 /// # Safety
@@ -378,7 +385,7 @@ pub unsafe extern "C" fn cosim_device_notify_fd(dev: *const CosimDevice) -> c_in
         return -1;
     }
     // SAFETY: non-NULL and live per the contract.
-    unsafe { (*dev).notify_fd }
+    guard(-1, || unsafe { (*dev).notify_fd })
 }
 
 /// MMIO read of `size` (1, 2, 4, 8) bytes at `offset` of BAR `bar`. Blocks until the HDL
@@ -501,5 +508,52 @@ pub unsafe extern "C" fn cosim_device_connected(dev: *const CosimDevice) -> bool
     }
     // SAFETY: non-NULL and live per the contract.
     let dev = unsafe { &*dev };
-    dev.inner.try_borrow().map(|d| d.state() == crate::LinkState::Connected).unwrap_or(true)
+    // Busy (we are inside a call of this device, so it has a session): connected.
+    guard(false, || dev.inner.try_borrow().map(|d| d.state() == crate::LinkState::Connected).unwrap_or(true))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The helpers that catch panics for the exported functions of this file. A helper counts
+    /// only while it calls `catch_unwind` or a helper listed before it.
+    const GUARDS: [&str; 2] = ["guard", "with_dev"];
+
+    fn body<'a>(src: &'a str, name: &str) -> &'a str {
+        let start = src.find(&format!("fn {name}(")).or_else(|| src.find(&format!("fn {name}<")));
+        let start = start.unwrap_or_else(|| panic!("fn {name} not found"));
+        let open = start + src[start..].find(" {\n").expect("body");
+        &src[open..open + src[open..].find("\n}\n").expect("end of body")]
+    }
+
+    /// `body` calls `f` (not merely a function whose name ends with `f`).
+    fn calls(body: &str, f: &str) -> bool {
+        body.match_indices(&format!("{f}(")).any(|(i, _)| {
+            !body[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '.')
+        })
+    }
+
+    /// Every exported function catches panics (directly or through a guard): a new export
+    /// without one fails here. A panic must never unwind into QEMU.
+    #[test]
+    fn every_export_catches_panics() {
+        let src = include_str!("ffi.rs");
+        let src = &src[..src.find("\n#[cfg(test)]\nmod tests").expect("test module")];
+        let catches = |b: &str, guards: &[&str]| calls(b, "catch_unwind") || guards.iter().any(|g| calls(b, g));
+        for (i, g) in GUARDS.iter().enumerate() {
+            assert!(catches(body(src, g), &GUARDS[..i]), "guard {g} does not catch panics");
+        }
+        let name_after = |s: &str| s[s.find("fn ").expect("fn") + 3..].split(['(', '<']).next().unwrap().to_string();
+        let exports: Vec<String> = src.split("#[no_mangle]\n").skip(1).map(name_after).collect();
+        let pub_extern: Vec<String> =
+            src.lines().filter(|l| l.starts_with("pub ") && l.contains("extern \"C\" fn ")).map(name_after).collect();
+        assert_eq!(exports, pub_extern, "every `pub extern \"C\" fn` is #[no_mangle] and vice versa");
+        assert!(exports.len() >= 10, "found only {exports:?}");
+        for name in &exports {
+            assert!(
+                catches(body(src, name), &GUARDS),
+                "exported {name} does not catch panics (use catch_unwind or one of {GUARDS:?})"
+            );
+        }
+        eprintln!("{} exports, each catches panics: {}", exports.len(), exports.join(", "));
+    }
 }
