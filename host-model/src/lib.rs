@@ -23,11 +23,16 @@
 //! assert_eq!(host.read(0, 0x10, 4)?, 0x1234);
 //! # Ok(()) }
 //! ```
+//!
+//! `unsafe` lives only in module `process` (one `kill(2)` to stop the simulation, with its
+//! `// SAFETY:` line); the rest of the crate denies it.
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 mod memory;
 mod model;
 pub mod msix;
+#[allow(unsafe_code)]
 mod process;
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! INIT, answer every INIT, refuse other versions, heartbeats, liveness, GOODBYE, drop malformed
 //! frames and keep going) are `DeviceSession`'s, driven by [`DeviceLoop`]; this file is only the
 //! scripted device logic. Its log lines (the engine's, filtered by `COSIM_LOG`, default `info`)
-//! go to stderr.
+//! go to stderr. No `unsafe`.
 //!
 //! Behaviour, so tests can observe what arrived:
 //! - MMIO write to BAR0: counted, and folded into an order-sensitive hash.
@@ -14,6 +14,7 @@
 //!   (byte i of write n is `(n + i) as u8`), then MSI-X vector 0 (the ordering probe).
 //! - NIC frames and serial bytes are echoed back. A GOODBYE that ends our session ends the
 //!   process; at `--max-seconds` it says GOODBYE (if in a session) and exits.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
