@@ -15,6 +15,6 @@ launcher:
 	$(CARGO) build --release -p cosim-launch
 
 test-guest: guest
-	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test stages
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test stages -- --include-ignored
 
 TEST_TIERS += test-guest

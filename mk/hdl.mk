@@ -33,7 +33,7 @@ lint-hdl:
 test-hdl: deps lint-hdl sim-test
 	$(CARGO) test --release -p cosim-dpi-bridge -p cosim-host-model --lib
 	$(CARGO) test --release -p cosim-dpi-bridge --test session
-	$(CARGO) test --release -p cosim-host-model --test hdl_bridge -- --test-threads=2
+	$(CARGO) test --release -p cosim-host-model --test hdl_bridge -- --include-ignored --test-threads=2
 
 bench-hdl: deps sim-test
 	$(CARGO) bench -p cosim-host-model --bench hdl_bridge

@@ -19,7 +19,7 @@ qemu: deps
 	$(ROOT)/scripts/build-qemu.sh --out $(BUILD)/qemu
 
 test-qemu: qemu
-	$(CARGO) test --release -p cosim-qemu-device -- --test-threads=2
+	$(CARGO) test --release -p cosim-qemu-device -- --include-ignored --test-threads=2
 
 bench-qemu: qemu
 	$(CARGO) bench -p cosim-qemu-device --bench qemu_mmio

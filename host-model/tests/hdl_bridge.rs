@@ -1,5 +1,7 @@
 //! Host model against the real Verilator simulation of the bridge's test design
 //! (`hdl/test/cosim_test_top.sv`, built by `make sim-test`). Every wait has a timeout.
+//! Every test is `#[ignore]`d for a plain `cargo test --workspace` (which lists it with the make
+//! target it needs); `make test-hdl` runs them all (`--include-ignored`).
 
 use std::time::{Duration, Instant};
 
@@ -119,6 +121,7 @@ fn exercise_window(host: &mut HostModel, bar: u8, base: u64, seed: u64) -> Resul
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn registers_every_size_on_two_bars() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -143,6 +146,7 @@ fn registers_every_size_on_two_bars() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn registers_over_tcp_with_plusarg_overrides() -> Result<()> {
     let mut r = start_with(&["+cosim_device_id=beef", "+cosim_subsys_id=42", "+cosim_bar1_size=2000"], true)?;
     let c = r.host.config().clone();
@@ -167,6 +171,7 @@ fn copy(h: &mut HostModel, src: u64, dst: u64, len: u64, max_beats: u64, vector:
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn dma_copies_of_odd_lengths_and_alignments() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -208,6 +213,7 @@ fn dma_copies_of_odd_lengths_and_alignments() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn several_outstanding_dma_reads_answered_out_of_order() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -225,6 +231,7 @@ fn several_outstanding_dma_reads_answered_out_of_order() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn dma_read_errors_reach_the_design() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -240,6 +247,7 @@ fn dma_read_errors_reach_the_design() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn interrupts_on_several_vectors() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -262,6 +270,7 @@ fn interrupts_on_several_vectors() -> Result<()> {
 /// RTL, a masked vector's interrupt waits in the PBA and fires on unmask, and `wait_irq`
 /// returns as soon as the interrupt arrives.
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn msix_table_and_pba_are_emulated_and_wait_irq_wakes_at_once() -> Result<()> {
     const TABLE: u64 = 0; // BAR2
     const PBA: u64 = 0x2000; // BAR2
@@ -304,6 +313,7 @@ fn msix_table_and_pba_are_emulated_and_wait_irq_wakes_at_once() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn frames_and_serial_both_ways() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -333,6 +343,7 @@ fn frames_and_serial_both_ways() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn mmio_error_responses_and_timeout() -> Result<()> {
     let mut r = start_with(&["+cosim_mmio_timeout=2000"], false)?;
     let h = &mut r.host;
@@ -378,6 +389,7 @@ fn mmio_error_responses_and_timeout() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn malformed_messages_are_reported_and_the_sim_keeps_running() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -401,6 +413,7 @@ fn malformed_messages_are_reported_and_the_sim_keeps_running() -> Result<()> {
 /// A frame of another protocol version: refused before a session exists, only counted and
 /// dropped while one is live (docs/protocol.md, rule 2).
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn version_mismatch_is_refused_only_without_a_session() -> Result<()> {
     // An INIT frame with protocol major 9 in the header.
     let mut init = vec![b'C', b'S', 9, 0x01, 24, 0, 0, 0];
@@ -452,6 +465,7 @@ fn version_mismatch_is_refused_only_without_a_session() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn sim_killed_mid_transfer_gives_a_clear_error() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -488,6 +502,7 @@ fn sim_killed_mid_transfer_gives_a_clear_error() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn reset_restarts_the_design() -> Result<()> {
     let mut r = start()?;
     let h = &mut r.host;
@@ -501,6 +516,7 @@ fn reset_restarts_the_design() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn goodbye_sigterm_and_waves_end_cleanly() -> Result<()> {
     // GOODBYE from the host.
     let mut r = start()?;
@@ -535,6 +551,7 @@ fn goodbye_sigterm_and_waves_end_cleanly() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn max_cycles_and_help() -> Result<()> {
     let bin = sim_binary("cosim_test_top", "sim-test")?;
     let out = std::process::Command::new(&bin).arg("--help").output()?;
@@ -547,6 +564,7 @@ fn max_cycles_and_help() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn two_endpoints_in_one_simulation() -> Result<()> {
     let bin = sim_binary("cosim_test_dual", "sim-test")?;
     let (dir, ep0) = temp_endpoint("dev0")?;
@@ -582,6 +600,7 @@ fn two_endpoints_in_one_simulation() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn idle_throttle_still_serves_the_host() -> Result<()> {
     let mut r = start_with(&["--idle-throttle"], false)?;
     let h = &mut r.host;
@@ -619,6 +638,7 @@ fn axi_beat(addr: u64, len: u64, size: u32, burst: u64, i: u64) -> (u64, Vec<u64
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn narrow_fixed_and_wrap_write_bursts_with_partial_strobes() -> Result<()> {
     const BW_ADDR: u64 = 0x150;
     const BW_CFG: u64 = 0x158;
@@ -666,6 +686,7 @@ fn narrow_fixed_and_wrap_write_bursts_with_partial_strobes() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn narrow_fixed_and_wrap_read_bursts() -> Result<()> {
     const BR_ADDR: u64 = 0x160;
     const BR_CFG: u64 = 0x168;
@@ -772,11 +793,13 @@ fn dma_reads_without_a_host(latency: u64) -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn dma_reads_without_a_host_get_decerr_and_never_hang() -> Result<()> {
     dma_reads_without_a_host(0)
 }
 
 #[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn dma_reads_without_a_host_get_decerr_and_never_hang_with_modelled_latency() -> Result<()> {
     dma_reads_without_a_host(100)
 }

@@ -1,6 +1,8 @@
 //! accelerator-pcie under `qemu-system-x86_64 -M q35 -accel qtest`, driven through the qtest text
 //! protocol, against a scripted fake HDL peer (ZeroMQ over ipc in a fresh temp dir).
-//! Needs `make qemu` (fails with that hint otherwise).
+//! Needs `make qemu`, so every test is `#[ignore]`d: a plain `cargo test --workspace` lists them as
+//! ignored with that reason; `make test-qemu` runs them (`--include-ignored`), and a missing QEMU
+//! then fails with the same hint.
 
 mod common;
 
@@ -27,6 +29,7 @@ fn start(dir: &TempDir, name: &str) -> Result<(FakePeer, Qemu)> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn qemu_without_the_device_never_waits() -> Result<()> {
     let t0 = Instant::now();
     let mut q = Qemu::spawn(&[])?;
@@ -37,6 +40,7 @@ fn qemu_without_the_device_never_waits() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn missing_hdl_fails_device_with_a_hint() -> Result<()> {
     let dir = TempDir::new("nohdl");
     let q = Qemu::spawn(&device_args(&dir.endpoint("x"), "04.0", ",timeout-ms=300"))?;
@@ -47,6 +51,7 @@ fn missing_hdl_fails_device_with_a_hint() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn missing_endpoint_fails_device_with_a_hint() -> Result<()> {
     let q = Qemu::spawn(&["-device".into(), "accelerator-pcie,addr=04.0".into()])?;
     let (ok, err) = q.wait_exit(Duration::from_secs(10))?;
@@ -55,6 +60,7 @@ fn missing_endpoint_fails_device_with_a_hint() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn impossible_config_fails_device_with_a_hint() -> Result<()> {
     let dir = TempDir::new("badcfg");
     let ep = dir.endpoint("a");
@@ -69,6 +75,7 @@ fn impossible_config_fails_device_with_a_hint() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn config_space_matches_the_hdl() -> Result<()> {
     let dir = TempDir::new("cfg");
     let (_peer, mut q) = start(&dir, "a")?;
@@ -98,6 +105,7 @@ fn config_space_matches_the_hdl() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn mmio_of_every_size_reaches_every_bar() -> Result<()> {
     let dir = TempDir::new("mmio");
     let (peer, mut q) = start(&dir, "a")?;
@@ -143,6 +151,7 @@ fn mmio_of_every_size_reaches_every_bar() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn dma_write_lands_in_guest_memory_and_dma_read_returns_it() -> Result<()> {
     let dir = TempDir::new("dma");
     let (peer, mut q) = start(&dir, "a")?;
@@ -170,6 +179,7 @@ fn dma_write_lands_in_guest_memory_and_dma_read_returns_it() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn msix_is_delivered_and_pending_while_masked() -> Result<()> {
     let dir = TempDir::new("msix");
     let (peer, mut q) = start(&dir, "a")?;
@@ -216,6 +226,7 @@ fn msix_is_delivered_and_pending_while_masked() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn nic_frames_travel_both_ways() -> Result<()> {
     let dir = TempDir::new("nic");
     let ep = dir.endpoint("a");
@@ -253,6 +264,7 @@ fn nic_frames_travel_both_ways() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn serial_bytes_travel_both_ways() -> Result<()> {
     use std::io::{Read, Write};
     let dir = TempDir::new("ser");
@@ -286,6 +298,7 @@ fn serial_bytes_travel_both_ways() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn hdl_killed_and_restarted_reconnects() -> Result<()> {
     let dir = TempDir::new("restart");
     let ep = dir.endpoint("a");
@@ -317,6 +330,7 @@ fn hdl_killed_and_restarted_reconnects() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn hdl_restarted_at_once_is_noticed_by_the_liveness_timeout() -> Result<()> {
     let dir = TempDir::new("quick");
     let ep = dir.endpoint("a");
@@ -337,6 +351,7 @@ fn hdl_restarted_at_once_is_noticed_by_the_liveness_timeout() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn hdl_returning_with_another_layout_stays_disconnected() -> Result<()> {
     let dir = TempDir::new("mismatch");
     let ep = dir.endpoint("a");
@@ -359,6 +374,7 @@ fn hdl_returning_with_another_layout_stays_disconnected() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn two_devices_in_one_qemu() -> Result<()> {
     let dir = TempDir::new("two");
     let (ea, eb) = (dir.endpoint("a"), dir.endpoint("b"));
@@ -386,6 +402,7 @@ fn two_devices_in_one_qemu() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn dma_while_a_read_is_outstanding_does_not_deadlock() -> Result<()> {
     let dir = TempDir::new("dmaread");
     let ep = dir.endpoint("a");
@@ -412,6 +429,7 @@ fn dma_while_a_read_is_outstanding_does_not_deadlock() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn malformed_messages_are_logged_and_dropped() -> Result<()> {
     let dir = TempDir::new("garbage");
     let (peer, mut q) = start(&dir, "a")?;
@@ -430,6 +448,7 @@ fn malformed_messages_are_logged_and_dropped() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn reset_is_forwarded() -> Result<()> {
     let dir = TempDir::new("reset");
     let (peer, mut q) = start(&dir, "a")?;
@@ -441,6 +460,7 @@ fn reset_is_forwarded() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn clean_qemu_exit_says_goodbye() -> Result<()> {
     let dir = TempDir::new("bye");
     let ep = dir.endpoint("a");
@@ -461,6 +481,7 @@ fn clean_qemu_exit_says_goodbye() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn tcp_endpoint_with_port_property_and_cosim_port() -> Result<()> {
     // port= on the device.
     let p = free_port_pair();
@@ -480,6 +501,7 @@ fn tcp_endpoint_with_port_property_and_cosim_port() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn hdl_stalling_during_a_read_gives_all_ones_then_recovers() -> Result<()> {
     let dir = TempDir::new("stall");
     let ep = dir.endpoint("a");
@@ -536,6 +558,7 @@ fn inject_stray(endpoint: &str, count: u64) -> Result<std::thread::JoinHandle<Re
 }
 
 #[test]
+#[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn stray_frames_in_both_channels_never_disturb_the_session() -> Result<()> {
     let dir = TempDir::new("stray");
     let ep = dir.endpoint("a");
