@@ -1,6 +1,6 @@
 //! Two "machines" on this one: two network namespaces of their own, joined by a veth pair with
 //! private addresses, for tests and benchmarks of a link that leaves loopback
-//! (`launcher/tests/two_hosts.rs`, `host-model/benches/two_hosts.rs`; docs/user-guide.md, "Two
+//! (`launcher/tests/two_hosts.rs`, `host-model/examples/two_hosts.rs`; docs/user-guide.md, "Two
 //! hosts"). Needs root and `ip` (iproute2).
 //!
 //! Namespace `A` (index 0) gets `10.77.<n>.1/24`, `B` (index 1) `10.77.<n>.2/24`, both with
