@@ -22,9 +22,9 @@ demo: e2e-artifacts
 	COSIM_BUILD=$(BUILD) $(LAUNCH) $(DEMO_RUNS)
 
 test-e2e: e2e-artifacts
-	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test e2e -- --test-threads 1
-	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test dual -- --test-threads 1
-	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test two_hosts -- --test-threads 1
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test e2e -- --include-ignored --test-threads 1
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test dual -- --include-ignored --test-threads 1
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test two_hosts -- --include-ignored --test-threads 1
 
 TEST_TIERS += test-e2e
 
@@ -37,6 +37,6 @@ dual: e2e-artifacts
 # test design's simulation in another (across a veth pair) and on loopback, in one run, as
 # markdown for docs/benchmarks.md. Needs root and iproute2. Knobs: BENCH_READS, BENCH_DMA_MIB.
 bench-two-hosts: deps sim-test
-	$(CARGO) bench -p cosim-host-model --bench two_hosts
+	$(CARGO) run --release -p cosim-host-model --example two_hosts
 
 BENCHES += bench-two-hosts

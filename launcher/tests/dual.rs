@@ -6,6 +6,8 @@
 //!
 //! Needs `make qemu sim-gemm guest` and /usr/bin/qemu-system-x86_64 (`make deps`); the
 //! `test-e2e` make target builds them first. A missing artifact fails with a message naming it.
+//! Every test is `#[ignore]`d for a plain `cargo test --workspace`; `make test-e2e` runs them
+//! (`--include-ignored`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -84,6 +86,7 @@ fn pid_alive(pid: u64) -> bool {
 }
 
 #[test]
+#[ignore = "needs `make qemu sim-gemm guest`: run by `make test-e2e` (or `make test`)"]
 fn dual_vm_gemms_agree_and_frames_are_answered() {
     const FRAMES: u64 = 12;
     let sizes = [(16u64, 16u64, 16u64), (17, 33, 9), (64, 64, 64), (100, 40, 72)];
@@ -154,6 +157,7 @@ fn dual_vm_gemms_agree_and_frames_are_answered() {
 }
 
 #[test]
+#[ignore = "needs `make qemu sim-gemm guest`: run by `make test-e2e` (or `make test`)"]
 fn overall_timeout_stops_everything() {
     // Both guests end their workload with a long sleep, so both VMs are still running when the
     // 25 s overall limit expires: the run must end with exit 4, a message naming the overall
