@@ -10,9 +10,14 @@
 //!
 //! With `--connect ENDPOINT` (one per device) it starts no simulation: QEMU connects to
 //! simulations that already run, on this machine or another one (docs/user-guide.md, "Two hosts").
+//!
+//! `unsafe` lives only in module `procs` (`kill(2)` on our own children and the `signal(2)`
+//! handlers, each with its `// SAFETY:` line); the rest of the crate denies it.
+#![deny(unsafe_code)]
 
 mod inject;
 mod markers;
+#[allow(unsafe_code)]
 mod procs;
 
 use std::path::{Path, PathBuf};

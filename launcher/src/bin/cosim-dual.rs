@@ -16,6 +16,9 @@
 //! timeouts; this program adds an overall one. The result compares C hashes per size and the
 //! frame counts on both ends (baseline sent/answered, NIC_RX/TX_FRAMES, the simulation's
 //! `frames_rx`/`frames_tx` exit statistics).
+//!
+//! `unsafe` only in `install_signal_handlers` and `kill_pid` (`signal(2)`, `kill(2)`).
+#![deny(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -144,6 +147,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+#[allow(unsafe_code)]
 fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe) and has the C ABI
@@ -154,6 +158,7 @@ fn install_signal_handlers() {
     }
 }
 
+#[allow(unsafe_code)]
 fn kill_pid(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a pid this program started (directly or through its launcher); no memory
     // is involved.
