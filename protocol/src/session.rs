@@ -628,6 +628,11 @@ impl HostSession {
     }
 
     fn on_config(&mut self, now: Instant, c: Config) {
+        if matches!(self.state, HostState::Up { session } if session == c.session) {
+            // The answer to a repeated INIT of this session, arriving after the first: harmless.
+            self.liveness.on_receive(now, None);
+            return;
+        }
         let HostState::Handshake { session, first } = self.state else {
             self.dropped(now, DropKind::Foreign, &format_args!("CONFIG of session {:#x} outside a handshake", c.session));
             return;
