@@ -9,7 +9,7 @@
 //! This crate does no I/O and keeps no state beyond the [`liveness::Liveness`] helper (which is
 //! given the time by its caller). `docs/protocol.md` describes every byte; the fixed-bytes tests in
 //! `tests/golden.rs` pin the code to it. [`Message::decode`] returns `Ok` or a typed
-//! [`DecodeError`] for any input and never panics.
+//! [`DecodeError`] for any input and never panics. No `unsafe` anywhere (forbidden).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
