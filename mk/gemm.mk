@@ -2,8 +2,12 @@
 # Owner: GEMM accelerator part. Register map: docs/register-map.md.
 #
 #   make sim-gemm     builds $(BUILD)/sim/gemm_top/sim (endpoint shell + gemm_accel, shared verilator-tb)
-#   make test-gemm    lint (-Wall), C++ unit testbench of gemm_accel, host-model tests against the sim
+#   make test-gemm    register map and ioctl ABI against gemm-abi, lint (-Wall), C++ unit testbench of
+#                     gemm_accel, host-model tests against the sim
 #   make bench-gemm   GEMM cycle and wall-time benchmarks (table for docs/benchmarks.md)
+#   make gen-gemm-abi rewrites the files generated from gemm-abi/src/lib.rs (the one definition of
+#                     the register map and the ioctl ABI): guest/driver/cosim_accel_regs.h and the
+#                     tables of docs/register-map.md
 
 GEMM_DIR      := $(ROOT)/hdl/gemm_accel
 # Leaf modules first, gemm_top last.
@@ -15,8 +19,10 @@ GEMM_EP_SRC   := $(ROOT)/hdl/ep/cosim_dpi_pkg.sv $(filter-out %/cosim_dpi_pkg.sv
 GEMM_SIM_DIR  := $(BUILD)/sim/gemm_top
 GEMM_TB_DIR   := $(BUILD)/tb_gemm_accel
 GEMM_CARGO_TEST := $(CARGO) test --release -p cosim-host-model
+# C headers of the register map (generated) and the ioctl ABI; the testbench includes both.
+GEMM_C_HEADERS  := $(ROOT)/guest/driver/cosim_accel_regs.h $(ROOT)/guest/driver/cosim_accel_ioctl.h
 
-.PHONY: sim-gemm lint-gemm tb-gemm test-gemm bench-gemm
+.PHONY: sim-gemm lint-gemm tb-gemm test-gemm bench-gemm abi-gemm gen-gemm-abi
 
 sim-gemm: $(GEMM_SIM_DIR)/sim
 
@@ -37,8 +43,9 @@ lint-gemm:
 # Unit testbench: gemm_accel alone with a C++ AXI memory model (random latencies, out-of-order
 # read IDs, back-pressure, error responses). GEMM_TB_SEED picks the seed.
 GEMM_TB_SEED ?= 1
-$(GEMM_TB_DIR)/tb_gemm_accel: $(GEMM_CORE_SRC) $(GEMM_DIR)/tb/tb_gemm_accel.cpp
+$(GEMM_TB_DIR)/tb_gemm_accel: $(GEMM_CORE_SRC) $(GEMM_DIR)/tb/tb_gemm_accel.cpp $(GEMM_C_HEADERS)
 	verilator --cc --exe --build -O2 -j 2 --top-module gemm_accel -Mdir $(GEMM_TB_DIR) \
+	    -CFLAGS -I$(ROOT)/guest/driver \
 	    $(GEMM_CORE_SRC) $(GEMM_DIR)/tb/tb_gemm_accel.cpp -o tb_gemm_accel >$(GEMM_TB_DIR).log 2>&1 \
 	    || { tail -40 $(GEMM_TB_DIR).log; exit 1; }
 
@@ -46,7 +53,15 @@ tb-gemm: $(GEMM_TB_DIR)/tb_gemm_accel
 	set -o pipefail; $(GEMM_TB_DIR)/tb_gemm_accel $(GEMM_TB_SEED) 20 | tail -3
 	set -o pipefail; $(GEMM_TB_DIR)/tb_gemm_accel $(GEMM_TB_SEED) 400 | tail -3
 
-test-gemm: deps lint-gemm tb-gemm sim-gemm
+# The register map and the ioctl ABI against their one definition (gemm-abi): generated files
+# current, RTL localparams and decoders, C headers compiled with gcc. Seconds; no simulation.
+abi-gemm: deps
+	$(CARGO) test --release -p cosim-gemm-abi
+
+gen-gemm-abi:
+	GEMM_ABI_BLESS=1 $(CARGO) test --release -p cosim-gemm-abi --test generated
+
+test-gemm: deps abi-gemm lint-gemm tb-gemm sim-gemm
 	$(GEMM_CARGO_TEST) --test gemm -- --test-threads=1 --nocapture
 
 bench-gemm: deps sim-gemm

@@ -121,7 +121,7 @@ log "building cosim_accel.ko against $KDIR ..."
 MODBUILD=$OUT/driver-build
 mkdir -p "$MODBUILD"
 # Copy only the sources, so kbuild's output stays out of the work tree.
-for f in Kbuild cosim_accel.c cosim_accel_ioctl.h; do
+for f in Kbuild cosim_accel.c cosim_accel_ioctl.h cosim_accel_regs.h; do
     cmp -s "$ROOT/guest/driver/$f" "$MODBUILD/$f" 2>/dev/null || cp "$ROOT/guest/driver/$f" "$MODBUILD/$f"
 done
 make -s -C "$KDIR" M="$MODBUILD" modules >"$MODBUILD/build.log" 2>&1 ||

@@ -2,7 +2,8 @@
 /*
  * cosim_accel: Linux driver for the cosim GEMM accelerator (PCI 1ded:acc1).
  *
- * Register map: docs/register-map.md. ioctl ABI: cosim_accel_ioctl.h.
+ * Register map: docs/register-map.md, as macros in cosim_accel_regs.h (generated from the crate
+ * gemm-abi). ioctl ABI: cosim_accel_ioctl.h (checked against gemm-abi by its tests).
  *
  * Who owns what: the driver owns the device while a job runs (one job at a time per device,
  * serialized by accel->lock); DMA buffers are allocated per job with dma_alloc_coherent. A job
@@ -13,6 +14,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/bitfield.h>
 #include <linux/cdev.h>
 #include <linux/delay.h>
 #include <linux/device.h>
@@ -32,51 +34,11 @@
 #include <linux/wait.h>
 
 #include "cosim_accel_ioctl.h"
+#include "cosim_accel_regs.h" /* register map, generated from gemm-abi */
 
 #define DRV_NAME "cosim_accel"
 #define ACCEL_MAX_DEVICES 16
 
-#define PCI_VENDOR_ID_COSIM 0x1ded
-#define PCI_DEVICE_ID_COSIM_GEMM 0xacc1
-
-/* docs/register-map.md, "Registers" */
-#define REG_ID 0x000
-#define REG_VERSION 0x004
-#define REG_ARRAY 0x008
-#define REG_MAX_DIM 0x00c
-#define REG_CTRL 0x010
-#define REG_STATUS 0x014
-#define REG_ERROR 0x018
-#define REG_MSIX_VECTOR 0x01c
-#define REG_M 0x020
-#define REG_N 0x024
-#define REG_K 0x028
-#define REG_LDA 0x02c
-#define REG_LDB 0x030
-#define REG_LDC 0x034
-#define REG_A_ADDR_LO 0x038
-#define REG_A_ADDR_HI 0x03c
-#define REG_B_ADDR_LO 0x040
-#define REG_B_ADDR_HI 0x044
-#define REG_C_ADDR_LO 0x048
-#define REG_C_ADDR_HI 0x04c
-#define REG_CYCLES_LO 0x050
-#define REG_CYCLES_HI 0x054
-#define REG_DMA_WAIT_LO 0x068
-#define REG_DMA_WAIT_HI 0x06c
-#define REG_JOBS_DONE 0x070
-#define REG_NIC_RX_FRAMES 0x080
-#define REG_NIC_TX_FRAMES 0x084
-#define REG_UART_RX_BYTES 0x088
-
-#define CTRL_START BIT(0)
-#define CTRL_IRQ_EN BIT(1)
-#define CTRL_CLEAR BIT(2)
-#define STATUS_BUSY BIT(0)
-#define STATUS_DONE BIT(1)
-#define STATUS_ERROR BIT(2)
-
-#define GEMM_ID_VALUE 0x47454d4d
 #define ALL_ONES 0xffffffffu
 
 /* How often a waiting job re-checks that the device still answers. */
@@ -189,8 +151,8 @@ static void reap_stale(struct accel_dev *a)
 
 	if (list_empty(&a->stale))
 		return;
-	st = rd(a, REG_STATUS);
-	if (st != ALL_ONES && !(st & STATUS_BUSY)) {
+	st = rd(a, GEMM_REG_STATUS);
+	if (st != ALL_ONES && !(st & GEMM_STATUS_BUSY)) {
 		free_stale(a);
 		dev_info(&a->pdev->dev, "device idle again; freed buffers of the timed-out job\n");
 	}
@@ -264,17 +226,17 @@ static int wait_for_irq(struct accel_dev *a, unsigned int tmo_ms)
 			return -ENODEV;
 		if (r < 0)
 			return -EINTR;
-		st = rd(a, REG_STATUS);
-		if (st == ALL_ONES && rd(a, REG_ID) == ALL_ONES)
+		st = rd(a, GEMM_REG_STATUS);
+		if (st == ALL_ONES && rd(a, GEMM_REG_ID) == ALL_ONES)
 			return -EIO;
 		if (atomic_read(&a->irq_seen)) {
-			if (!(st & STATUS_BUSY))
+			if (!(st & GEMM_STATUS_BUSY))
 				return 0;
 			atomic_set(&a->irq_seen, 0);
 			dev_dbg(&a->pdev->dev, "interrupt while BUSY (late one of an earlier job); waiting on\n");
 			continue;
 		}
-		if (st != ALL_ONES && !(st & STATUS_BUSY) && (st & (STATUS_DONE | STATUS_ERROR))) {
+		if (st != ALL_ONES && !(st & GEMM_STATUS_BUSY) && (st & (GEMM_STATUS_DONE | GEMM_STATUS_ERROR))) {
 			dev_warn(&a->pdev->dev, "job finished without its interrupt (STATUS=0x%08x)\n", st);
 			return 0;
 		}
@@ -320,14 +282,14 @@ static long accel_gemm(struct accel_dev *a, struct cosim_accel_gemm __user *uarg
 	}
 	reap_stale(a);
 
-	st = rd(a, REG_STATUS);
+	st = rd(a, GEMM_REG_STATUS);
 	if (st == ALL_ONES) {
 		dev_err(&a->pdev->dev, "gemm: device not responding (STATUS reads all ones)\n");
 		atomic64_inc(&a->timeouts);
 		ret = -EIO;
 		goto out_unlock;
 	}
-	if (st & STATUS_BUSY) {
+	if (st & GEMM_STATUS_BUSY) {
 		dev_warn(&a->pdev->dev, "gemm: device still busy with an earlier (timed-out) job\n");
 		ret = -EBUSY;
 		goto out_unlock;
@@ -348,21 +310,21 @@ static long accel_gemm(struct accel_dev *a, struct cosim_accel_gemm __user *uarg
 		goto out_free;
 	}
 
-	wr(a, REG_CTRL, CTRL_CLEAR);
-	wr(a, REG_MSIX_VECTOR, 0);
-	wr(a, REG_M, g.m);
-	wr(a, REG_N, g.n);
-	wr(a, REG_K, g.k);
-	wr(a, REG_LDA, 0);
-	wr(a, REG_LDB, 0);
-	wr(a, REG_LDC, 0);
-	set_addr(a, REG_A_ADDR_LO, ba->dma);
-	set_addr(a, REG_B_ADDR_LO, bb->dma);
-	set_addr(a, REG_C_ADDR_LO, bc->dma);
+	wr(a, GEMM_REG_CTRL, GEMM_CTRL_CLEAR);
+	wr(a, GEMM_REG_MSIX_VECTOR, 0);
+	wr(a, GEMM_REG_M, g.m);
+	wr(a, GEMM_REG_N, g.n);
+	wr(a, GEMM_REG_K, g.k);
+	wr(a, GEMM_REG_LDA, 0);
+	wr(a, GEMM_REG_LDB, 0);
+	wr(a, GEMM_REG_LDC, 0);
+	set_addr(a, GEMM_REG_A_ADDR_LO, ba->dma);
+	set_addr(a, GEMM_REG_B_ADDR_LO, bb->dma);
+	set_addr(a, GEMM_REG_C_ADDR_LO, bc->dma);
 
 	atomic_set(&a->irq_seen, 0);
 	t0 = ktime_get();
-	wr(a, REG_CTRL, CTRL_START | CTRL_IRQ_EN);
+	wr(a, GEMM_REG_CTRL, GEMM_CTRL_START | GEMM_CTRL_IRQ_EN);
 	ret = wait_for_irq(a, tmo);
 	g.device_ns = ktime_to_ns(ktime_sub(ktime_get(), t0));
 
@@ -371,7 +333,7 @@ static long accel_gemm(struct accel_dev *a, struct cosim_accel_gemm __user *uarg
 		if (ret == -ETIMEDOUT)
 			dev_err(&a->pdev->dev,
 				"gemm: m=%u n=%u k=%u timed out after %u ms (STATUS=0x%08x)\n",
-				g.m, g.n, g.k, tmo, rd(a, REG_STATUS));
+				g.m, g.n, g.k, tmo, rd(a, GEMM_REG_STATUS));
 		else if (ret == -EIO)
 			dev_err(&a->pdev->dev,
 				"gemm: m=%u n=%u k=%u: device stopped answering (all-ones reads)\n",
@@ -389,10 +351,10 @@ static long accel_gemm(struct accel_dev *a, struct cosim_accel_gemm __user *uarg
 		goto out_copy_result;
 	}
 
-	st = rd(a, REG_STATUS);
-	err = rd(a, REG_ERROR);
-	g.cycles = rd64(a, REG_CYCLES_LO);
-	g.dma_wait_cycles = rd64(a, REG_DMA_WAIT_LO);
+	st = rd(a, GEMM_REG_STATUS);
+	err = rd(a, GEMM_REG_ERROR);
+	g.cycles = rd64(a, GEMM_REG_CYCLES_LO);
+	g.dma_wait_cycles = rd64(a, GEMM_REG_DMA_WAIT_LO);
 	a->last_cycles = g.cycles;
 	a->last_dma_wait_cycles = g.dma_wait_cycles;
 	a->last_device_ns = g.device_ns;
@@ -402,7 +364,7 @@ static long accel_gemm(struct accel_dev *a, struct cosim_accel_gemm __user *uarg
 		ret = -EIO;
 		goto out_copy_result;
 	}
-	if ((st & STATUS_ERROR) || err) {
+	if ((st & GEMM_STATUS_ERROR) || err) {
 		g.dev_error = err;
 		a->last_error = err;
 		atomic64_inc(&a->errors);
@@ -411,7 +373,7 @@ static long accel_gemm(struct accel_dev *a, struct cosim_accel_gemm __user *uarg
 			 g.m, g.n, g.k, err, device_error_name(err), -ret);
 		goto out_copy_result;
 	}
-	if (!(st & STATUS_DONE))
+	if (!(st & GEMM_STATUS_DONE))
 		dev_warn(&a->pdev->dev, "gemm: interrupt without DONE (STATUS=0x%08x)\n", st);
 	a->last_error = 0;
 
@@ -446,12 +408,12 @@ static long accel_reset(struct accel_dev *a)
 		mutex_unlock(&a->lock);
 		return -ENODEV;
 	}
-	wr(a, REG_CTRL, CTRL_CLEAR);
+	wr(a, GEMM_REG_CTRL, GEMM_CTRL_CLEAR);
 	r = pci_reset_function(a->pdev);
 	if (r)
 		dev_info(&a->pdev->dev, "reset: no PCI function reset available (%d); cleared status only\n", r);
 	reap_stale(a);
-	id = rd(a, REG_ID);
+	id = rd(a, GEMM_REG_ID);
 	if (id != GEMM_ID_VALUE) {
 		dev_err(&a->pdev->dev, "reset: ID reads 0x%08x, expected 0x%08x\n", id, GEMM_ID_VALUE);
 		ret = -EIO;
@@ -472,8 +434,8 @@ static long accel_info(struct accel_dev *a, struct cosim_accel_info __user *uarg
 	info.revision = a->pdev->revision;
 	info.id = a->id;
 	info.version = a->version;
-	info.array_rows = a->array & 0xff;
-	info.array_cols = (a->array >> 8) & 0xff;
+	info.array_rows = FIELD_GET(GEMM_ARRAY_ROWS, a->array);
+	info.array_cols = FIELD_GET(GEMM_ARRAY_COLS, a->array);
 	info.max_dim = a->max_dim;
 	info.msix_vectors = a->nvec;
 	info.timeout_ms = READ_ONCE(timeout_ms);
@@ -484,10 +446,10 @@ static long accel_info(struct accel_dev *a, struct cosim_accel_info __user *uarg
 	if (mutex_lock_interruptible(&a->lock))
 		return -EINTR;
 	if (!a->gone) {
-		info.jobs_done_reg = rd(a, REG_JOBS_DONE);
-		info.nic_rx_frames = rd(a, REG_NIC_RX_FRAMES);
-		info.nic_tx_frames = rd(a, REG_NIC_TX_FRAMES);
-		info.uart_rx_bytes = rd(a, REG_UART_RX_BYTES);
+		info.jobs_done_reg = rd(a, GEMM_REG_JOBS_DONE);
+		info.nic_rx_frames = rd(a, GEMM_REG_NIC_RX_FRAMES);
+		info.nic_tx_frames = rd(a, GEMM_REG_NIC_TX_FRAMES);
+		info.uart_rx_bytes = rd(a, GEMM_REG_UART_RX_BYTES);
 	}
 	mutex_unlock(&a->lock);
 	strscpy(info.pci_name, pci_name(a->pdev), sizeof(info.pci_name));
@@ -575,16 +537,17 @@ COUNTER_ATTR(max_dim, a->max_dim);
 	}                                                                                  \
 	static DEVICE_ATTR_RO(name)
 
-REG_ATTR(jobs_done_reg, REG_JOBS_DONE);
-REG_ATTR(nic_rx_frames, REG_NIC_RX_FRAMES);
-REG_ATTR(nic_tx_frames, REG_NIC_TX_FRAMES);
-REG_ATTR(uart_rx_bytes, REG_UART_RX_BYTES);
+REG_ATTR(jobs_done_reg, GEMM_REG_JOBS_DONE);
+REG_ATTR(nic_rx_frames, GEMM_REG_NIC_RX_FRAMES);
+REG_ATTR(nic_tx_frames, GEMM_REG_NIC_TX_FRAMES);
+REG_ATTR(uart_rx_bytes, GEMM_REG_UART_RX_BYTES);
 
 static ssize_t array_show(struct device *d, struct device_attribute *attr, char *buf)
 {
 	struct accel_dev *a = dev_get_drvdata(d);
 
-	return sysfs_emit(buf, "%ux%u\n", a->array & 0xff, (a->array >> 8) & 0xff);
+	return sysfs_emit(buf, "%ux%u\n", FIELD_GET(GEMM_ARRAY_ROWS, a->array),
+			  FIELD_GET(GEMM_ARRAY_COLS, a->array));
 }
 static DEVICE_ATTR_RO(array);
 
@@ -659,26 +622,28 @@ static int accel_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto err_put;
 	}
 
-	a->id = rd(a, REG_ID);
+	a->id = rd(a, GEMM_REG_ID);
 	if (a->id != GEMM_ID_VALUE) {
 		dev_err(&pdev->dev, "ID register reads 0x%08x, expected 0x%08x (GEMM); is the simulation running?\n",
 			a->id, GEMM_ID_VALUE);
 		ret = -ENODEV;
 		goto err_put;
 	}
-	a->version = rd(a, REG_VERSION);
-	a->array = rd(a, REG_ARRAY);
-	a->max_dim = rd(a, REG_MAX_DIM);
+	a->version = rd(a, GEMM_REG_VERSION);
+	a->array = rd(a, GEMM_REG_ARRAY);
+	a->max_dim = rd(a, GEMM_REG_MAX_DIM);
 	if (a->max_dim == 0 || a->max_dim == ALL_ONES) {
 		dev_err(&pdev->dev, "implausible MAX_DIM 0x%08x\n", a->max_dim);
 		ret = -ENODEV;
 		goto err_put;
 	}
-	if ((a->version >> 16) != 1)
-		dev_warn(&pdev->dev, "register map version %u.%u; this driver follows 1.x\n",
-			 a->version >> 16, a->version & 0xffff);
+	if (FIELD_GET(GEMM_VERSION_MAJOR, a->version) !=
+	    FIELD_GET(GEMM_VERSION_MAJOR, GEMM_VERSION_VALUE))
+		dev_warn(&pdev->dev, "register map version %u.%u; this driver follows %u.x\n",
+			 FIELD_GET(GEMM_VERSION_MAJOR, a->version), FIELD_GET(GEMM_VERSION_MINOR, a->version),
+			 FIELD_GET(GEMM_VERSION_MAJOR, GEMM_VERSION_VALUE));
 
-	ret = pci_alloc_irq_vectors(pdev, 1, 4, PCI_IRQ_MSIX);
+	ret = pci_alloc_irq_vectors(pdev, 1, GEMM_MSIX_VECTORS, PCI_IRQ_MSIX);
 	if (ret < 0) {
 		dev_err(&pdev->dev, "cannot allocate MSI-X vectors (%d)\n", ret);
 		goto err_put;
@@ -713,11 +678,12 @@ static int accel_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto err_cdev;
 	}
 
-	wr(a, REG_CTRL, CTRL_CLEAR);
+	wr(a, GEMM_REG_CTRL, GEMM_CTRL_CLEAR);
 	dev_info(&pdev->dev,
 		 "accel%d: GEMM v%u.%u, %ux%u MAC array, max dim %u, %d MSI-X vectors\n",
-		 a->index, a->version >> 16, a->version & 0xffff, a->array & 0xff,
-		 (a->array >> 8) & 0xff, a->max_dim, a->nvec);
+		 a->index, FIELD_GET(GEMM_VERSION_MAJOR, a->version),
+		 FIELD_GET(GEMM_VERSION_MINOR, a->version), FIELD_GET(GEMM_ARRAY_ROWS, a->array),
+		 FIELD_GET(GEMM_ARRAY_COLS, a->array), a->max_dim, a->nvec);
 	return 0;
 
 err_cdev:
@@ -758,7 +724,7 @@ static void accel_remove(struct pci_dev *pdev)
 }
 
 static const struct pci_device_id accel_ids[] = {
-	{ PCI_DEVICE(PCI_VENDOR_ID_COSIM, PCI_DEVICE_ID_COSIM_GEMM) },
+	{ PCI_DEVICE(GEMM_PCI_VENDOR_ID, GEMM_PCI_DEVICE_ID) },
 	{ 0 }
 };
 MODULE_DEVICE_TABLE(pci, accel_ids);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR Apache-2.0 */
 /*
  * cosim_accel ioctl ABI: shared by the kernel module (guest/driver/cosim_accel.c) and the guest
- * tool (guest/tool/src/ioctl.rs mirrors these structs field by field; keep both in step).
+ * tool, which uses the Rust definition in gemm-abi/src/lib.rs (module `ioctl`). The tests of that
+ * crate compile this header with gcc and fail when a struct field's name, offset or size, an ioctl
+ * number or a constant here differs from the Rust side: change both together.
  *
  * One character device per accelerator: /dev/accel0, /dev/accel1, ...
  * All structs have a fixed layout (explicit padding, 64-bit fields 8-byte aligned).

@@ -75,6 +75,8 @@ module gemm_engine #(
     input  logic             m_axi_rvalid,
     output logic             m_axi_rready
 );
+    // ERROR codes: docs/register-map.md, defined in gemm-abi/src/lib.rs (`ErrorCode`; checked by
+    // gemm-abi/tests/rtl.rs).
     localparam logic [7:0] E_OK = 8'd0, E_ZERO_DIM = 8'd1, E_DIM_TOO_LARGE = 8'd2,
                            E_BAD_STRIDE = 8'd3, E_MISALIGNED = 8'd4, E_BUSY = 8'd5,
                            E_DMA_ERROR = 8'd6;

@@ -60,8 +60,47 @@ module gemm_regs #(
     input  logic [31:0]  nic_tx_frames,
     input  logic [31:0]  uart_rx_bytes
 );
+    // Register map: docs/register-map.md, defined in gemm-abi/src/lib.rs (gemm-abi/tests/rtl.rs checks
+    // these localparams and the two decoders below against it).
+    localparam logic [11:0] REG_ID             = 12'h000;
+    localparam logic [11:0] REG_VERSION        = 12'h004;
+    localparam logic [11:0] REG_ARRAY          = 12'h008;
+    localparam logic [11:0] REG_MAX_DIM        = 12'h00c;
+    localparam logic [11:0] REG_CTRL           = 12'h010;
+    localparam logic [11:0] REG_STATUS         = 12'h014;
+    localparam logic [11:0] REG_ERROR          = 12'h018;
+    localparam logic [11:0] REG_MSIX_VECTOR    = 12'h01c;
+    localparam logic [11:0] REG_M              = 12'h020;
+    localparam logic [11:0] REG_N              = 12'h024;
+    localparam logic [11:0] REG_K              = 12'h028;
+    localparam logic [11:0] REG_LDA            = 12'h02c;
+    localparam logic [11:0] REG_LDB            = 12'h030;
+    localparam logic [11:0] REG_LDC            = 12'h034;
+    localparam logic [11:0] REG_A_ADDR_LO      = 12'h038;
+    localparam logic [11:0] REG_A_ADDR_HI      = 12'h03c;
+    localparam logic [11:0] REG_B_ADDR_LO      = 12'h040;
+    localparam logic [11:0] REG_B_ADDR_HI      = 12'h044;
+    localparam logic [11:0] REG_C_ADDR_LO      = 12'h048;
+    localparam logic [11:0] REG_C_ADDR_HI      = 12'h04c;
+    localparam logic [11:0] REG_CYCLES_LO      = 12'h050;
+    localparam logic [11:0] REG_CYCLES_HI      = 12'h054;
+    localparam logic [11:0] REG_BUSY_CYCLES_LO = 12'h058;
+    localparam logic [11:0] REG_BUSY_CYCLES_HI = 12'h05c;
+    localparam logic [11:0] REG_IDLE_CYCLES_LO = 12'h060;
+    localparam logic [11:0] REG_IDLE_CYCLES_HI = 12'h064;
+    localparam logic [11:0] REG_DMA_WAIT_LO    = 12'h068;
+    localparam logic [11:0] REG_DMA_WAIT_HI    = 12'h06c;
+    localparam logic [11:0] REG_JOBS_DONE      = 12'h070;
+    localparam logic [11:0] REG_SCRATCH        = 12'h074;
+    localparam logic [11:0] REG_NIC_RX_FRAMES  = 12'h080;
+    localparam logic [11:0] REG_NIC_TX_FRAMES  = 12'h084;
+    localparam logic [11:0] REG_UART_RX_BYTES  = 12'h088;
     localparam logic [31:0] ID_VALUE      = 32'h4745_4d4d;   // "GEMM"
-    localparam logic [31:0] VERSION_VALUE = 32'h0001_0000;
+    localparam logic [31:0] VERSION_VALUE = 32'h0001_0000;   // 1.0
+    // Fields: the bit of one-bit fields, LSB and width of wider ones.
+    localparam int ARRAY_ROWS_LSB = 0, ARRAY_ROWS_W = 8, ARRAY_COLS_LSB = 8, ARRAY_COLS_W = 8;
+    localparam int CTRL_START = 0, CTRL_IRQ_EN = 1, CTRL_CLEAR = 2;
+    localparam int STATUS_BUSY = 0, STATUS_DONE = 1, STATUS_ERROR = 2;
 
     logic [31:0] scratch, vector_q;
     logic [63:0] busy_cycles, idle_cycles;
@@ -79,40 +118,48 @@ module gemm_regs #(
 
     // ---- read mux: 32-bit register at word index w (offset = 4 * w) ----
     function automatic logic [31:0] reg_value(input logic [9:0] w);
+        reg_value = 32'd0;
         case ({w, 2'b00})
-            12'h000: reg_value = ID_VALUE;
-            12'h004: reg_value = VERSION_VALUE;
-            12'h008: reg_value = {16'd0, 8'(COLS), 8'(ROWS)};
-            12'h00c: reg_value = 32'(MAX_DIM);
-            12'h014: reg_value = {29'd0, error, done, busy};
-            12'h018: reg_value = {24'd0, error_code};
-            12'h01c: reg_value = vector_q;
-            12'h020: reg_value = cfg_m;
-            12'h024: reg_value = cfg_n;
-            12'h028: reg_value = cfg_k;
-            12'h02c: reg_value = cfg_lda;
-            12'h030: reg_value = cfg_ldb;
-            12'h034: reg_value = cfg_ldc;
-            12'h038: reg_value = cfg_a[31:0];
-            12'h03c: reg_value = cfg_a[63:32];
-            12'h040: reg_value = cfg_b[31:0];
-            12'h044: reg_value = cfg_b[63:32];
-            12'h048: reg_value = cfg_c[31:0];
-            12'h04c: reg_value = cfg_c[63:32];
-            12'h050: reg_value = job_cycles[31:0];
-            12'h054: reg_value = job_cycles[63:32];
-            12'h058: reg_value = busy_cycles[31:0];
-            12'h05c: reg_value = busy_cycles[63:32];
-            12'h060: reg_value = idle_cycles[31:0];
-            12'h064: reg_value = idle_cycles[63:32];
-            12'h068: reg_value = job_dma_wait[31:0];
-            12'h06c: reg_value = job_dma_wait[63:32];
-            12'h070: reg_value = jobs_done;
-            12'h074: reg_value = scratch;
-            12'h080: reg_value = nic_rx_frames;
-            12'h084: reg_value = nic_tx_frames;
-            12'h088: reg_value = uart_rx_bytes;
-            default: reg_value = 32'd0;
+            REG_ID            : reg_value = ID_VALUE;
+            REG_VERSION       : reg_value = VERSION_VALUE;
+            REG_ARRAY         : begin
+                reg_value[ARRAY_ROWS_LSB +: ARRAY_ROWS_W] = ARRAY_ROWS_W'(ROWS);
+                reg_value[ARRAY_COLS_LSB +: ARRAY_COLS_W] = ARRAY_COLS_W'(COLS);
+            end
+            REG_MAX_DIM       : reg_value = 32'(MAX_DIM);
+            REG_STATUS        : begin
+                reg_value[STATUS_BUSY]  = busy;
+                reg_value[STATUS_DONE]  = done;
+                reg_value[STATUS_ERROR] = error;
+            end
+            REG_ERROR         : reg_value = {24'd0, error_code};
+            REG_MSIX_VECTOR   : reg_value = vector_q;
+            REG_M             : reg_value = cfg_m;
+            REG_N             : reg_value = cfg_n;
+            REG_K             : reg_value = cfg_k;
+            REG_LDA           : reg_value = cfg_lda;
+            REG_LDB           : reg_value = cfg_ldb;
+            REG_LDC           : reg_value = cfg_ldc;
+            REG_A_ADDR_LO     : reg_value = cfg_a[31:0];
+            REG_A_ADDR_HI     : reg_value = cfg_a[63:32];
+            REG_B_ADDR_LO     : reg_value = cfg_b[31:0];
+            REG_B_ADDR_HI     : reg_value = cfg_b[63:32];
+            REG_C_ADDR_LO     : reg_value = cfg_c[31:0];
+            REG_C_ADDR_HI     : reg_value = cfg_c[63:32];
+            REG_CYCLES_LO     : reg_value = job_cycles[31:0];
+            REG_CYCLES_HI     : reg_value = job_cycles[63:32];
+            REG_BUSY_CYCLES_LO: reg_value = busy_cycles[31:0];
+            REG_BUSY_CYCLES_HI: reg_value = busy_cycles[63:32];
+            REG_IDLE_CYCLES_LO: reg_value = idle_cycles[31:0];
+            REG_IDLE_CYCLES_HI: reg_value = idle_cycles[63:32];
+            REG_DMA_WAIT_LO   : reg_value = job_dma_wait[31:0];
+            REG_DMA_WAIT_HI   : reg_value = job_dma_wait[63:32];
+            REG_JOBS_DONE     : reg_value = jobs_done;
+            REG_SCRATCH       : reg_value = scratch;
+            REG_NIC_RX_FRAMES : reg_value = nic_rx_frames;
+            REG_NIC_TX_FRAMES : reg_value = nic_tx_frames;
+            REG_UART_RX_BYTES : reg_value = uart_rx_bytes;
+            default: ;
         endcase
     endfunction
 
@@ -194,25 +241,25 @@ module gemm_regs #(
                         st = s_axi_wstrb[4*h +: 4];
                         if (st != 4'd0) begin
                             case ({wr_word, 1'(h), 2'b00})
-                                12'h010: if (st[0]) begin
-                                    start  <= d[0];
-                                    irq_en <= d[1];
-                                    clear  <= d[2];
+                                REG_CTRL          : if (st[0]) begin
+                                    start  <= d[CTRL_START];
+                                    irq_en <= d[CTRL_IRQ_EN];
+                                    clear  <= d[CTRL_CLEAR];
                                 end
-                                12'h01c: vector_q <= merge(vector_q, d, st);
-                                12'h020: cfg_m    <= merge(cfg_m, d, st);
-                                12'h024: cfg_n    <= merge(cfg_n, d, st);
-                                12'h028: cfg_k    <= merge(cfg_k, d, st);
-                                12'h02c: cfg_lda  <= merge(cfg_lda, d, st);
-                                12'h030: cfg_ldb  <= merge(cfg_ldb, d, st);
-                                12'h034: cfg_ldc  <= merge(cfg_ldc, d, st);
-                                12'h038: cfg_a[31:0]  <= merge(cfg_a[31:0], d, st);
-                                12'h03c: cfg_a[63:32] <= merge(cfg_a[63:32], d, st);
-                                12'h040: cfg_b[31:0]  <= merge(cfg_b[31:0], d, st);
-                                12'h044: cfg_b[63:32] <= merge(cfg_b[63:32], d, st);
-                                12'h048: cfg_c[31:0]  <= merge(cfg_c[31:0], d, st);
-                                12'h04c: cfg_c[63:32] <= merge(cfg_c[63:32], d, st);
-                                12'h074: scratch  <= merge(scratch, d, st);
+                                REG_MSIX_VECTOR   : vector_q <= merge(vector_q, d, st);
+                                REG_M             : cfg_m    <= merge(cfg_m, d, st);
+                                REG_N             : cfg_n    <= merge(cfg_n, d, st);
+                                REG_K             : cfg_k    <= merge(cfg_k, d, st);
+                                REG_LDA           : cfg_lda  <= merge(cfg_lda, d, st);
+                                REG_LDB           : cfg_ldb  <= merge(cfg_ldb, d, st);
+                                REG_LDC           : cfg_ldc  <= merge(cfg_ldc, d, st);
+                                REG_A_ADDR_LO     : cfg_a[31:0]  <= merge(cfg_a[31:0], d, st);
+                                REG_A_ADDR_HI     : cfg_a[63:32] <= merge(cfg_a[63:32], d, st);
+                                REG_B_ADDR_LO     : cfg_b[31:0]  <= merge(cfg_b[31:0], d, st);
+                                REG_B_ADDR_HI     : cfg_b[63:32] <= merge(cfg_b[63:32], d, st);
+                                REG_C_ADDR_LO     : cfg_c[31:0]  <= merge(cfg_c[31:0], d, st);
+                                REG_C_ADDR_HI     : cfg_c[63:32] <= merge(cfg_c[63:32], d, st);
+                                REG_SCRATCH       : scratch  <= merge(scratch, d, st);
                                 default: ;
                             endcase
                         end

@@ -44,11 +44,14 @@ module gemm_top #(
     logic        uart_tx_valid, uart_tx_ready, uart_rx_valid, uart_rx_ready;
     logic [7:0]  uart_tx_data, uart_rx_data;
 
-    // PCI identity and BARs: docs/register-map.md.
+    // PCI identity and BARs: docs/register-map.md, defined in gemm-abi/src/lib.rs (`pci`; checked
+    // by gemm-abi/tests/rtl.rs).
     cosim_pcie_ep #(
         .ENDPOINT          (ENDPOINT),
         .VENDOR_ID         (16'h1ded),
         .DEVICE_ID         (16'hacc1),
+        .SUBSYS_VENDOR_ID  (16'h1ded),
+        .SUBSYS_ID         (16'h0001),
         .CLASS_CODE        (24'h120000),
         .REVISION          (8'h01),
         .BAR0_SIZE         (4096),

@@ -14,6 +14,7 @@ module gemm_uart #(
     input  logic [7:0]  uart_rx_data,
     output logic [31:0] rx_bytes
 );
+    // gemm-abi `UART_BANNER` (checked by gemm-abi/tests/rtl.rs).
     localparam int BANNER_LEN = 29;
     localparam logic [8*BANNER_LEN-1:0] BANNER = "GEMM accelerator v1.0 ready\r\n";
 

@@ -1,60 +1,15 @@
 //! GEMM accelerator (`hdl/gemm_accel`, top `gemm_top`) against the host model, over real
 //! ZeroMQ, with the Verilator simulation built by `make sim-gemm`.
 //!
-//! Register offsets and error codes follow docs/register-map.md. Random matrices come from a
-//! seed printed by every test (`COSIM_SEED=<n>` reproduces a run).
+//! Register offsets, fields, error codes and the PCI identity come from gemm-abi, the one
+//! definition of docs/register-map.md. Random matrices come from a seed printed by every test
+//! (`COSIM_SEED=<n>` reproduces a run).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use cosim_gemm_abi::{array, ctrl, defaults, field_get, pci, regs, status, ErrorCode, UART_BANNER};
 use cosim_host_model::{free_tcp_endpoint, sim_binary, temp_endpoint, HostModel, SimProcess};
-
-// docs/register-map.md, "Registers".
-const ID: u64 = 0x000;
-const VERSION: u64 = 0x004;
-const ARRAY: u64 = 0x008;
-const MAX_DIM_REG: u64 = 0x00c;
-const CTRL: u64 = 0x010;
-const STATUS: u64 = 0x014;
-const ERROR: u64 = 0x018;
-const MSIX_VECTOR: u64 = 0x01c;
-const REG_M: u64 = 0x020;
-const REG_N: u64 = 0x024;
-const REG_K: u64 = 0x028;
-const REG_LDA: u64 = 0x02c;
-const REG_LDB: u64 = 0x030;
-const REG_LDC: u64 = 0x034;
-const A_ADDR: u64 = 0x038;
-const B_ADDR: u64 = 0x040;
-const C_ADDR: u64 = 0x048;
-const CYCLES: u64 = 0x050;
-const BUSY_CYCLES: u64 = 0x058;
-const IDLE_CYCLES: u64 = 0x060;
-const DMA_WAIT: u64 = 0x068;
-const JOBS_DONE: u64 = 0x070;
-const SCRATCH: u64 = 0x074;
-const NIC_RX_FRAMES: u64 = 0x080;
-const NIC_TX_FRAMES: u64 = 0x084;
-const UART_RX_BYTES: u64 = 0x088;
-
-const CTRL_START: u64 = 1;
-const CTRL_IRQ_EN: u64 = 2;
-const CTRL_CLEAR: u64 = 4;
-const ST_BUSY: u64 = 1;
-const ST_DONE: u64 = 2;
-const ST_ERROR: u64 = 4;
-
-// docs/register-map.md, "Error codes".
-const E_OK: u64 = 0;
-const E_ZERO_DIM: u64 = 1;
-const E_DIM_TOO_LARGE: u64 = 2;
-const E_BAD_STRIDE: u64 = 3;
-const E_MISALIGNED: u64 = 4;
-const E_BUSY: u64 = 5;
-const E_DMA_ERROR: u64 = 6;
-
-const BANNER: &[u8] = b"GEMM accelerator v1.0 ready\r\n";
-const MAX_DIM: u32 = 1024;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -145,46 +100,46 @@ struct JobStats {
 }
 
 impl Dut {
-    fn rd(&mut self, off: u64) -> Result<u64> {
-        Ok(self.host.read(0, off, 4)?)
+    fn rd(&mut self, off: u64) -> Result<u32> {
+        Ok(u32::try_from(self.host.read(0, off, 4)?)?)
     }
     fn rd64(&mut self, off: u64) -> Result<u64> {
         Ok(self.host.read(0, off, 8)?)
     }
-    fn wr(&mut self, off: u64, v: u64) -> Result<()> {
-        Ok(self.host.write(0, off, 4, v)?)
+    fn wr(&mut self, off: u64, v: u32) -> Result<()> {
+        Ok(self.host.write(0, off, 4, v.into())?)
     }
 
     fn program(&mut self, j: &Job) -> Result<()> {
-        self.wr(REG_M, j.m.into())?;
-        self.wr(REG_N, j.n.into())?;
-        self.wr(REG_K, j.k.into())?;
-        self.wr(REG_LDA, j.lda.into())?;
-        self.wr(REG_LDB, j.ldb.into())?;
-        self.wr(REG_LDC, j.ldc.into())?;
-        self.host.write(0, A_ADDR, 8, j.a)?;
-        self.host.write(0, B_ADDR, 8, j.b)?;
-        self.host.write(0, C_ADDR, 8, j.c)?;
+        self.wr(regs::M, j.m)?;
+        self.wr(regs::N, j.n)?;
+        self.wr(regs::K, j.k)?;
+        self.wr(regs::LDA, j.lda)?;
+        self.wr(regs::LDB, j.ldb)?;
+        self.wr(regs::LDC, j.ldc)?;
+        self.host.write(0, regs::A_ADDR_LO, 8, j.a)?;
+        self.host.write(0, regs::B_ADDR_LO, 8, j.b)?;
+        self.host.write(0, regs::C_ADDR_LO, 8, j.c)?;
         Ok(())
     }
 
     /// Programs and starts `j` with the interrupt enabled on `vector`, waits for the interrupt
     /// and returns the ERROR register.
-    fn run(&mut self, j: &Job, vector: u16) -> Result<(u64, JobStats)> {
-        self.wr(MSIX_VECTOR, vector.into())?;
+    fn run(&mut self, j: &Job, vector: u16) -> Result<(ErrorCode, JobStats)> {
+        self.wr(regs::MSIX_VECTOR, vector.into())?;
         self.program(j)?;
         let t0 = Instant::now();
-        self.wr(CTRL, CTRL_START | CTRL_IRQ_EN)?;
+        self.wr(regs::CTRL, ctrl::START | ctrl::IRQ_EN)?;
         self.host
             .wait_irq(vector, JOB_TIMEOUT)
             .with_context(|| format!("waiting for the completion interrupt of {j:?}"))?;
         let wall = t0.elapsed();
-        let st = self.rd(STATUS)?;
-        ensure!(st & ST_BUSY == 0, "STATUS {st:#x}: still BUSY after the completion interrupt");
-        ensure!(st & ST_DONE != 0, "STATUS {st:#x}: DONE not set after the completion interrupt");
-        let err = self.rd(ERROR)?;
-        ensure!((st & ST_ERROR != 0) == (err != E_OK), "STATUS {st:#x} disagrees with ERROR {err}");
-        let stats = JobStats { cycles: self.rd64(CYCLES)?, dma_wait: self.rd64(DMA_WAIT)?, wall };
+        let st = self.rd(regs::STATUS)?;
+        ensure!(st & status::BUSY == 0, "STATUS {st:#x}: still BUSY after the completion interrupt");
+        ensure!(st & status::DONE != 0, "STATUS {st:#x}: DONE not set after the completion interrupt");
+        let err = ErrorCode::try_from(self.rd(regs::ERROR)?).map_err(|e| anyhow!("ERROR register: {e}"))?;
+        ensure!((st & status::ERROR != 0) == (err != ErrorCode::Ok), "STATUS {st:#x} disagrees with ERROR {err}");
+        let stats = JobStats { cycles: self.rd64(regs::CYCLES_LO)?, dma_wait: self.rd64(regs::DMA_WAIT_LO)?, wall };
         Ok((err, stats))
     }
 
@@ -241,9 +196,9 @@ impl Dut {
     fn gemm(&mut self, j: &Job, rng: &mut Rng) -> Result<JobStats> {
         self.fill(j, rng);
         let (err, stats) = self.run(j, 0)?;
-        ensure!(err == E_OK, "{j:?} failed with error code {err}");
+        ensure!(err == ErrorCode::Ok, "{j:?} failed with error {err}");
         self.check(j)?;
-        let ideal = u64::from(j.m) * u64::from(j.n) * u64::from(j.k) / 16;
+        let ideal = u64::from(j.m) * u64::from(j.n) * u64::from(j.k) / u64::from(defaults::ROWS * defaults::COLS);
         println!(
             "ok {}x{}x{} (ld {},{},{}): {} cycles, ideal {} ({:.0}%), DMA wait {} ({:.0}%), wall {:?}",
             j.m,
@@ -264,14 +219,14 @@ impl Dut {
 
     /// A job that must fail validation: error `code`, DONE and ERROR set, interrupt raised,
     /// memory untouched.
-    fn expect_error(&mut self, j: &Job, code: u64, what: &str) -> Result<()> {
-        let jobs = self.rd(JOBS_DONE)?;
+    fn expect_error(&mut self, j: &Job, code: ErrorCode, what: &str) -> Result<()> {
+        let jobs = self.rd(regs::JOBS_DONE)?;
         let writes = self.host.stats().dma_writes;
         let (err, _) = self.run(j, 1).with_context(|| what.to_string())?;
         ensure!(err == code, "{what}: ERROR = {err}, want {code}");
-        ensure!(self.rd(STATUS)? == ST_DONE | ST_ERROR, "{what}: STATUS {:#x}", self.rd(STATUS)?);
-        ensure!(self.rd(JOBS_DONE)? == jobs + 1, "{what}: JOBS_DONE did not count the failed job");
-        if code != E_DMA_ERROR {
+        ensure!(self.rd(regs::STATUS)? == status::DONE | status::ERROR, "{what}: STATUS {:#x}", self.rd(regs::STATUS)?);
+        ensure!(self.rd(regs::JOBS_DONE)? == jobs + 1, "{what}: JOBS_DONE did not count the failed job");
+        if code != ErrorCode::DmaError {
             ensure!(self.host.stats().dma_writes == writes, "{what}: a rejected job wrote memory");
         }
         println!("ok error {code} ({what})");
@@ -283,40 +238,60 @@ impl Dut {
 fn gemm_identity_and_registers() -> Result<()> {
     let mut d = start()?;
     let cfg = d.host.config().clone();
-    ensure!(cfg.vendor_id == 0x1ded && cfg.device_id == 0xacc1, "PCI IDs {:#x}:{:#x}", cfg.vendor_id, cfg.device_id);
-    ensure!(cfg.class_code == 0x12_0000, "class code {:#x}", cfg.class_code);
-    ensure!(cfg.revision == 1, "revision {}", cfg.revision);
-    ensure!(cfg.bars[0].size == 4096 && cfg.bars[2].size == 16384, "BAR sizes {:?}", cfg.bars);
-    ensure!(cfg.msix.vectors == 4 && cfg.msix.table_bar == 2 && cfg.msix.pba_offset == 0x2000, "MSI-X {:?}", cfg.msix);
-    ensure!(d.rd(ID)? == 0x4745_4d4d, "ID");
-    ensure!(d.rd(VERSION)? == 0x0001_0000, "VERSION");
-    ensure!(d.rd64(ID)? == 0x0001_0000_4745_4d4d, "ID+VERSION as one 8-byte read");
-    let array = d.rd(ARRAY)?;
-    ensure!(array & 0xff >= 4 && (array >> 8) & 0xff >= 4, "ARRAY {array:#x}: at least 4x4");
-    ensure!(d.rd(MAX_DIM_REG)? == u64::from(MAX_DIM), "MAX_DIM");
+    ensure!(cfg.vendor_id == pci::VENDOR_ID && cfg.device_id == pci::DEVICE_ID, "PCI IDs {:#x}:{:#x}", cfg.vendor_id, cfg.device_id);
+    ensure!(
+        cfg.subsystem_vendor_id == pci::SUBSYSTEM_VENDOR_ID && cfg.subsystem_id == pci::SUBSYSTEM_ID,
+        "subsystem {:#x}:{:#x}",
+        cfg.subsystem_vendor_id,
+        cfg.subsystem_id
+    );
+    ensure!(cfg.class_code == pci::CLASS_CODE, "class code {:#x}", cfg.class_code);
+    ensure!(cfg.revision == pci::REVISION, "revision {}", cfg.revision);
+    ensure!(cfg.bars[0].size == pci::BAR0_SIZE && cfg.bars[2].size == pci::BAR2_SIZE, "BAR sizes {:?}", cfg.bars);
+    ensure!(
+        cfg.msix.vectors == pci::MSIX_VECTORS
+            && cfg.msix.table_bar == pci::MSIX_TABLE_BAR
+            && cfg.msix.table_offset == pci::MSIX_TABLE_OFFSET
+            && cfg.msix.pba_bar == pci::MSIX_PBA_BAR
+            && cfg.msix.pba_offset == pci::MSIX_PBA_OFFSET,
+        "MSI-X {:?}",
+        cfg.msix
+    );
+    ensure!(d.rd(regs::ID)? == regs::ID_VALUE, "ID");
+    ensure!(d.rd(regs::VERSION)? == regs::VERSION_VALUE, "VERSION");
+    let id_version = u64::from(regs::VERSION_VALUE) << 32 | u64::from(regs::ID_VALUE);
+    ensure!(d.rd64(regs::ID)? == id_version, "ID+VERSION as one 8-byte read");
+    let size = d.rd(regs::ARRAY)?;
+    ensure!(
+        field_get(size, array::ROWS) >= defaults::ROWS && field_get(size, array::COLS) >= defaults::COLS,
+        "ARRAY {size:#x}: at least the default {}x{}",
+        defaults::ROWS,
+        defaults::COLS
+    );
+    ensure!(d.rd(regs::MAX_DIM)? == defaults::MAX_DIM, "MAX_DIM");
     // SCRATCH: every access size and byte lane.
-    d.wr(SCRATCH, 0xdead_beef)?;
-    ensure!(d.rd(SCRATCH)? == 0xdead_beef, "SCRATCH 4-byte");
-    d.host.write(0, SCRATCH + 1, 1, 0x55)?;
-    ensure!(d.rd(SCRATCH)? == 0xdead_55ef, "SCRATCH after a 1-byte write");
-    d.host.write(0, SCRATCH + 2, 2, 0x1234)?;
-    ensure!(d.host.read(0, SCRATCH + 2, 2)? == 0x1234, "SCRATCH 2-byte");
-    ensure!(d.host.read(0, SCRATCH + 3, 1)? == 0x12, "SCRATCH byte 3");
-    d.host.write(0, 0x070, 8, 0x1111_2222_0000_0000)?; // JOBS_DONE is RO; SCRATCH is the high half
-    ensure!(d.rd(SCRATCH)? == 0x1111_2222, "SCRATCH via an 8-byte write");
-    ensure!(d.rd(JOBS_DONE)? == 0, "JOBS_DONE is read-only");
+    d.wr(regs::SCRATCH, 0xdead_beef)?;
+    ensure!(d.rd(regs::SCRATCH)? == 0xdead_beef, "SCRATCH 4-byte");
+    d.host.write(0, regs::SCRATCH + 1, 1, 0x55)?;
+    ensure!(d.rd(regs::SCRATCH)? == 0xdead_55ef, "SCRATCH after a 1-byte write");
+    d.host.write(0, regs::SCRATCH + 2, 2, 0x1234)?;
+    ensure!(d.host.read(0, regs::SCRATCH + 2, 2)? == 0x1234, "SCRATCH 2-byte");
+    ensure!(d.host.read(0, regs::SCRATCH + 3, 1)? == 0x12, "SCRATCH byte 3");
+    d.host.write(0, regs::JOBS_DONE, 8, 0x1111_2222_0000_0000)?; // JOBS_DONE is RO; SCRATCH is the high half
+    ensure!(d.rd(regs::SCRATCH)? == 0x1111_2222, "SCRATCH via an 8-byte write");
+    ensure!(d.rd(regs::JOBS_DONE)? == 0, "JOBS_DONE is read-only");
     // RW parameter registers read back; RO and undefined offsets.
-    d.host.write(0, A_ADDR, 8, 0x1234_5678_9abc_def0)?;
-    ensure!(d.rd(A_ADDR + 4)? == 0x1234_5678 && d.rd(A_ADDR)? == 0x9abc_def0, "A_ADDR halves");
-    d.wr(ID, 0)?;
-    ensure!(d.rd(ID)? == 0x4745_4d4d, "ID is read-only");
+    d.host.write(0, regs::A_ADDR_LO, 8, 0x1234_5678_9abc_def0)?;
+    ensure!(d.rd(regs::A_ADDR_HI)? == 0x1234_5678 && d.rd(regs::A_ADDR_LO)? == 0x9abc_def0, "A_ADDR halves");
+    d.wr(regs::ID, 0)?;
+    ensure!(d.rd(regs::ID)? == regs::ID_VALUE, "ID is read-only");
     ensure!(d.rd(0x0ffc)? == 0 && d.rd(0x078)? == 0, "undefined offsets read 0");
-    ensure!(d.rd(STATUS)? == 0, "STATUS after reset");
+    ensure!(d.rd(regs::STATUS)? == 0, "STATUS after reset");
     // Counters run: idle cycles grow while idle, busy cycles stay 0.
-    let i0 = d.rd64(IDLE_CYCLES)?;
-    let i1 = d.rd64(IDLE_CYCLES)?;
+    let i0 = d.rd64(regs::IDLE_CYCLES_LO)?;
+    let i1 = d.rd64(regs::IDLE_CYCLES_LO)?;
     ensure!(i1 > i0, "IDLE_CYCLES does not advance ({i0} -> {i1})");
-    ensure!(d.rd64(BUSY_CYCLES)? == 0, "BUSY_CYCLES before any job");
+    ensure!(d.rd64(regs::BUSY_CYCLES_LO)? == 0, "BUSY_CYCLES before any job");
     drop(d.sim);
     Ok(())
 }
@@ -329,14 +304,14 @@ fn gemm_required_sizes_bit_exact() -> Result<()> {
         d.gemm(&Job::packed(m, n, k), &mut rng)?;
     }
     // One dimension at MAX_DIM.
-    d.gemm(&Job { m: 2, n: 3, k: MAX_DIM, ..Job::packed(0, 0, 0) }, &mut rng)?;
+    d.gemm(&Job { m: 2, n: 3, k: defaults::MAX_DIM, ..Job::packed(0, 0, 0) }, &mut rng)?;
     // Extreme values: -128 * -128 * 1024 = 2^24 per element, all of one sign.
     let j = Job::packed(5, 9, 1024);
     d.host.mem().fill(j.a, 5 * 1024, 0x80);
     d.host.mem().fill(j.b, 9 * 1024, 0x80);
     d.host.mem().fill(j.c - 8, j.c_bytes() as usize + 16, 0xcd);
     let (err, _) = d.run(&j, 0)?;
-    ensure!(err == E_OK, "extreme values: error {err}");
+    ensure!(err == ErrorCode::Ok, "extreme values: error {err}");
     d.check(&j)?;
     ensure!(d.host.mem().read_u32(j.c) == 1 << 24, "(-128)*(-128)*1024");
     Ok(())
@@ -378,7 +353,7 @@ fn gemm_strides_and_alignment() -> Result<()> {
 fn gemm_back_to_back_jobs() -> Result<()> {
     let mut rng = seeded("gemm_back_to_back_jobs");
     let mut d = start()?;
-    let jobs0 = d.rd(JOBS_DONE)?;
+    let jobs0 = d.rd(regs::JOBS_DONE)?;
     let mut cycles = Vec::new();
     for i in 0..6u32 {
         let j = Job {
@@ -391,26 +366,26 @@ fn gemm_back_to_back_jobs() -> Result<()> {
         let s = d.gemm(&j, &mut rng)?;
         cycles.push(s.cycles);
     }
-    ensure!(d.rd(JOBS_DONE)? == jobs0 + 6, "JOBS_DONE counts 6 jobs");
+    ensure!(d.rd(regs::JOBS_DONE)? == jobs0 + 6, "JOBS_DONE counts 6 jobs");
     // Polling instead of interrupts: START without IRQ_EN, poll STATUS.DONE.
     let j = Job::packed(16, 16, 16);
     d.fill(&j, &mut rng);
     d.program(&j)?;
     let irqs = d.host.irq_log().len();
-    d.wr(CTRL, CTRL_START)?;
+    d.wr(regs::CTRL, ctrl::START)?;
     let deadline = Instant::now() + JOB_TIMEOUT;
-    while d.rd(STATUS)? & ST_DONE == 0 {
+    while d.rd(regs::STATUS)? & status::DONE == 0 {
         ensure!(Instant::now() < deadline, "polled job did not finish");
     }
     d.check(&j)?;
     d.host.poll(Duration::from_millis(50))?;
     ensure!(d.host.irq_log().len() == irqs, "an interrupt was raised without IRQ_EN");
     // Busy and idle cycles add up to the time since reset and both moved.
-    let busy = d.rd64(BUSY_CYCLES)?;
+    let busy = d.rd64(regs::BUSY_CYCLES_LO)?;
     ensure!(busy >= cycles.iter().sum::<u64>(), "BUSY_CYCLES {busy} < sum of job cycles");
     // CLEAR clears DONE.
-    d.wr(CTRL, CTRL_CLEAR)?;
-    ensure!(d.rd(STATUS)? == 0, "CLEAR leaves DONE set");
+    d.wr(regs::CTRL, ctrl::CLEAR)?;
+    ensure!(d.rd(regs::STATUS)? == 0, "CLEAR leaves DONE set");
     Ok(())
 }
 
@@ -420,26 +395,26 @@ fn gemm_every_error_code() -> Result<()> {
     let mut d = start()?;
     let ok = Job::packed(4, 4, 4);
     d.fill(&ok, &mut rng);
-    d.expect_error(&Job { m: 0, ..ok }, E_ZERO_DIM, "M = 0")?;
-    d.expect_error(&Job { n: 0, ..ok }, E_ZERO_DIM, "N = 0")?;
-    d.expect_error(&Job { k: 0, ..ok }, E_ZERO_DIM, "K = 0")?;
-    d.expect_error(&Job { m: MAX_DIM + 1, ..ok }, E_DIM_TOO_LARGE, "M = MAX_DIM + 1")?;
-    d.expect_error(&Job { n: 0x8000_0000, ..ok }, E_DIM_TOO_LARGE, "N = 2^31")?;
-    d.expect_error(&Job { k: MAX_DIM + 1, ..ok }, E_DIM_TOO_LARGE, "K = MAX_DIM + 1")?;
-    d.expect_error(&Job { lda: 3, ..ok }, E_BAD_STRIDE, "LDA < K")?;
-    d.expect_error(&Job { ldb: 3, ..ok }, E_BAD_STRIDE, "LDB < N")?;
-    d.expect_error(&Job { ldc: 3, ..ok }, E_BAD_STRIDE, "LDC < N")?;
-    d.expect_error(&Job { c: ok.c + 2, ..ok }, E_MISALIGNED, "C_ADDR 2 mod 4")?;
-    d.expect_error(&Job { c: ok.c + 1, ..ok }, E_MISALIGNED, "C_ADDR 1 mod 4")?;
+    d.expect_error(&Job { m: 0, ..ok }, ErrorCode::ZeroDim, "M = 0")?;
+    d.expect_error(&Job { n: 0, ..ok }, ErrorCode::ZeroDim, "N = 0")?;
+    d.expect_error(&Job { k: 0, ..ok }, ErrorCode::ZeroDim, "K = 0")?;
+    d.expect_error(&Job { m: defaults::MAX_DIM + 1, ..ok }, ErrorCode::DimTooLarge, "M = MAX_DIM + 1")?;
+    d.expect_error(&Job { n: 0x8000_0000, ..ok }, ErrorCode::DimTooLarge, "N = 2^31")?;
+    d.expect_error(&Job { k: defaults::MAX_DIM + 1, ..ok }, ErrorCode::DimTooLarge, "K = MAX_DIM + 1")?;
+    d.expect_error(&Job { lda: 3, ..ok }, ErrorCode::BadStride, "LDA < K")?;
+    d.expect_error(&Job { ldb: 3, ..ok }, ErrorCode::BadStride, "LDB < N")?;
+    d.expect_error(&Job { ldc: 3, ..ok }, ErrorCode::BadStride, "LDC < N")?;
+    d.expect_error(&Job { c: ok.c + 2, ..ok }, ErrorCode::Misaligned, "C_ADDR 2 mod 4")?;
+    d.expect_error(&Job { c: ok.c + 1, ..ok }, ErrorCode::Misaligned, "C_ADDR 1 mod 4")?;
 
     // DMA_ERROR: B (then A) in a faulting range; the engine recovers for the next job.
     let j = Job::packed(9, 70, 33);
     d.fill(&j, &mut rng);
     d.host.mem().add_fault(j.b + 100..j.b + 101);
-    d.expect_error(&j, E_DMA_ERROR, "DMA read of B fails")?;
+    d.expect_error(&j, ErrorCode::DmaError, "DMA read of B fails")?;
     d.host.mem().clear_faults();
     d.host.mem().add_fault(j.a + 5 * 33..j.a + 5 * 33 + 1);
-    d.expect_error(&j, E_DMA_ERROR, "DMA read of A fails")?;
+    d.expect_error(&j, ErrorCode::DmaError, "DMA read of A fails")?;
     d.host.mem().clear_faults();
     d.gemm(&j, &mut rng).context("job after DMA errors")?;
 
@@ -447,25 +422,25 @@ fn gemm_every_error_code() -> Result<()> {
     let big = Job::packed(128, 64, 256);
     d.fill(&big, &mut rng);
     d.program(&big)?;
-    d.wr(MSIX_VECTOR, 2)?;
-    d.wr(CTRL, CTRL_START | CTRL_IRQ_EN)?;
-    ensure!(d.rd(STATUS)? & ST_BUSY != 0, "job not BUSY right after START");
+    d.wr(regs::MSIX_VECTOR, 2)?;
+    d.wr(regs::CTRL, ctrl::START | ctrl::IRQ_EN)?;
+    ensure!(d.rd(regs::STATUS)? & status::BUSY != 0, "job not BUSY right after START");
     d.program(&Job::packed(1, 1, 1))?; // parameters written while busy do not disturb the job
-    d.wr(CTRL, CTRL_START | CTRL_IRQ_EN)?;
-    let st = d.rd(STATUS)?;
-    ensure!(st & (ST_BUSY | ST_ERROR) == ST_BUSY | ST_ERROR, "STATUS {st:#x} after a refused START");
-    ensure!(d.rd(ERROR)? == E_BUSY, "ERROR after a START while busy");
+    d.wr(regs::CTRL, ctrl::START | ctrl::IRQ_EN)?;
+    let st = d.rd(regs::STATUS)?;
+    ensure!(st & (status::BUSY | status::ERROR) == status::BUSY | status::ERROR, "STATUS {st:#x} after a refused START");
+    ensure!(d.rd(regs::ERROR)? == ErrorCode::Busy.code(), "ERROR after a START while busy");
     d.host.wait_irq(2, JOB_TIMEOUT).context("interrupt of the job that was running")?;
     d.host.poll(Duration::from_millis(100))?;
     ensure!(d.host.pending_irqs(2) == 0, "the refused START raised an interrupt");
-    ensure!(d.rd(STATUS)? == ST_DONE, "STATUS after the running job completed: {:#x}", d.rd(STATUS)?);
-    ensure!(d.rd(ERROR)? == E_OK, "ERROR returns to 0 after the running job succeeds");
+    ensure!(d.rd(regs::STATUS)? == status::DONE, "STATUS after the running job completed: {:#x}", d.rd(regs::STATUS)?);
+    ensure!(d.rd(regs::ERROR)? == ErrorCode::Ok.code(), "ERROR returns to 0 after the running job succeeds");
     d.check(&big)?;
-    println!("ok error {E_BUSY} (START while busy)");
+    println!("ok error {} (START while busy)", ErrorCode::Busy);
     // CLEAR clears ERROR.
-    d.expect_error(&Job { m: 0, ..ok }, E_ZERO_DIM, "M = 0 again")?;
-    d.wr(CTRL, CTRL_CLEAR)?;
-    ensure!(d.rd(STATUS)? == 0, "CLEAR leaves DONE/ERROR set");
+    d.expect_error(&Job { m: 0, ..ok }, ErrorCode::ZeroDim, "M = 0 again")?;
+    d.wr(regs::CTRL, ctrl::CLEAR)?;
+    ensure!(d.rd(regs::STATUS)? == 0, "CLEAR leaves DONE/ERROR set");
     Ok(())
 }
 
@@ -474,22 +449,22 @@ fn gemm_serial_banner_and_echo() -> Result<()> {
     let mut rng = seeded("gemm_serial_banner_and_echo");
     let mut d = start()?;
     // The banner of the power-on reset (the bridge holds serial bytes until a host connects).
-    d.host.wait_serial(BANNER, Duration::from_secs(10)).context("banner after start")?;
+    d.host.wait_serial(UART_BANNER, Duration::from_secs(10)).context("banner after start")?;
     d.host.poll(Duration::from_millis(100))?;
     ensure!(d.host.serial_buffer().is_empty(), "bytes after the banner: {:?}", d.host.serial_buffer());
     let msg: Vec<u8> = (0..200).map(|_| b' ' + rng.below(95) as u8).collect();
     d.host.send_serial(&msg)?;
     let echo = d.host.wait_serial(&msg, Duration::from_secs(10)).context("echo of 200 bytes")?;
     ensure!(echo == msg, "echo has extra bytes: {:?}", String::from_utf8_lossy(&echo));
-    ensure!(d.rd(UART_RX_BYTES)? == 200, "UART_RX_BYTES");
+    ensure!(d.rd(regs::UART_RX_BYTES)? == 200, "UART_RX_BYTES");
     // Binary bytes too.
     let all: Vec<u8> = (0..=255).collect();
     d.host.send_serial(&all)?;
     d.host.wait_serial(&all, Duration::from_secs(10)).context("echo of all byte values")?;
     // A host Reset prints the banner again and clears the counter.
     d.host.reset()?;
-    d.host.wait_serial(BANNER, Duration::from_secs(10)).context("banner after a host reset")?;
-    ensure!(d.rd(UART_RX_BYTES)? == 0, "UART_RX_BYTES after reset");
+    d.host.wait_serial(UART_BANNER, Duration::from_secs(10)).context("banner after a host reset")?;
+    ensure!(d.rd(regs::UART_RX_BYTES)? == 0, "UART_RX_BYTES after reset");
     Ok(())
 }
 
@@ -497,7 +472,7 @@ fn gemm_serial_banner_and_echo() -> Result<()> {
 fn gemm_nic_frame_echo() -> Result<()> {
     let mut rng = seeded("gemm_nic_frame_echo");
     let mut d = start()?;
-    let mut n = 0u64;
+    let mut n = 0u32;
     for len in [60usize, 64, 61, 1514, 12, 13, 100, 9000, 9216, 5, 11] {
         let f = rng.bytes(len);
         d.host.send_frame(&f)?;
@@ -509,7 +484,7 @@ fn gemm_nic_frame_echo() -> Result<()> {
         }
         ensure!(got == want, "{len}-byte frame: echo differs (got {} bytes)", got.len());
         n += 1;
-        ensure!(d.rd(NIC_RX_FRAMES)? == n && d.rd(NIC_TX_FRAMES)? == n, "frame counters after {n} frames");
+        ensure!(d.rd(regs::NIC_RX_FRAMES)? == n && d.rd(regs::NIC_TX_FRAMES)? == n, "frame counters after {n} frames");
     }
     // Several frames in a row without waiting.
     let frames: Vec<Vec<u8>> = (0..8).map(|i| rng.bytes(64 + 37 * i)).collect();
@@ -521,7 +496,7 @@ fn gemm_nic_frame_echo() -> Result<()> {
         ensure!(got.len() == f.len() && got[12..] == f[12..] && got[..6] == f[6..12], "burst of frames");
     }
     n += 8;
-    ensure!(d.rd(NIC_RX_FRAMES)? == n && d.rd(NIC_TX_FRAMES)? == n, "frame counters after the burst");
+    ensure!(d.rd(regs::NIC_RX_FRAMES)? == n && d.rd(regs::NIC_TX_FRAMES)? == n, "frame counters after the burst");
     println!("ok {n} frames echoed");
     if d.host.stats().malformed != 0 {
         bail!("malformed messages from the simulation");
@@ -536,14 +511,14 @@ fn gemm_reset_during_a_job() -> Result<()> {
     let big = Job::packed(256, 256, 256);
     d.fill(&big, &mut rng);
     d.program(&big)?;
-    d.wr(CTRL, CTRL_START | CTRL_IRQ_EN)?;
-    ensure!(d.rd(STATUS)? & ST_BUSY != 0, "job not running");
+    d.wr(regs::CTRL, ctrl::START | ctrl::IRQ_EN)?;
+    ensure!(d.rd(regs::STATUS)? & status::BUSY != 0, "job not running");
     d.host.poll(Duration::from_millis(20))?;
     // A host Reset aborts the job: registers return to their reset values, no interrupt.
     d.host.reset()?;
-    d.host.wait_serial(BANNER, Duration::from_secs(10)).context("banner after the reset")?;
-    ensure!(d.rd(STATUS)? == 0, "STATUS after a reset during a job: {:#x}", d.rd(STATUS)?);
-    ensure!(d.rd(REG_M)? == 0 && d.rd(JOBS_DONE)? == 0, "job registers after reset");
+    d.host.wait_serial(UART_BANNER, Duration::from_secs(10)).context("banner after the reset")?;
+    ensure!(d.rd(regs::STATUS)? == 0, "STATUS after a reset during a job: {:#x}", d.rd(regs::STATUS)?);
+    ensure!(d.rd(regs::M)? == 0 && d.rd(regs::JOBS_DONE)? == 0, "job registers after reset");
     d.host.poll(Duration::from_millis(100))?;
     ensure!(d.host.pending_irqs(0) == 0, "interrupt from the aborted job");
     // The engine works normally afterwards.
@@ -557,7 +532,7 @@ fn gemm_over_tcp() -> Result<()> {
     let ep = free_tcp_endpoint()?;
     let dir = cosim_transport::PrivateDir::new("test")?;
     let mut d = start_at(dir, ep)?;
-    d.host.wait_serial(BANNER, Duration::from_secs(10)).context("banner over tcp")?;
+    d.host.wait_serial(UART_BANNER, Duration::from_secs(10)).context("banner over tcp")?;
     d.gemm(&Job::packed(17, 33, 9), &mut rng)?;
     d.gemm(&Job { m: 40, n: 70, k: 50, lda: 0, ldb: 0, ldc: 0, a: 0x1000_0001, b: 0x2000_0003, c: 0x3000_0004 }, &mut rng)?;
     Ok(())

@@ -7,16 +7,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use cosim_gemm_abi::{array, ctrl, field_get, regs, status, ErrorCode};
 use cosim_host_model::{sim_binary, temp_endpoint, HostModel, SimProcess};
-
-const CTRL: u64 = 0x010;
-const STATUS: u64 = 0x014;
-const ERROR: u64 = 0x018;
-const ARRAY: u64 = 0x008;
-const CYCLES: u64 = 0x050;
-const BUSY_CYCLES: u64 = 0x058;
-const IDLE_CYCLES: u64 = 0x060;
-const DMA_WAIT: u64 = 0x068;
 
 fn splitmix(s: &mut u64) -> u64 {
     *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -48,8 +40,8 @@ fn gemm_bench() -> Result<()> {
     args.extend(extra.split_whitespace());
     let sim = SimProcess::spawn(&bin, &ep, &args, Duration::from_secs(60))?;
     let mut host = HostModel::connect(&ep, Duration::from_secs(30)).with_context(|| sim.log())?;
-    let array = host.read(0, ARRAY, 4)?;
-    let macs = (array & 0xff) * ((array >> 8) & 0xff);
+    let size = host.read(0, regs::ARRAY, 4)? as u32;
+    let macs = u64::from(field_get(size, array::ROWS) * field_get(size, array::COLS));
 
     println!();
     println!("| M x N x K | cycles | ideal (M*N*K/{macs}) | efficiency | DMA wait | wall per job | sim cycles/s | DMA reads | DMA writes |");
@@ -60,17 +52,17 @@ fn gemm_bench() -> Result<()> {
         let bv: Vec<u8> = (0..k * n).map(|_| splitmix(&mut seed) as u8).collect();
         host.mem().write_bytes(a, &av);
         host.mem().write_bytes(b, &bv);
-        for (off, v) in [(0x20, m), (0x24, n), (0x28, k), (0x2c, 0), (0x30, 0), (0x34, 0)] {
+        for (off, v) in [(regs::M, m), (regs::N, n), (regs::K, k), (regs::LDA, 0), (regs::LDB, 0), (regs::LDC, 0)] {
             host.write(0, off, 4, u64::from(v))?;
         }
-        host.write(0, 0x38, 8, a)?;
-        host.write(0, 0x40, 8, b)?;
-        host.write(0, 0x48, 8, c)?;
-        host.write(0, 0x1c, 4, 0)?;
+        host.write(0, regs::A_ADDR_LO, 8, a)?;
+        host.write(0, regs::B_ADDR_LO, 8, b)?;
+        host.write(0, regs::C_ADDR_LO, 8, c)?;
+        host.write(0, regs::MSIX_VECTOR, 4, 0)?;
         let before = host.stats();
-        let busy0 = host.read(0, BUSY_CYCLES, 8)? + host.read(0, IDLE_CYCLES, 8)?;
+        let busy0 = host.read(0, regs::BUSY_CYCLES_LO, 8)? + host.read(0, regs::IDLE_CYCLES_LO, 8)?;
         let t0 = Instant::now();
-        host.write(0, CTRL, 4, 3)?;
+        host.write(0, regs::CTRL, 4, u64::from(ctrl::START | ctrl::IRQ_EN))?;
         // Wait for the interrupt in 1 ms slices of serving the device (HostModel::wait_irq
         // checks every 50 ms), so the wall time is exact to about 1 ms and the job runs without
         // MMIO traffic, as under an interrupt-driven driver.
@@ -80,11 +72,14 @@ fn gemm_bench() -> Result<()> {
         }
         let wall = t0.elapsed();
         host.wait_irq(0, Duration::ZERO)?;
-        let total = host.read(0, BUSY_CYCLES, 8)? + host.read(0, IDLE_CYCLES, 8)? - busy0;
-        ensure!(host.read(0, STATUS, 4)? == 2 && host.read(0, ERROR, 4)? == 0, "job {m}x{n}x{k} failed");
+        let total = host.read(0, regs::BUSY_CYCLES_LO, 8)? + host.read(0, regs::IDLE_CYCLES_LO, 8)? - busy0;
+        ensure!(
+            host.read(0, regs::STATUS, 4)? == u64::from(status::DONE) && host.read(0, regs::ERROR, 4)? == u64::from(ErrorCode::Ok.code()),
+            "job {m}x{n}x{k} failed"
+        );
         let after = host.stats();
-        let cycles = host.read(0, CYCLES, 8)?;
-        let wait = host.read(0, DMA_WAIT, 8)?;
+        let cycles = host.read(0, regs::CYCLES_LO, 8)?;
+        let wait = host.read(0, regs::DMA_WAIT_LO, 8)?;
         // Bit-exact check.
         let cm = host.mem().read_bytes(c, (m * n * 4) as usize);
         for i in 0..m as usize {

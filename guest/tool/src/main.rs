@@ -19,6 +19,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
+use cosim_gemm_abi::{field_get, version};
 use ioctl::{device_error_name, Device};
 
 #[derive(Parser, Debug)]
@@ -203,13 +204,12 @@ fn cmd_info(out: &mut Out, device: &str) -> Result<bool, String> {
                         ioctl::ABI_VERSION
                     );
                 }
-                let name_end = i.pci_name.iter().position(|&c| c == 0).unwrap_or(i.pci_name.len());
                 json!({
                     "kind": "info", "ok": true, "device": path.display().to_string(),
-                    "index": i.index, "pci": String::from_utf8_lossy(&i.pci_name[..name_end]),
+                    "index": i.index, "pci": i.pci_name(),
                     "vendor": format!("{:#06x}", i.vendor), "device_id": format!("{:#06x}", i.device),
                     "revision": i.revision, "id": format!("{:#010x}", i.id),
-                    "version": format!("{}.{}", i.version >> 16, i.version & 0xffff),
+                    "version": format!("{}.{}", field_get(i.version, version::MAJOR), field_get(i.version, version::MINOR)),
                     "array_rows": i.array_rows, "array_cols": i.array_cols, "max_dim": i.max_dim,
                     "msix_vectors": i.msix_vectors, "timeout_ms": i.timeout_ms,
                     "jobs": i.jobs, "errors": i.errors, "timeouts": i.timeouts, "irqs": i.irqs,

@@ -3,6 +3,9 @@
 // Usage: tb_gemm_accel [seed [read latency in cycles, default 20]]
 #include "Vgemm_accel.h"
 #include "verilated.h"
+// Register map and error codes, generated from / checked against gemm-abi (docs/register-map.md).
+#include "cosim_accel_ioctl.h"
+#include "cosim_accel_regs.h"
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -190,8 +193,8 @@ static uint64_t reg_read(uint32_t off, unsigned size = 4) {
 }
 
 static uint64_t macs() {
-    uint64_t a = reg_read(0x8, 4);
-    return (a & 0xff) * ((a >> 8) & 0xff);
+    uint64_t a = reg_read(GEMM_REG_ARRAY, 4);
+    return ((a & GEMM_ARRAY_ROWS) >> GEMM_ARRAY_ROWS_SHIFT) * ((a & GEMM_ARRAY_COLS) >> GEMM_ARRAY_COLS_SHIFT);
 }
 
 struct Job {
@@ -200,9 +203,9 @@ struct Job {
 };
 
 static void program(const Job& j) {
-    reg_write(0x20, j.m); reg_write(0x24, j.n); reg_write(0x28, j.k);
-    reg_write(0x2c, j.lda); reg_write(0x30, j.ldb); reg_write(0x34, j.ldc);
-    reg_write(0x38, j.a, 8); reg_write(0x40, j.b, 8); reg_write(0x48, j.c, 8);
+    reg_write(GEMM_REG_M, j.m); reg_write(GEMM_REG_N, j.n); reg_write(GEMM_REG_K, j.k);
+    reg_write(GEMM_REG_LDA, j.lda); reg_write(GEMM_REG_LDB, j.ldb); reg_write(GEMM_REG_LDC, j.ldc);
+    reg_write(GEMM_REG_A_ADDR_LO, j.a, 8); reg_write(GEMM_REG_B_ADDR_LO, j.b, 8); reg_write(GEMM_REG_C_ADDR_LO, j.c, 8);
 }
 
 static uint32_t wait_done(uint64_t max = 50000000) {
@@ -212,10 +215,10 @@ static uint32_t wait_done(uint64_t max = 50000000) {
         tick();
         if (cycle - t0 > max) fail("job timeout");
     }
-    uint32_t st = reg_read(0x14);
-    if (st & 1) fail("busy after interrupt");
-    if (!(st & 2)) fail("DONE not set after interrupt");
-    return reg_read(0x18);
+    uint32_t st = reg_read(GEMM_REG_STATUS);
+    if (st & GEMM_STATUS_BUSY) fail("busy after interrupt");
+    if (!(st & GEMM_STATUS_DONE)) fail("DONE not set after interrupt");
+    return reg_read(GEMM_REG_ERROR);
 }
 
 static void run_gemm(uint32_t m, uint32_t n, uint32_t k, uint32_t lda, uint32_t ldb, uint32_t ldc,
@@ -229,9 +232,9 @@ static void run_gemm(uint32_t m, uint32_t n, uint32_t k, uint32_t lda, uint32_t 
     if (c >= 4) for (int x = 1; x <= 4; x++) mem[c - x] = 0xcd;
     program(Job{m, n, k, lda, ldb, ldc, a, b, c});
     uint64_t t0 = cycle;
-    reg_write(0x10, 3);
+    reg_write(GEMM_REG_CTRL, GEMM_CTRL_START | GEMM_CTRL_IRQ_EN);
     uint32_t err = wait_done();
-    if (err != 0) { fprintf(stderr, "error %u\n", err); fail("gemm error"); }
+    if (err != COSIM_ACCEL_ERR_OK) { fprintf(stderr, "error %u\n", err); fail("gemm error"); }
     for (uint32_t i = 0; i < m; i++)
         for (uint32_t j = 0; j < n; j++) {
             int32_t s = 0;
@@ -251,7 +254,7 @@ static void run_gemm(uint32_t m, uint32_t n, uint32_t k, uint32_t lda, uint32_t 
                 if (mem[c + ((uint64_t)i * lc + j) * 4 + x] != 0xcd) fail("gap in C overwritten");
     for (int x = 0; x < 8; x++) if (mem[c + cbytes + x] != 0xcd) fail("wrote past C");
     if (c >= 4) for (int x = 1; x <= 4; x++) if (mem[c - x] != 0xcd) fail("wrote before C");
-    uint64_t cyc = reg_read(0x50, 8), wait = reg_read(0x68, 8);
+    uint64_t cyc = reg_read(GEMM_REG_CYCLES_LO, 8), wait = reg_read(GEMM_REG_DMA_WAIT_LO, 8);
     printf("ok gemm %ux%ux%u ld=(%u,%u,%u) a=%#llx b=%#llx c=%#llx: %llu cycles (ideal %llu, dma wait %llu), tb %llu\n",
            m, n, k, lda, ldb, ldc, (unsigned long long)a, (unsigned long long)b, (unsigned long long)c,
            (unsigned long long)cyc, (unsigned long long)((uint64_t)m * n * k / macs()),
@@ -261,10 +264,10 @@ static void run_gemm(uint32_t m, uint32_t n, uint32_t k, uint32_t lda, uint32_t 
 static void expect_error(const Job& j, uint32_t code) {
     program(j);
     int before = msix_count;
-    reg_write(0x10, 3);
+    reg_write(GEMM_REG_CTRL, GEMM_CTRL_START | GEMM_CTRL_IRQ_EN);
     uint32_t err = wait_done();
     if (err != code) { fprintf(stderr, "got error %u want %u\n", err, code); fail("error code"); }
-    if (!(reg_read(0x14) & 4)) fail("STATUS.ERROR not set");
+    if (!(reg_read(GEMM_REG_STATUS) & GEMM_STATUS_ERROR)) fail("STATUS.ERROR not set");
     if (msix_count != before + 1) fail("no interrupt");
     printf("ok error %u\n", code);
 }
@@ -285,11 +288,11 @@ int main(int argc, char** argv) {
     // UART: banner at reset, then echo (bytes sent during the banner are queued).
     for (const char* p = "hello, echo \x01\xff"; *p; p++) uart_in.push_back((uint8_t)*p);
     for (int i = 0; i < 2000; i++) tick();
-    if (uart_out != std::string("GEMM accelerator v1.0 ready\r\nhello, echo \x01\xff")) {
+    if (uart_out != std::string(GEMM_UART_BANNER "hello, echo \x01\xff")) {
         fprintf(stderr, "uart: [%s] (%zu bytes)\n", uart_out.c_str(), uart_out.size());
         fail("UART banner/echo");
     }
-    if (reg_read(0x88) != 14) fail("UART_RX_BYTES");
+    if (reg_read(GEMM_REG_UART_RX_BYTES) != 14) fail("UART_RX_BYTES");
     printf("ok uart\n");
     // NIC: echo with MAC addresses swapped; short frames unchanged; oversize dropped.
     std::vector<std::vector<uint8_t>> sent;
@@ -308,17 +311,17 @@ int main(int argc, char** argv) {
             for (int x = 0; x < 6; x++) std::swap(want[x], want[6 + x]);
         if (nic_out[i] != want) { fprintf(stderr, "frame %zu\n", i); fail("NIC echo"); }
     }
-    if (reg_read(0x80) != 10 || reg_read(0x84) != 9) fail("NIC counters");
+    if (reg_read(GEMM_REG_NIC_RX_FRAMES) != 10 || reg_read(GEMM_REG_NIC_TX_FRAMES) != 9) fail("NIC counters");
     printf("ok nic\n");
-    if (reg_read(0x0) != 0x47454d4d) fail("ID");
-    if (reg_read(0x4) != 0x00010000) fail("VERSION");
-    if (reg_read(0x0, 8) != 0x0001000047454d4dull) fail("ID+VERSION 8 bytes");
-    reg_write(0x74, 0xdeadbeef);
-    if (reg_read(0x74) != 0xdeadbeef) fail("scratch");
-    reg_write(0x75, 0x55, 1);
-    if (reg_read(0x74) != 0xdead55ef) fail("scratch byte");
-    if (reg_read(0x76, 2) != 0xdead) fail("scratch half");
-    reg_write(0x1c, 2);
+    if (reg_read(GEMM_REG_ID) != GEMM_ID_VALUE) fail("ID");
+    if (reg_read(GEMM_REG_VERSION) != GEMM_VERSION_VALUE) fail("VERSION");
+    if (reg_read(GEMM_REG_ID, 8) != ((uint64_t)GEMM_VERSION_VALUE << 32 | GEMM_ID_VALUE)) fail("ID+VERSION 8 bytes");
+    reg_write(GEMM_REG_SCRATCH, 0xdeadbeef);
+    if (reg_read(GEMM_REG_SCRATCH) != 0xdeadbeef) fail("scratch");
+    reg_write(GEMM_REG_SCRATCH + 1, 0x55, 1);
+    if (reg_read(GEMM_REG_SCRATCH) != 0xdead55ef) fail("scratch byte");
+    if (reg_read(GEMM_REG_SCRATCH + 2, 2) != 0xdead) fail("scratch half");
+    reg_write(GEMM_REG_MSIX_VECTOR, 2);
     struct { uint32_t m, n, k, lda, ldb, ldc; } sizes[] = {
         {1, 1, 1, 0, 0, 0}, {4, 4, 4, 0, 0, 0}, {17, 33, 9, 0, 0, 0}, {5, 3, 7, 11, 5, 9},
         {64, 64, 64, 0, 0, 0}, {3, 130, 5, 0, 0, 0}, {2, 7, 600, 601, 9, 8}, {9, 65, 3, 0, 70, 65},
@@ -338,28 +341,30 @@ int main(int argc, char** argv) {
     }
     // errors
     Job ok{4, 4, 4, 0, 0, 0, 0x100000, 0x400000, 0x800000};
-    Job j = ok; j.m = 0; expect_error(j, 1);
-    j = ok; j.k = 1025; expect_error(j, 2);
-    j = ok; j.lda = 3; expect_error(j, 3);
-    j = ok; j.ldc = 2; expect_error(j, 3);
-    j = ok; j.c = 0x800002; expect_error(j, 4);
+    Job j = ok; j.m = 0; expect_error(j, COSIM_ACCEL_ERR_ZERO_DIM);
+    j = ok; j.k = 1025; expect_error(j, COSIM_ACCEL_ERR_DIM_TOO_LARGE);
+    j = ok; j.lda = 3; expect_error(j, COSIM_ACCEL_ERR_BAD_STRIDE);
+    j = ok; j.ldc = 2; expect_error(j, COSIM_ACCEL_ERR_BAD_STRIDE);
+    j = ok; j.c = 0x800002; expect_error(j, COSIM_ACCEL_ERR_MISALIGNED);
     bad_lo = 0x400000; bad_hi = 0x400100;
-    expect_error(ok, 6);
+    expect_error(ok, COSIM_ACCEL_ERR_DMA_ERROR);
     bad_lo = 0x800000; bad_hi = 0x800100;
-    expect_error(ok, 6);
+    expect_error(ok, COSIM_ACCEL_ERR_DMA_ERROR);
     bad_lo = bad_hi = ~0ull;
     // BUSY: start a long job, start again
     program(Job{64, 64, 64, 0, 0, 0, 0x100000, 0x400000, 0x800000});
-    reg_write(0x10, 3);
-    reg_write(0x10, 3);
-    if (reg_read(0x18) != 5 || !(reg_read(0x14) & 4) || !(reg_read(0x14) & 1)) fail("BUSY refusal");
-    if (wait_done() != 0) fail("job after BUSY refusal");
-    if (reg_read(0x14) & 4) fail("ERROR still set");
+    reg_write(GEMM_REG_CTRL, GEMM_CTRL_START | GEMM_CTRL_IRQ_EN);
+    reg_write(GEMM_REG_CTRL, GEMM_CTRL_START | GEMM_CTRL_IRQ_EN);
+    if (reg_read(GEMM_REG_ERROR) != COSIM_ACCEL_ERR_BUSY || !(reg_read(GEMM_REG_STATUS) & GEMM_STATUS_ERROR) ||
+        !(reg_read(GEMM_REG_STATUS) & GEMM_STATUS_BUSY))
+        fail("BUSY refusal");
+    if (wait_done() != COSIM_ACCEL_ERR_OK) fail("job after BUSY refusal");
+    if (reg_read(GEMM_REG_STATUS) & GEMM_STATUS_ERROR) fail("ERROR still set");
     printf("ok busy\n");
-    reg_write(0x10, 4);
-    if (reg_read(0x14) != 0) fail("CLEAR");
-    printf("jobs done %llu, busy %llu idle %llu\n", (unsigned long long)reg_read(0x70),
-           (unsigned long long)reg_read(0x58, 8), (unsigned long long)reg_read(0x60, 8));
+    reg_write(GEMM_REG_CTRL, GEMM_CTRL_CLEAR);
+    if (reg_read(GEMM_REG_STATUS) != 0) fail("CLEAR");
+    printf("jobs done %llu, busy %llu idle %llu\n", (unsigned long long)reg_read(GEMM_REG_JOBS_DONE),
+           (unsigned long long)reg_read(GEMM_REG_BUSY_CYCLES_LO, 8), (unsigned long long)reg_read(GEMM_REG_IDLE_CYCLES_LO, 8));
     printf("PASS\n");
     top->final();
     delete top;

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use cosim_gemm_abi::{array, ctrl, defaults, field_put, pci, regs, status, Access, ErrorCode, UART_BANNER};
 use cosim_protocol::session::{DeviceEvent, DeviceState};
 use cosim_protocol::*;
 use cosim_transport::{DeviceLoop, Endpoint, Side, TransportError, ZmqOptions, ZmqTransport};
@@ -27,25 +28,37 @@ usage: cosim-fake-gemm --endpoint <ipc:///dir/name | tcp://host:port> [--delay-m
 
 Prints `cosim-sim: ready endpoint=E` on stderr once bound. Runs until killed.";
 
-const MAX_DIM: u32 = 1024;
-const ROWS: u32 = 4;
-const COLS: u32 = 4;
-const BANNER: &[u8] = b"GEMM accelerator v1.0 ready\r\n";
+// The register map, PCI identity and default sizes are gemm-abi's (docs/register-map.md).
+const MAX_DIM: u32 = defaults::MAX_DIM;
+const ROWS: u32 = defaults::ROWS;
+const COLS: u32 = defaults::COLS;
 
 fn config() -> DeviceConfig {
     let mut d = DeviceConfig {
-        vendor_id: 0x1ded,
-        device_id: 0xacc1,
-        subsystem_vendor_id: 0x1ded,
-        subsystem_id: 1,
-        class_code: 0x12_00_00,
-        revision: 1,
+        vendor_id: pci::VENDOR_ID,
+        device_id: pci::DEVICE_ID,
+        subsystem_vendor_id: pci::SUBSYSTEM_VENDOR_ID,
+        subsystem_id: pci::SUBSYSTEM_ID,
+        class_code: pci::CLASS_CODE,
+        revision: pci::REVISION,
         ..Default::default()
     };
-    d.bars[0] = BarDesc::mem32(0x1000);
-    d.bars[2] = BarDesc::mem64(0x4000, false);
-    d.msix = MsixConfig { vectors: 4, table_bar: 2, table_offset: 0, pba_bar: 2, pba_offset: 0x2000 };
+    let bar = |size, is64| if is64 { BarDesc::mem64(size, false) } else { BarDesc::mem32(size) };
+    d.bars[0] = bar(pci::BAR0_SIZE, pci::BAR0_64BIT);
+    d.bars[2] = bar(pci::BAR2_SIZE, pci::BAR2_64BIT);
+    d.msix = MsixConfig {
+        vectors: pci::MSIX_VECTORS,
+        table_bar: pci::MSIX_TABLE_BAR,
+        table_offset: pci::MSIX_TABLE_OFFSET,
+        pba_bar: pci::MSIX_PBA_BAR,
+        pba_offset: pci::MSIX_PBA_OFFSET,
+    };
     d
+}
+
+/// A software-written register (RW in the map): the model stores what is written.
+fn stored(off: u64) -> bool {
+    regs::lookup(off).is_some_and(|r| r.offset == off && r.access == Access::ReadWrite)
 }
 
 #[derive(Default)]
@@ -66,22 +79,23 @@ impl Regs {
         *self.r.get(&off).unwrap_or(&0)
     }
 
+    /// The register at `off` (4-byte aligned). Not modelled, read 0: BUSY_CYCLES, IDLE_CYCLES,
+    /// DMA_WAIT.
     fn read(&self, off: u64) -> u32 {
         match off {
-            0x000 => 0x4745_4d4d,
-            0x004 => 0x0001_0000,
-            0x008 => ROWS | (COLS << 8),
-            0x00c => MAX_DIM,
-            0x014 => self.status | u32::from(self.busy),
-            0x018 => self.error,
-            0x050 => self.cycles as u32,
-            0x054 => (self.cycles >> 32) as u32,
-            0x068 | 0x06c => 0,
-            0x070 => self.jobs_done,
-            0x080 => self.nic_rx,
-            0x084 => self.nic_tx,
-            0x088 => self.uart_rx,
-            0x01c | 0x020..=0x04c | 0x074 => self.get(off),
+            regs::ID => regs::ID_VALUE,
+            regs::VERSION => regs::VERSION_VALUE,
+            regs::ARRAY => field_put(array::ROWS, ROWS) | field_put(array::COLS, COLS),
+            regs::MAX_DIM => MAX_DIM,
+            regs::STATUS => self.status | if self.busy { status::BUSY } else { 0 },
+            regs::ERROR => self.error,
+            regs::CYCLES_LO => self.cycles as u32,
+            regs::CYCLES_HI => (self.cycles >> 32) as u32,
+            regs::JOBS_DONE => self.jobs_done,
+            regs::NIC_RX_FRAMES => self.nic_rx,
+            regs::NIC_TX_FRAMES => self.nic_tx,
+            regs::UART_RX_BYTES => self.uart_rx,
+            _ if stored(off) => self.get(off),
             _ => 0,
         }
     }
@@ -97,7 +111,7 @@ struct Dev {
 impl Dev {
     fn reset(&mut self) -> Result<(), TransportError> {
         self.regs = Regs::default();
-        self.link.send(Message::Serial(BANNER.to_vec()))?;
+        self.link.send(Message::Serial(UART_BANNER.to_vec()))?;
         Ok(())
     }
 
@@ -166,21 +180,21 @@ impl Dev {
 
     fn write_reg(&mut self, off: u64, v: u32) -> Result<(), TransportError> {
         match off {
-            0x010 => {
-                if v & 4 != 0 {
+            regs::CTRL => {
+                if v & ctrl::CLEAR != 0 {
                     self.regs.status = 0;
-                    self.regs.error = 0;
+                    self.regs.error = ErrorCode::Ok.code();
                 }
-                if v & 1 != 0 {
+                if v & ctrl::START != 0 {
                     if self.regs.busy {
-                        self.regs.error = 5;
-                        self.regs.status |= 4;
+                        self.regs.error = ErrorCode::Busy.code();
+                        self.regs.status |= status::ERROR;
                     } else {
-                        self.job(v & 2 != 0)?;
+                        self.job(v & ctrl::IRQ_EN != 0)?;
                     }
                 }
             }
-            0x01c | 0x020..=0x04c | 0x074 => {
+            _ if stored(off) => {
                 self.regs.r.insert(off, v);
             }
             _ => {}
@@ -222,26 +236,27 @@ impl Dev {
 
     fn job(&mut self, irq: bool) -> Result<(), TransportError> {
         let g = |o| self.regs.get(o);
-        let (m, n, k) = (g(0x020), g(0x024), g(0x028));
-        let lda = if g(0x02c) == 0 { k } else { g(0x02c) };
-        let ldb = if g(0x030) == 0 { n } else { g(0x030) };
-        let ldc = if g(0x034) == 0 { n } else { g(0x034) };
+        let (m, n, k) = (g(regs::M), g(regs::N), g(regs::K));
+        let lda = if g(regs::LDA) == 0 { k } else { g(regs::LDA) };
+        let ldb = if g(regs::LDB) == 0 { n } else { g(regs::LDB) };
+        let ldc = if g(regs::LDC) == 0 { n } else { g(regs::LDC) };
         let addr = |lo: u64| g(lo) as u64 | (g(lo + 4) as u64) << 32;
-        let (a_addr, b_addr, c_addr) = (addr(0x038), addr(0x040), addr(0x048));
+        let (a_addr, b_addr, c_addr) = (addr(regs::A_ADDR_LO), addr(regs::B_ADDR_LO), addr(regs::C_ADDR_LO));
         self.regs.status = 0;
-        self.regs.error = if m == 0 || n == 0 || k == 0 {
-            1
+        let check = if m == 0 || n == 0 || k == 0 {
+            ErrorCode::ZeroDim
         } else if m > MAX_DIM || n > MAX_DIM || k > MAX_DIM {
-            2
+            ErrorCode::DimTooLarge
         } else if lda < k || ldb < n || ldc < n {
-            3
+            ErrorCode::BadStride
         } else if c_addr % 4 != 0 {
-            4
+            ErrorCode::Misaligned
         } else {
-            0
+            ErrorCode::Ok
         };
+        self.regs.error = check.code();
         let session = self.link.engine().session();
-        if self.regs.error == 0 {
+        if check == ErrorCode::Ok {
             self.regs.busy = true;
             let t0 = Instant::now();
             let result = self.compute(m, n, k, lda, ldb, ldc, a_addr, b_addr, c_addr);
@@ -252,13 +267,13 @@ impl Dev {
             if result? {
                 self.regs.cycles = (m as u64 * n as u64 * k as u64).div_ceil((ROWS * COLS) as u64);
             } else {
-                self.regs.error = 6;
+                self.regs.error = ErrorCode::DmaError.code();
             }
         }
         self.regs.jobs_done += 1;
-        self.regs.status = 2 | if self.regs.error != 0 { 4 } else { 0 };
+        self.regs.status = status::DONE | if self.regs.error != ErrorCode::Ok.code() { status::ERROR } else { 0 };
         if irq && self.serving(session) {
-            let v = self.regs.get(0x01c) as u16;
+            let v = self.regs.get(regs::MSIX_VECTOR) as u16;
             self.link.send(Message::Msix(Msix { vector: v }))?;
         }
         Ok(())
