@@ -1,6 +1,6 @@
 //! A safe wrapper around one open `/dev/accelN`, speaking the cosim_accel ioctl ABI defined in
 //! `gemm-abi` (`cosim_gemm_abi::ioctl`, checked against `guest/driver/cosim_accel_ioctl.h` by that
-//! crate's tests). The only `unsafe` of the tool lives here.
+//! crate's tests). One of the tool's two modules with `unsafe` (the other is `net`).
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -7,9 +7,15 @@
 //! guest's /init prefixes them with `COSIM-RESULT`); otherwise a table. Errors go to stderr.
 //! Exit status: 0 all jobs succeeded (and matched, with `--check`), 1 a job failed or mismatched,
 //! 2 usage error or no accelerator found.
+//!
+//! `unsafe` lives only in two modules, each call with its `// SAFETY:` line: `ioctl` (the driver's
+//! ioctls) and `net` (the raw AF_PACKET socket); the rest of the tool denies it.
+#![deny(unsafe_code)]
 
 mod gemm;
+#[allow(unsafe_code)]
 mod ioctl;
+#[allow(unsafe_code)]
 mod net;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! where the other end of the wire is the RTL's Ethernet port, which answers every frame with
 //! destination and source MAC swapped (docs/register-map.md, "UART and Ethernet").
 //! Frames use the local experimental EtherType 0x88b5 and carry "COSIMNET" + a sequence number.
+//! One of the tool's two modules with `unsafe` (socket system calls; the other is `ioctl`).
 
 use std::io;
 use std::time::{Duration, Instant};
