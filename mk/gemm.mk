@@ -62,7 +62,7 @@ gen-gemm-abi:
 	GEMM_ABI_BLESS=1 $(CARGO) test --release -p cosim-gemm-abi --test generated
 
 test-gemm: deps abi-gemm lint-gemm tb-gemm sim-gemm
-	$(GEMM_CARGO_TEST) --test gemm -- --test-threads=1 --nocapture
+	$(GEMM_CARGO_TEST) --test gemm -- --include-ignored --test-threads=1 --nocapture
 
 bench-gemm: deps sim-gemm
 	$(GEMM_CARGO_TEST) --test gemm_bench -- --ignored --nocapture --test-threads=1

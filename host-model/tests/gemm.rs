@@ -1,5 +1,6 @@
 //! GEMM accelerator (`hdl/gemm_accel`, top `gemm_top`) against the host model, over real
-//! ZeroMQ, with the Verilator simulation built by `make sim-gemm`.
+//! ZeroMQ, with the Verilator simulation built by `make sim-gemm`: every test is `#[ignore]`d for a
+//! plain `cargo test --workspace`; `make test-gemm` runs them (`--include-ignored`).
 //!
 //! Register offsets, fields, error codes and the PCI identity come from gemm-abi, the one
 //! definition of docs/register-map.md. Random matrices come from a seed printed by every test
@@ -235,6 +236,7 @@ impl Dut {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_identity_and_registers() -> Result<()> {
     let mut d = start()?;
     let cfg = d.host.config().clone();
@@ -297,6 +299,7 @@ fn gemm_identity_and_registers() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_required_sizes_bit_exact() -> Result<()> {
     let mut rng = seeded("gemm_required_sizes_bit_exact");
     let mut d = start()?;
@@ -318,6 +321,7 @@ fn gemm_required_sizes_bit_exact() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_strides_and_alignment() -> Result<()> {
     let mut rng = seeded("gemm_strides_and_alignment");
     let mut d = start()?;
@@ -350,6 +354,7 @@ fn gemm_strides_and_alignment() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_back_to_back_jobs() -> Result<()> {
     let mut rng = seeded("gemm_back_to_back_jobs");
     let mut d = start()?;
@@ -390,6 +395,7 @@ fn gemm_back_to_back_jobs() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_every_error_code() -> Result<()> {
     let mut rng = seeded("gemm_every_error_code");
     let mut d = start()?;
@@ -445,6 +451,7 @@ fn gemm_every_error_code() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_serial_banner_and_echo() -> Result<()> {
     let mut rng = seeded("gemm_serial_banner_and_echo");
     let mut d = start()?;
@@ -469,6 +476,7 @@ fn gemm_serial_banner_and_echo() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_nic_frame_echo() -> Result<()> {
     let mut rng = seeded("gemm_nic_frame_echo");
     let mut d = start()?;
@@ -505,6 +513,7 @@ fn gemm_nic_frame_echo() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_reset_during_a_job() -> Result<()> {
     let mut rng = seeded("gemm_reset_during_a_job");
     let mut d = start()?;
@@ -527,6 +536,7 @@ fn gemm_reset_during_a_job() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_over_tcp() -> Result<()> {
     let mut rng = seeded("gemm_over_tcp");
     let ep = free_tcp_endpoint()?;
