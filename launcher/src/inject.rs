@@ -12,9 +12,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use cosim_protocol::session::stray::{frame, Toward};
 use cosim_transport::Endpoint;
+
+use crate::Error;
+
+fn inject_err(what: impl Into<String>) -> impl FnOnce(zmq::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Inject { what, source: Box::new(e) }
+}
 
 /// A running injector; [`Injector::stop`] ends it and says how many frames it pushed.
 pub struct Injector {
@@ -24,16 +30,17 @@ pub struct Injector {
 
 /// Connects to every endpoint's two channels and starts pushing `rate` frames per second into
 /// each channel.
-pub fn start(endpoints: &[String], rate: u32) -> Result<Injector> {
+pub fn start(endpoints: &[String], rate: u32) -> Result<Injector, Error> {
     let ctx = zmq::Context::new();
     let mut socks = Vec::new();
     for ep in endpoints {
-        let e = Endpoint::parse(ep).with_context(|| format!("injector: endpoint {ep}"))?;
+        let e =
+            Endpoint::parse(ep).map_err(|e| Error::Inject { what: format!("endpoint {ep}"), source: Box::new(e) })?;
         for (addr, toward) in [(e.h2d(), Toward::Device), (e.d2h(), Toward::Host)] {
-            let s = ctx.socket(zmq::PUSH).context("injector: socket")?;
-            s.set_linger(0)?;
-            s.set_sndhwm(1000)?;
-            s.connect(&addr).with_context(|| format!("injector: connect {addr}"))?;
+            let s = ctx.socket(zmq::PUSH).map_err(inject_err("socket"))?;
+            s.set_linger(0).map_err(inject_err("socket options"))?;
+            s.set_sndhwm(1000).map_err(inject_err("socket options"))?;
+            s.connect(&addr).map_err(inject_err(format!("connect {addr}")))?;
             socks.push((s, toward));
         }
     }
@@ -55,7 +62,8 @@ pub fn start(endpoints: &[String], rate: u32) -> Result<Injector> {
             std::thread::sleep(Duration::from_millis(5));
         }
         n * socks.len() as u64
-    })?;
+    });
+    let handle = handle.map_err(|e| Error::Inject { what: "thread".into(), source: Box::new(e) })?;
     Ok(Injector { stop, handle: Some(handle) })
 }
 

@@ -11,48 +11,22 @@
 //! With `--connect ENDPOINT` (one per device) it starts no simulation: QEMU connects to
 //! simulations that already run, on this machine or another one (docs/user-guide.md, "Two hosts").
 //!
-//! `unsafe` lives only in module `procs` (`kill(2)` on our own children and the `signal(2)`
-//! handlers, each with its `// SAFETY:` line); the rest of the crate denies it.
-#![deny(unsafe_code)]
-
-mod inject;
-mod markers;
-#[allow(unsafe_code)]
-mod procs;
+//! This file is the command line and the order of the run; process supervision, the stages, QEMU's
+//! command line, the marker lines and the stray injector are the library's (`cosim_launch`, which
+//! holds the crate's only `unsafe`).
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-use markers::GuestReport;
-use procs::{Line, Proc, Source, INTERRUPTED};
-
-/// Exit codes (also in `--help`).
-const EXIT_OK: u8 = 0;
-const EXIT_WORKLOAD_FAILED: u8 = 1;
-const EXIT_SETUP: u8 = 3;
-const EXIT_STAGE: u8 = 4;
-const EXIT_INTERRUPTED: u8 = 130;
-
-/// The line a simulation prints on stderr once it listens (see verilator-tb).
-const SIM_READY: &str = "cosim-sim: ready endpoint=";
-
-const DEFAULT_RUN: &str = "gemm --m 64 --n 64 --k 64 --seed 1 --check";
-
-fn default_build() -> PathBuf {
-    std::env::var_os("COSIM_BUILD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            root.canonicalize().unwrap_or(root).join("build")
-        })
-}
+use cosim_launch::qemu::{self, Accelerator, QemuSpec};
+use cosim_launch::stages::{Stage, StageError, Stages};
+use cosim_launch::{default_build, exit, inject, markers};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -264,13 +238,6 @@ fn check_connect_key(endpoints: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `tracing` on stderr, filter from `COSIM_LOG` (default `info`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COSIM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
 /// Failure of the run, with the exit code it maps to.
 struct RunError {
     code: u8,
@@ -278,13 +245,21 @@ struct RunError {
     message: String,
 }
 
-fn stage_err(code: u8, stage: &'static str, message: impl Into<String>) -> RunError {
-    RunError { code, stage, message: message.into() }
+impl From<StageError> for RunError {
+    fn from(e: StageError) -> Self {
+        RunError { code: e.code, stage: e.stage.name(), message: e.message }
+    }
 }
 
 impl From<anyhow::Error> for RunError {
     fn from(e: anyhow::Error) -> Self {
-        stage_err(EXIT_SETUP, "setup", format!("{e:#}"))
+        RunError { code: exit::SETUP, stage: "setup", message: format!("{e:#}") }
+    }
+}
+
+impl From<cosim_launch::Error> for RunError {
+    fn from(e: cosim_launch::Error) -> Self {
+        anyhow::Error::from(e).into()
     }
 }
 
@@ -307,196 +282,17 @@ fn free_tcp_base() -> Result<u16> {
     bail!("no two consecutive free TCP ports on 127.0.0.1")
 }
 
+/// The run: its processes and stages, and what it set up around them.
 struct Run {
-    cli: Cli,
-    log_dir: PathBuf,
-    sims: Vec<Proc>,
-    qemu: Option<Proc>,
-    report: GuestReport,
-    stage_times: serde_json::Map<String, Value>,
+    stages: Stages,
+    /// The private directory of the ipc sockets and the tcp key; removed after the processes stop.
     tmp_dir: Option<cosim_transport::PrivateDir>,
-    console_tail: Vec<String>,
-    qemu_stderr_tail: Vec<String>,
-    sim_tails: Vec<Vec<String>>,
-    sim_exit_logged: Vec<bool>,
-    sim_ready: Vec<bool>,
     endpoints: Vec<String>,
-    report_injected: Option<u64>,
+    injected: Option<u64>,
 }
 
-fn push_tail(v: &mut Vec<String>, line: String) {
-    v.push(line);
-    if v.len() > 20 {
-        v.remove(0);
-    }
-}
-
-impl Run {
-    fn stop_all(&mut self) {
-        if let Some(q) = self.qemu.as_mut() {
-            q.stop(Duration::from_secs(5));
-        }
-        // Simulations get time to close their waveform files and print statistics.
-        for s in self.sims.iter_mut() {
-            s.stop(Duration::from_secs(10));
-        }
-        // Dropping the private directory removes it with the sockets and the key.
-        drop(self.tmp_dir.take());
-    }
-
-    fn handle_line(&mut self, line: Line) {
-        match line.source {
-            Source::Console => {
-                if self.cli.verbose {
-                    tracing::info!(target: "guest", "{}", line.text);
-                }
-                if let Some(m) = markers::parse_line(&line.text) {
-                    self.report.add(m);
-                }
-                push_tail(&mut self.console_tail, line.text);
-            }
-            Source::QemuStderr => {
-                tracing::info!(target: "qemu", "{}", line.text);
-                push_tail(&mut self.qemu_stderr_tail, line.text);
-            }
-            Source::Sim(i) => {
-                if !self.sim_ready[i] && line.text.contains(SIM_READY) {
-                    self.sim_ready[i] = true;
-                    log(format!("simulation {i} ready: {}", line.text));
-                }
-                if self.cli.verbose {
-                    tracing::info!(target: "sim", "sim{i}: {}", line.text);
-                }
-                push_tail(&mut self.sim_tails[i], line.text);
-            }
-        }
-    }
-
-    /// Waits until `done(self)` holds, handling lines, checking children and the deadline.
-    fn wait_stage(
-        &mut self,
-        rx: &mpsc::Receiver<Line>,
-        stage: &'static str,
-        timeout: Duration,
-        mut done: impl FnMut(&Run) -> bool,
-        mut on_tick: impl FnMut(&mut Run, Duration),
-    ) -> Result<(), RunError> {
-        let t0 = Instant::now();
-        log(format!("stage {stage}: waiting (timeout {} s)", timeout.as_secs()));
-        loop {
-            if done(self) {
-                let secs = t0.elapsed().as_secs_f64();
-                self.stage_times.insert(stage.replace(' ', "_"), json!((secs * 1000.0).round() / 1000.0));
-                log(format!("stage {stage}: done in {secs:.1} s"));
-                return Ok(());
-            }
-            if INTERRUPTED.load(Ordering::SeqCst) {
-                return Err(stage_err(EXIT_INTERRUPTED, stage, format!("interrupted during stage {stage}")));
-            }
-            if t0.elapsed() > timeout {
-                return Err(stage_err(
-                    EXIT_STAGE,
-                    stage,
-                    format!("stage {stage} timed out after {} s{}", timeout.as_secs(), self.context_for(stage)),
-                ));
-            }
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(l) => {
-                    self.handle_line(l);
-                    while let Ok(l) = rx.try_recv() {
-                        self.handle_line(l);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {}
-            }
-            on_tick(self, t0.elapsed());
-            // A process that ended early ends the stage (after its last output was read).
-            for i in 0..self.sims.len() {
-                if let Some(st) = self.sims[i].poll() {
-                    if !self.sim_exit_logged[i] {
-                        self.sim_exit_logged[i] = true;
-                        tracing::warn!(
-                            "simulation {i} exited ({st}) during stage {stage}; see {}",
-                            self.log_dir.join(format!("sim{i}.log")).display()
-                        );
-                    }
-                    if stage == "sim start" {
-                        drain(rx, self);
-                        return Err(stage_err(
-                            EXIT_STAGE,
-                            stage,
-                            format!(
-                                "simulation {i} exited ({st}) before it was ready; last lines:\n  {}",
-                                self.sim_tails[i].join("\n  ")
-                            ),
-                        ));
-                    }
-                }
-            }
-            if let Some(st) = self.qemu.as_mut().and_then(|q| q.poll()) {
-                drain(rx, self);
-                if done(self) {
-                    continue;
-                }
-                return Err(stage_err(
-                    EXIT_STAGE,
-                    stage,
-                    format!("QEMU exited ({st}) during stage {stage}{}", self.context_for(stage)),
-                ));
-            }
-        }
-    }
-
-    fn context_for(&self, stage: &str) -> String {
-        let mut s = String::new();
-        if stage == "sim start" {
-            for (i, t) in self.sim_tails.iter().enumerate() {
-                if !self.sim_ready[i] {
-                    s.push_str(&format!("; simulation {i} is not ready; its last lines:\n  {}", t.join("\n  ")));
-                }
-            }
-        }
-        if !self.qemu_stderr_tail.is_empty() {
-            s.push_str(&format!("; QEMU stderr:\n  {}", self.qemu_stderr_tail.join("\n  ")));
-        }
-        if stage != "sim start" && stage != "QEMU start" && !self.console_tail.is_empty() {
-            let tail: Vec<&String> = self.console_tail.iter().rev().take(8).rev().collect();
-            s.push_str(&format!(
-                "\n  last console lines:\n  {}",
-                tail.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n  ")
-            ));
-        }
-        s.push_str(&format!("\n  logs: {}", self.log_dir.display()));
-        s
-    }
-}
-
-fn drain(rx: &mpsc::Receiver<Line>, run: &mut Run) {
-    // Give the pump threads a moment to deliver what the process wrote before it ended.
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(300) {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(l) => run.handle_line(l),
-            Err(mpsc::RecvTimeoutError::Timeout) => break,
-            Err(_) => break,
-        }
-    }
-}
-
-fn workload_string(runs: &[String]) -> Result<String> {
-    let items: Vec<&str> = if runs.is_empty() { vec![DEFAULT_RUN] } else { runs.iter().map(|s| s.as_str()).collect() };
-    for it in &items {
-        if it.contains('"') || it.contains(';') {
-            bail!("--run item {it:?} contains '\"' or ';', which the kernel command line cannot carry");
-        }
-    }
-    Ok(items.join(";"))
-}
-
-fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) -> Result<(), RunError> {
+fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let build = default_build();
-    let cli = &run.cli;
     let sim_bin = cli.sim.clone().unwrap_or_else(|| build.join("sim/gemm_top/sim"));
     let qemu_bin = cli.qemu.clone().unwrap_or_else(|| build.join("qemu/qemu-system-x86_64"));
     let kernel = cli.kernel.clone().unwrap_or_else(|| build.join("guest/bzImage"));
@@ -507,11 +303,9 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     require_file(&qemu_bin, "QEMU binary", "make qemu")?;
     require_file(&kernel, "guest kernel", "make guest")?;
     require_file(&initrd, "guest initramfs", "make guest")?;
-    let workload = workload_string(&cli.runs)?;
+    let workload = qemu::workload(&cli.runs)?;
 
-    // Endpoints.
     // Endpoints, private to this user (docs/protocol.md, "Access control").
-    let mut endpoints = Vec::new();
     let mut key_file = None;
     if !cli.connect.is_empty() {
         // Simulations started elsewhere: QEMU gets their endpoints and our COSIM_KEY_FILE.
@@ -519,17 +313,14 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
         for (i, ep) in cli.connect.iter().enumerate() {
             log(format!("accelerator {i}: connecting to the running simulation at {ep} (no simulation started)"));
         }
-        endpoints = cli.connect.clone();
-        run.endpoints = endpoints.clone();
+        run.endpoints = cli.connect.clone();
     } else if cli.devices > 0 {
         let dir = cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?;
         if cli.transport == "ipc" {
-            for i in 0..cli.devices {
-                endpoints.push(dir.endpoint(&format!("accel{i}")));
-            }
+            run.endpoints = (0..cli.devices).map(|i| dir.endpoint(&format!("accel{i}"))).collect();
         } else {
             for _ in 0..cli.devices {
-                endpoints.push(format!("tcp://127.0.0.1:{}", free_tcp_base()?));
+                run.endpoints.push(format!("tcp://127.0.0.1:{}", free_tcp_base()?));
             }
             // Loopback tcp is open to every local user: give both sides a key.
             if std::env::var_os(cosim_transport::KEY_FILE_ENV).filter(|v| !v.is_empty()).is_none() {
@@ -539,12 +330,11 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
             }
         }
         run.tmp_dir = Some(dir);
-        run.endpoints = endpoints.clone();
     }
 
     // Stage: sim start (none with --connect).
     let mut pids = serde_json::Map::new();
-    let start_sims = if cli.connect.is_empty() { endpoints.as_slice() } else { &[] };
+    let start_sims = if cli.connect.is_empty() { run.endpoints.as_slice() } else { &[] };
     for (i, ep) in start_sims.iter().enumerate() {
         let mut cmd = Command::new(&sim_bin);
         cmd.arg("--endpoint").arg(ep);
@@ -555,135 +345,85 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
             cmd.arg("--max-cycles").arg(n.to_string());
         }
         if cli.waves {
-            cmd.arg("--waves").arg(run.log_dir.join(format!("sim{i}.fst")));
+            cmd.arg("--waves").arg(log_dir.join(format!("sim{i}.fst")));
         }
         if cli.sim_stats {
             cmd.arg("--stats");
         }
         cmd.args(&cli.sim_args);
-        let logp = run.log_dir.join(format!("sim{i}.log"));
+        let logp = run.stages.sim_log(i);
         log(format!("starting simulation {i}: {} --endpoint {ep} (log {})", sim_bin.display(), logp.display()));
-        let p = Proc::spawn(&format!("simulation {i}"), cmd, (&logp, Source::Sim(i)), (&logp, Source::Sim(i)), tx)?;
-        pids.insert(format!("sim{i}"), json!(p.pid()));
-        run.sims.push(p);
+        pids.insert(format!("sim{i}"), json!(run.stages.spawn_sim(cmd)?));
     }
     if cli.connect.is_empty() {
-        run.wait_stage(
-            rx,
-            "sim start",
-            Duration::from_secs(cli.timeout_sim_start),
-            |r| r.sim_ready.iter().all(|&x| x),
-            |_, _| {},
-        )?;
+        let t = Duration::from_secs(cli.timeout_sim_start);
+        run.stages.wait(Stage::SimStart, t, |s| s.sims_ready(), |_, _| {})?;
     }
 
     // Stage: QEMU start.
-    let cli = &run.cli;
-    let mut append = format!("console=ttyS0 panic=-1 cosim.run=\"{workload}\"");
-    if cli.nic.is_some() {
-        append.push_str(" cosim.net=1");
-    }
-    if !cli.append.is_empty() {
-        append.push(' ');
-        append.push_str(&cli.append);
-    }
-    // x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL.
-    if append.len() > 2047 {
-        return Err(stage_err(
-            EXIT_SETUP,
-            "setup",
-            format!("kernel command line is {} bytes, the limit is 2047: shorten the --run items", append.len()),
-        ));
-    }
+    let spec = QemuSpec {
+        memory_mib: cli.memory,
+        smp: cli.smp,
+        firmware_dirs: qemu::FIRMWARE_DIRS.iter().map(PathBuf::from).collect(),
+        kernel,
+        initrd,
+        append: qemu::kernel_append(&workload, cli.nic.is_some(), &cli.append)?,
+        accel_netdev: cli.accel_netdev.clone(),
+        nic: cli.nic.clone(),
+        accelerators: (run.endpoints.iter().enumerate())
+            .map(|(i, ep)| Accelerator { endpoint: ep.clone(), uart_log: log_dir.join(format!("accel{i}-uart.log")) })
+            .collect(),
+        device_opts: cli.device_opts.clone(),
+        extra_args: cli.qemu_args.clone(),
+    };
+    let args = spec.args();
     let mut cmd = Command::new(&qemu_bin);
     if let Some(k) = &key_file {
         cmd.env(cosim_transport::KEY_FILE_ENV, k);
     }
-    cmd.args(["-M", "q35", "-accel", "tcg", "-m"])
-        .arg(cli.memory.to_string())
-        .arg("-smp")
-        .arg(cli.smp.to_string())
-        .args(["-nographic", "-no-reboot", "-bios", "qboot.rom", "-vga", "none"])
-        .args(["-L", "/usr/share/seabios", "-L", "/usr/share/qemu", "-L", "/usr/lib/ipxe/qemu"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .arg("-append")
-        .arg(&append);
-    if let Some(nd) = &cli.accel_netdev {
-        cmd.arg("-netdev").arg(format!("{nd},id=accnet0"));
-    }
-    if let Some(nd) = &cli.nic {
-        cmd.arg("-netdev").arg(format!("{nd},id=guestnet0"));
-        cmd.arg("-device").arg("e1000,netdev=guestnet0");
-    }
-    for (i, ep) in endpoints.iter().enumerate() {
-        let uart = run.log_dir.join(format!("accel{i}-uart.log"));
-        cmd.arg("-chardev").arg(format!("file,id=accuart{i},path={}", uart.display()));
-        let mut dev = format!("accelerator-pcie,id=accel{i},endpoint={ep},chardev=accuart{i}");
-        if i == 0 && cli.accel_netdev.is_some() {
-            dev.push_str(",netdev=accnet0");
-        }
-        for o in &cli.device_opts {
-            dev.push(',');
-            dev.push_str(o);
-        }
-        cmd.arg("-device").arg(dev);
-    }
-    cmd.args(&cli.qemu_args);
-    let argv: Vec<String> = std::iter::once(qemu_bin.display().to_string())
-        .chain(cmd.get_args().map(|a| {
-            let s = a.to_string_lossy().to_string();
-            if s.contains(' ') || s.contains('"') { format!("'{s}'") } else { s }
-        }))
-        .collect();
-    let _ = std::fs::write(run.log_dir.join("qemu-cmdline.txt"), argv.join(" ") + "\n");
-    let console = run.log_dir.join("console.log");
-    log(format!("starting QEMU (console log {})", console.display()));
-    let q = Proc::spawn(
-        "QEMU",
-        cmd,
-        (&console, Source::Console),
-        (&run.log_dir.join("qemu-stderr.log"), Source::QemuStderr),
-        tx,
-    )?;
-    pids.insert("qemu".into(), json!(q.pid()));
-    run.qemu = Some(q);
-    let _ = std::fs::write(run.log_dir.join("pids.json"), Value::Object(pids).to_string() + "\n");
+    cmd.args(&args);
+    let _ = std::fs::write(log_dir.join("qemu-cmdline.txt"), qemu::shell_line(&qemu_bin, &args) + "\n");
+    log(format!("starting QEMU (console log {})", run.stages.console_log().display()));
+    pids.insert("qemu".into(), json!(run.stages.spawn_qemu(cmd)?));
+    let _ = std::fs::write(log_dir.join("pids.json"), Value::Object(pids).to_string() + "\n");
 
-    let t_qemu = Duration::from_secs(run.cli.timeout_qemu_start);
-    run.wait_stage(rx, "QEMU start", t_qemu, |r| !r.console_tail.is_empty(), |_, _| {})?;
-    let t_boot = Duration::from_secs(run.cli.timeout_boot);
-    run.wait_stage(rx, "boot", t_boot, |r| r.report.boot.is_some(), |_, _| {})?;
-    if let Some(b) = &run.report.boot {
+    let t_qemu = Duration::from_secs(cli.timeout_qemu_start);
+    run.stages.wait(Stage::QemuStart, t_qemu, |s| s.console_started(), |_, _| {})?;
+    let t_boot = Duration::from_secs(cli.timeout_boot);
+    run.stages.wait(Stage::Boot, t_boot, |s| s.report.boot.is_some(), |_, _| {})?;
+    if let Some(b) = &run.stages.report.boot {
         log(format!("guest up: {b}"));
         let seen = b["devices"].as_u64().unwrap_or(0) as usize;
-        if seen != run.cli.device_count() {
-            tracing::warn!("the guest sees {seen} accelerator(s), {} were configured", run.cli.device_count());
+        if seen != cli.device_count() {
+            tracing::warn!("the guest sees {seen} accelerator(s), {} were configured", cli.device_count());
         }
     }
 
-    let t_work = Duration::from_secs(run.cli.timeout_workload);
-    let injector = match run.cli.inject_stray {
+    let t_work = Duration::from_secs(cli.timeout_workload);
+    let injector = match cli.inject_stray {
         Some(rate) if rate > 0 => {
-            log(format!("fault injection: pushing {rate} stray frames/s into each of {} channels", 2 * run.endpoints.len()));
+            log(format!(
+                "fault injection: pushing {rate} stray frames/s into each of {} channels",
+                2 * run.endpoints.len()
+            ));
             Some(inject::start(&run.endpoints, rate)?)
         }
         _ => None,
     };
-    let kill_after = run.cli.kill_sim_after.map(Duration::from_secs_f64);
+    let kill_after = cli.kill_sim_after.map(Duration::from_secs_f64);
     let mut killed = false;
-    let work = run.wait_stage(
-        rx,
-        "workload",
+    let work = run.stages.wait(
+        Stage::Workload,
         t_work,
-        |r| r.report.done.is_some(),
-        |r, elapsed| {
+        |s| s.report.done.is_some(),
+        |s, elapsed| {
             if let Some(k) = kill_after {
-                if !killed && elapsed >= k && !r.sims.is_empty() {
-                    log(format!("fault injection: killing simulation 0 after {:.1} s of workload", elapsed.as_secs_f64()));
-                    r.sims[0].kill_now();
+                if !killed && elapsed >= k && s.sim_count() > 0 {
+                    log(format!(
+                        "fault injection: killing simulation 0 after {:.1} s of workload",
+                        elapsed.as_secs_f64()
+                    ));
+                    s.kill_sim(0);
                     killed = true;
                 }
             }
@@ -692,91 +432,63 @@ fn execute(run: &mut Run, rx: &mpsc::Receiver<Line>, tx: &mpsc::Sender<Line>) ->
     if let Some(i) = injector {
         let n = i.stop();
         log(format!("fault injection: {n} stray frames pushed"));
-        run.report_injected = Some(n);
+        run.injected = Some(n);
     }
     work?;
 
-    let t_shut = Duration::from_secs(run.cli.timeout_shutdown);
-    // QEMU's exit is recorded by the poll in wait_stage's loop.
-    run.wait_stage(rx, "shutdown", t_shut, |r| r.qemu.as_ref().is_some_and(|q| q.exited()), |_, _| {})?;
+    // QEMU's exit is recorded by the poll in the wait's loop.
+    let t_shut = Duration::from_secs(cli.timeout_shutdown);
+    run.stages.wait(Stage::Shutdown, t_shut, |s| s.qemu_exited(), |_, _| {})?;
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    procs::install_signal_handlers();
-    let log_dir = cli.log_dir.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        default_build().join("logs").join(format!("run-{secs}-{}", std::process::id()))
-    });
-    if let Err(e) = std::fs::create_dir_all(&log_dir) {
-        tracing::error!("cannot create log dir {}: {e}", log_dir.display());
-        return ExitCode::from(EXIT_SETUP);
-    }
-    let devices = cli.device_count();
-    let json_out = cli.json;
-    let mut run = Run {
-        cli,
-        log_dir: log_dir.clone(),
-        sims: Vec::new(),
-        qemu: None,
-        report: GuestReport::default(),
-        stage_times: serde_json::Map::new(),
-        tmp_dir: None,
-        console_tail: Vec::new(),
-        qemu_stderr_tail: Vec::new(),
-        sim_tails: vec![Vec::new(); devices],
-        sim_exit_logged: vec![false; devices],
-        sim_ready: vec![false; devices],
-        endpoints: Vec::new(),
-        report_injected: None,
+    let Some(log_dir) = cosim_launch::start_supervisor(cli.log_dir.clone(), "run") else {
+        return ExitCode::from(exit::SETUP);
     };
-    let (tx, rx) = mpsc::channel();
+    let mut run =
+        Run { stages: Stages::new(&log_dir, cli.verbose), tmp_dir: None, endpoints: Vec::new(), injected: None };
     let t0 = Instant::now();
-    let outcome = execute(&mut run, &rx, &tx);
-    run.stop_all();
-    drain(&rx, &mut run);
+    let outcome = execute(&cli, &log_dir, &mut run);
+    run.stages.stop_all();
+    // Dropping the private directory removes it with the sockets and the key.
+    drop(run.tmp_dir.take());
+    run.stages.drain();
 
     let (code, stage, error) = match &outcome {
         Ok(()) => {
-            let code = if run.report.all_ok() { EXIT_OK } else { EXIT_WORKLOAD_FAILED };
+            let code = if run.stages.report.all_ok() { exit::OK } else { exit::FAILED };
             (code, None, None)
         }
         Err(e) => (e.code, Some(e.stage), Some(e.message.clone())),
     };
     let summary = json!({
-        "ok": code == EXIT_OK,
+        "ok": code == exit::OK,
         "exit_code": code,
         "failed_stage": stage,
         "error": error,
-        "devices": devices,
+        "devices": cli.device_count(),
         "log_dir": log_dir.display().to_string(),
-        "stage_seconds": Value::Object(run.stage_times.clone()),
+        "stage_seconds": Value::Object(run.stages.stage_seconds().clone()),
         "wall_seconds": (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-        "guest": run.report.to_json(),
-        "stray_frames_injected": run.report_injected,
-        "connect": run.cli.connect,
+        "guest": run.stages.report.to_json(),
+        "stray_frames_injected": run.injected,
+        "connect": cli.connect,
     });
     let _ = std::fs::write(log_dir.join("results.json"), format!("{summary:#}\n"));
 
     if let Some(e) = &error {
         tracing::error!("{e}");
     }
-    if json_out {
+    if cli.json {
         println!("{summary}");
     } else {
-        print!("{}", markers::table(&run.report));
+        print!("{}", markers::table(&run.stages.report));
         match code {
-            EXIT_OK => println!("result: PASS (logs in {})", log_dir.display()),
-            EXIT_WORKLOAD_FAILED => println!("result: FAIL: a workload item failed (logs in {})", log_dir.display()),
-            _ => println!(
-                "result: ERROR in stage {}: see above (logs in {})",
-                stage.unwrap_or("?"),
-                log_dir.display()
-            ),
+            exit::OK => println!("result: PASS (logs in {})", log_dir.display()),
+            exit::FAILED => println!("result: FAIL: a workload item failed (logs in {})", log_dir.display()),
+            _ => println!("result: ERROR in stage {}: see above (logs in {})", stage.unwrap_or("?"), log_dir.display()),
         }
     }
     ExitCode::from(code)

@@ -9,80 +9,31 @@
 //! Every test is `#[ignore]`d for a plain `cargo test --workspace`; `make test-e2e` runs them
 //! (`--include-ignored`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{pid_alive, read_json, results, results_of, run_json, JsonRun, DUAL, LAUNCH};
 use serde_json::Value;
 
-const DUAL: &str = env!("CARGO_BIN_EXE_cosim-dual");
-const LAUNCH: &str = env!("CARGO_BIN_EXE_cosim-launch");
 /// Wall-clock bound of one cosim-dual run (its own --timeout is tighter).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
+/// After SIGTERM, cosim-dual stops both launchers (and they their QEMUs and simulation).
+const STOP_GRACE: Duration = Duration::from_secs(40);
 
-struct Out {
-    code: i32,
-    json: Value,
-    log_dir: PathBuf,
-}
-
-fn dual(name: &str, args: &[&str]) -> Out {
-    let log_dir = std::env::temp_dir().join(format!("cosim-dual-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let mut child = Command::new(DUAL)
-        .args(args)
-        .args(["--json", "--launch", LAUNCH, "--log-dir"])
-        .arg(&log_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cosim-dual");
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > RUN_LIMIT {
-            // SIGTERM lets cosim-dual stop both launchers (and they their QEMUs and simulation).
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            std::thread::sleep(Duration::from_secs(40));
-            let _ = child.kill();
-            panic!("cosim-dual {args:?} did not finish within {RUN_LIMIT:?}; logs in {}", log_dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("--- cosim-dual {args:?} ---\n{stderr}");
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("cosim-dual printed no JSON ({e}); stderr:\n{stderr}"));
-    Out { code: out.status.code().unwrap_or(-1), json, log_dir }
-}
-
-fn read_json(p: &Path) -> Value {
-    let s = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+fn dual(name: &str, args: &[&str]) -> JsonRun {
+    run_json(DUAL, &format!("dual-{name}"), args, &["--launch", LAUNCH], RUN_LIMIT, STOP_GRACE)
 }
 
 fn gemm(launcher: &Value, m: u64, n: u64, k: u64, seed: u64) -> &Value {
-    launcher["guest"]["results"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no guest results in {launcher}"))
-        .iter()
+    results(launcher)
+        .into_iter()
         .find(|r| r["kind"] == "gemm" && r["m"] == m && r["n"] == n && r["k"] == k && r["seed"] == seed)
         .unwrap_or_else(|| panic!("no gemm {m}x{n}x{k} seed {seed} in {launcher}"))
 }
 
 fn kind<'a>(launcher: &'a Value, kind: &str) -> &'a Value {
-    launcher["guest"]["results"]
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r["kind"] == kind))
-        .unwrap_or_else(|| panic!("no {kind} result in {launcher}"))
-}
-
-fn pid_alive(pid: u64) -> bool {
-    // A zombie still answers kill(0); a reaped or never-existing pid does not. All our children
-    // are reaped by their parents before those exit.
-    // SAFETY: signal 0 only checks existence.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    results_of(launcher, kind).first().copied().unwrap_or_else(|| panic!("no {kind} result in {launcher}"))
 }
 
 #[test]

@@ -5,82 +5,19 @@
 //! artifact fails the test with the launcher's message naming the make target. Every test is
 //! `#[ignore]`d for a plain `cargo test --workspace`; `make test-e2e` runs them (`--include-ignored`).
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
+use std::time::Duration;
 
-const LAUNCH: &str = env!("CARGO_BIN_EXE_cosim-launch");
+use common::{assert_exact, gemm_item, results_of, run_json, JsonRun, LAUNCH};
+
 /// Wall-clock bound of one launcher run (the launcher's own stage timeouts are tighter).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
+/// After SIGTERM, the launcher stops QEMU (5 s) and the simulations (10 s each).
+const STOP_GRACE: Duration = Duration::from_secs(35);
 
-struct Run {
-    code: i32,
-    json: Value,
-    stderr: String,
-}
-
-impl Run {
-    fn log_dir(&self) -> PathBuf {
-        PathBuf::from(self.json["log_dir"].as_str().unwrap_or_else(|| panic!("no log_dir in {}", self.json)))
-    }
-
-    fn results(&self) -> Vec<&Value> {
-        self.json["guest"]["results"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
-    }
-
-    fn gemms(&self) -> Vec<&Value> {
-        self.results().into_iter().filter(|r| r["kind"] == "gemm").collect()
-    }
-
-    fn infos(&self) -> Vec<&Value> {
-        self.results().into_iter().filter(|r| r["kind"] == "info").collect()
-    }
-}
-
-fn launch(name: &str, args: &[&str]) -> Run {
-    let log_dir = std::env::temp_dir().join(format!("cosim-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let mut child = Command::new(LAUNCH)
-        .args(args)
-        .args(["--json", "--log-dir"])
-        .arg(&log_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cosim-launch");
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > RUN_LIMIT {
-            // SIGTERM first: the launcher then stops the QEMU and simulations it started.
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            std::thread::sleep(Duration::from_secs(35));
-            let _ = child.kill();
-            panic!("cosim-launch {args:?} did not finish within {RUN_LIMIT:?}; logs in {}", log_dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    eprintln!("--- cosim-launch {args:?} ---\n{stderr}");
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("launcher printed no JSON ({e}); stderr:\n{stderr}"));
-    Run { code: out.status.code().unwrap_or(-1), json, stderr }
-}
-
-fn gemm_item(m: u64, n: u64, k: u64, seed: u64) -> String {
-    format!("gemm --m {m} --n {n} --k {k} --seed {seed} --check")
-}
-
-fn assert_exact(r: &Value) {
-    assert_eq!(r["ok"], true, "GEMM failed: {r}");
-    assert_eq!(r["check"], "pass", "guest CPU reference disagrees: {r}");
-    assert_eq!(r["mismatches"], 0, "{r}");
-    let cycles = r["rtl_cycles"].as_u64().unwrap();
-    let ideal = r["ideal_cycles"].as_u64().unwrap();
-    assert!(ideal > 0 && cycles >= ideal, "RTL cycles {cycles} below the ideal {ideal}: {r}");
+fn launch(name: &str, args: &[&str]) -> JsonRun {
+    run_json(LAUNCH, &format!("e2e-{name}"), args, &[], RUN_LIMIT, STOP_GRACE)
 }
 
 #[test]
@@ -101,7 +38,7 @@ fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
     args.extend(["--run", "info"]);
     let run = launch("single", &args);
     assert_eq!(run.code, 1, "only the deliberately bad item may fail: {}", run.json);
-    let gemms = run.gemms();
+    let gemms = results_of(&run.json, "gemm");
     assert_eq!(gemms.len(), sizes.len() + 2, "one result per size, the repeat and the refused one: {}", run.json);
     let repeat = gemms[sizes.len()];
     assert_exact(repeat);
@@ -116,10 +53,10 @@ fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
     let failures = run.json["guest"]["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0]["item"], sizes.len() + 1, "the oversize GEMM is the failing item: {failures:?}");
-    let info = run.infos();
+    let info = results_of(&run.json, "info");
     assert_eq!(info.len(), 1);
     assert_eq!(info[0]["jobs"].as_u64(), Some(sizes.len() as u64 + 1), "driver job counter: {}", info[0]);
-    let uart = std::fs::read(run.log_dir().join("accel0-uart.log")).expect("UART chardev log");
+    let uart = std::fs::read(run.log_dir.join("accel0-uart.log")).expect("UART chardev log");
     assert!(
         String::from_utf8_lossy(&uart).contains("GEMM accelerator v1.0 ready"),
         "the RTL's UART banner must reach QEMU's chardev; got {:?}",
@@ -134,7 +71,7 @@ fn two_devices_in_one_guest_work_at_the_same_time_with_independent_counters() {
     let second = "gemm --m 9 --n 7 --k 5 --seed 22 --check --device /dev/accel1".to_string();
     let run = launch("dual-dev", &["--devices", "2", "--run", &both, "--run", &second, "--run", "info"]);
     assert_eq!(run.code, 0, "{}", run.json);
-    let gemms = run.gemms();
+    let gemms = results_of(&run.json, "gemm");
     assert_eq!(gemms.len(), 3, "{}", run.json);
     for r in &gemms {
         assert_exact(r);
@@ -143,7 +80,7 @@ fn two_devices_in_one_guest_work_at_the_same_time_with_independent_counters() {
     assert!(devs[..2].contains(&"/dev/accel0") && devs[..2].contains(&"/dev/accel1"), "{devs:?}");
     // The same GEMM on both devices, at the same time, gives the same C.
     assert_eq!(gemms[0]["c_hash"], gemms[1]["c_hash"]);
-    let info = run.infos();
+    let info = results_of(&run.json, "info");
     let jobs = |dev: &str| {
         info.iter().find(|i| i["device"] == dev).unwrap_or_else(|| panic!("no info for {dev}: {info:?}"))["jobs"]
             .as_u64()
@@ -197,7 +134,7 @@ fn stray_frames_into_both_channels_cost_the_running_guest_nothing() {
     }
     let run = launch("stray", &args);
     assert_eq!(run.code, 0, "every GEMM must pass: {}", run.json);
-    let gemms = run.gemms();
+    let gemms = results_of(&run.json, "gemm");
     assert_eq!(gemms.len(), 40, "{}", run.json);
     for r in &gemms {
         assert_exact(r);
@@ -205,7 +142,7 @@ fn stray_frames_into_both_channels_cost_the_running_guest_nothing() {
     let injected = run.json["stray_frames_injected"].as_u64().unwrap_or(0);
     assert!(injected >= 4000, "the injector pushed only {injected} frames: {}", run.json);
     // The simulation counted them and never refused or restarted the live session.
-    let sim = std::fs::read_to_string(run.log_dir().join("sim0.log")).expect("sim0.log");
+    let sim = std::fs::read_to_string(run.log_dir.join("sim0.log")).expect("sim0.log");
     let dropped: u64 = sim
         .split_whitespace()
         .find_map(|w| w.strip_prefix("dropped="))
@@ -216,7 +153,7 @@ fn stray_frames_into_both_channels_cost_the_running_guest_nothing() {
     assert!(!sim.contains("refusing"), "a live host was refused:\n{sim}");
     assert!(sim.contains("refused_pops=0 "), "the shell popped without its pending bit:\n{sim}");
     // QEMU kept its session and its log stayed short (rate-limited warnings).
-    let qemu = std::fs::read_to_string(run.log_dir().join("qemu-stderr.log")).expect("qemu-stderr.log");
+    let qemu = std::fs::read_to_string(run.log_dir.join("qemu-stderr.log")).expect("qemu-stderr.log");
     for bad in ["is lost", "up again", "said goodbye", "cannot serve"] {
         assert!(!qemu.contains(bad), "QEMU's session flapped ({bad:?}):\n{qemu}");
     }

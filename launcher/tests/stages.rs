@@ -3,20 +3,14 @@
 //! stock QEMU without an accelerator (needs `make guest`: `#[ignore]`d for a plain
 //! `cargo test --workspace`, run by `make test-guest` with `--include-ignored`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::{fresh_dir as tmpdir, run_bounded, Finished, LAUNCH};
 use serde_json::Value;
-
-const LAUNCH: &str = env!("CARGO_BIN_EXE_cosim-launch");
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cosim-launch-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
@@ -27,26 +21,12 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
-/// Runs the launcher with a wall-clock limit (kills it and fails the test past the limit).
-fn launch(args: &[&str], limit: Duration) -> (Output, Value) {
-    let mut child = Command::new(LAUNCH)
-        .args(args)
-        .arg("--json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start cosim-launch");
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            panic!("cosim-launch {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+/// Runs the launcher with `--json` within a wall-clock limit (fails the test past it).
+fn launch(args: &[&str], limit: Duration) -> (Finished, Value) {
+    let mut cmd = Command::new(LAUNCH);
+    cmd.args(args).arg("--json");
+    let out = run_bounded(&format!("cosim-launch {args:?}"), cmd, limit, Duration::from_secs(20));
+    let v = out.json();
     (out, v)
 }
 
@@ -67,7 +47,7 @@ fn missing_artifact_is_a_setup_error_naming_the_make_target() {
         &["--sim", "/nonexistent/sim", "--qemu", "/bin/true", "--log-dir", &log],
         Duration::from_secs(20),
     );
-    assert_eq!(out.status.code(), Some(3), "{v}");
+    assert_eq!(out.code(), Some(3), "{v}");
     let err = v["error"].as_str().unwrap();
     assert!(err.contains("make sim-gemm"), "{err}");
 }
@@ -82,7 +62,7 @@ fn simulation_that_exits_fails_stage_sim_start() {
         &["--sim", sim.to_str().unwrap(), "--qemu", "/bin/true", "--kernel", &k, "--initrd", &i, "--log-dir", &log],
         Duration::from_secs(20),
     );
-    assert_eq!(out.status.code(), Some(4), "{v}");
+    assert_eq!(out.code(), Some(4), "{v}");
     assert_eq!(v["failed_stage"], "sim start");
     let err = v["error"].as_str().unwrap();
     assert!(err.contains("exited") && err.contains("cannot open model"), "{err}");
@@ -102,7 +82,7 @@ fn simulation_never_ready_times_out_and_is_stopped() {
         ],
         Duration::from_secs(20),
     );
-    assert_eq!(out.status.code(), Some(4), "{v}");
+    assert_eq!(out.code(), Some(4), "{v}");
     assert!(v["error"].as_str().unwrap().contains("stage sim start timed out after 1 s"), "{v}");
     let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_string();
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the simulation (pid {pid}) was left running");
@@ -119,7 +99,7 @@ fn qemu_that_exits_fails_stage_qemu_start_with_its_stderr() {
         &["--sim", sim.to_str().unwrap(), "--qemu", qemu.to_str().unwrap(), "--kernel", &k, "--initrd", &i, "--log-dir", &log],
         Duration::from_secs(30),
     );
-    assert_eq!(out.status.code(), Some(4), "{v}");
+    assert_eq!(out.code(), Some(4), "{v}");
     assert_eq!(v["failed_stage"], "QEMU start");
     assert!(v["error"].as_str().unwrap().contains("no answer from the HDL"), "{v}");
     let cmdline = std::fs::read_to_string(Path::new(&log).join("qemu-cmdline.txt")).unwrap();
@@ -132,8 +112,7 @@ fn qemu_that_exits_fails_stage_qemu_start_with_its_stderr() {
 #[test]
 #[ignore = "needs `make guest`: run by `make test-guest` (or `make test`)"]
 fn guest_without_accelerator_boots_and_reports_no_device() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let build = std::env::var_os("COSIM_BUILD").map(PathBuf::from).unwrap_or_else(|| root.join("build"));
+    let build = common::build_dir();
     let kernel = build.join("guest/bzImage");
     let initrd = build.join("guest/initramfs.cpio.gz");
     assert!(kernel.is_file() && initrd.is_file(), "guest image missing in {}: run `make guest`", build.display());
@@ -149,7 +128,7 @@ fn guest_without_accelerator_boots_and_reports_no_device() {
         ],
         Duration::from_secs(240),
     );
-    assert_eq!(out.status.code(), Some(1), "{v}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.code(), Some(1), "{v}\n{}", out.stderr);
     let guest = &v["guest"];
     assert_eq!(guest["boot"]["devices"], 0, "{v}");
     assert_eq!(guest["done"]["items"], 2, "{v}");

@@ -10,16 +10,16 @@
 //! that test is `#[ignore]`d for a plain `cargo test --workspace`; `make test-e2e` runs it
 //! (`--include-ignored`). The argument checks of `--connect` need nothing and always run.
 
+mod common;
 mod netns;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{assert_exact, build_dir, gemm_item, run_bounded, LAUNCH};
 use netns::{NetnsPair, A, B};
 use serde_json::Value;
 
-const LAUNCH: &str = env!("CARGO_BIN_EXE_cosim-launch");
 /// Wall-clock bound of the launcher run (its own stage timeouts are tighter).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 /// How long the link stays down.
@@ -28,22 +28,6 @@ const CUT: Duration = Duration::from_secs(3);
 const LONG_JOB_MARKER: &str = "two-hosts-long-job-next";
 /// Base port: the simulation binds it in A, QEMU binds it + 1 in B.
 const PORT: u16 = 7000;
-
-fn build_dir() -> PathBuf {
-    std::env::var_os("COSIM_BUILD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build"))
-}
-
-fn gemm_item(m: u64, n: u64, k: u64, seed: u64) -> String {
-    format!("gemm --m {m} --n {n} --k {k} --seed {seed} --check")
-}
-
-fn assert_exact(r: &Value) {
-    assert_eq!(r["ok"], true, "GEMM failed: {r}");
-    assert_eq!(r["check"], "pass", "guest CPU reference disagrees: {r}");
-    assert_eq!(r["mismatches"], 0, "{r}");
-}
 
 /// The JSON object of every console line with `marker` (the guest's marker lines).
 fn marker_lines(console: &str, marker: &str) -> Vec<Value> {
@@ -56,9 +40,7 @@ fn marker_lines(console: &str, marker: &str) -> Vec<Value> {
 #[test]
 #[ignore = "needs `make qemu sim-gemm guest`, root and iproute2: run by `make test-e2e` (or `make test`)"]
 fn gemms_across_a_link_that_drops_for_three_seconds() {
-    let dir = std::env::temp_dir().join(format!("cosim-two-hosts-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("two-hosts");
     let log_dir = dir.join("launch");
     // The key lives in a private directory (mode 0700) that is removed on drop, panic or not.
     let key_dir = cosim_transport::PrivateDir::new("two-hosts").expect("private directory");
@@ -200,21 +182,17 @@ fn gemms_across_a_link_that_drops_for_three_seconds() {
 /// simulations. No guest is booted.
 #[test]
 fn connect_needs_a_key_beyond_loopback_and_excludes_sim_options() {
-    let dir = std::env::temp_dir().join(format!("cosim-two-hosts-args-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("two-hosts-args");
     let fake = dir.join("fake");
     std::fs::write(&fake, b"x").unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(LAUNCH)
-            .args(["--qemu", fake.to_str().unwrap(), "--kernel", fake.to_str().unwrap()])
+        let mut cmd = Command::new(LAUNCH);
+        cmd.args(["--qemu", fake.to_str().unwrap(), "--kernel", fake.to_str().unwrap()])
             .args(["--initrd", fake.to_str().unwrap(), "--log-dir", dir.join("logs").to_str().unwrap()])
             .args(args)
-            .env_remove(cosim_transport::KEY_FILE_ENV)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cosim-launch");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+            .env_remove(cosim_transport::KEY_FILE_ENV);
+        let out = run_bounded(&format!("cosim-launch {args:?}"), cmd, Duration::from_secs(30), Duration::from_secs(5));
+        (out.code(), out.stdout, out.stderr)
     };
     let (code, stdout, stderr) = run(&["--connect", "tcp://10.0.0.1:7000?peer=10.0.0.2", "--json"]);
     assert_eq!(code, Some(3), "setup error without a key: {stdout} {stderr}");

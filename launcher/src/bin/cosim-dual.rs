@@ -17,27 +17,21 @@
 //! frame counts on both ends (baseline sent/answered, NIC_RX/TX_FRAMES, the simulation's
 //! `frames_rx`/`frames_tx` exit statistics).
 //!
-//! `unsafe` only in `install_signal_handlers` and `kill_pid` (`signal(2)`, `kill(2)`).
-#![deny(unsafe_code)]
+//! Process supervision, signals, exit codes and log directories come from the library
+//! (`cosim_launch`); this binary holds no `unsafe`.
+#![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, ExitCode, ExitStatus};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-const EXIT_OK: u8 = 0;
-const EXIT_FAILED: u8 = 1;
-const EXIT_SETUP: u8 = 3;
-const EXIT_STAGE: u8 = 4;
-const EXIT_INTERRUPTED: u8 = 130;
+use cosim_launch::exit;
+use cosim_launch::procs::{self, Line, Output, Proc};
 
 /// SIGTERM to a launcher, then this long for it to stop its QEMU and simulation (it needs up to
 /// 5 s + 10 s itself), then SIGKILL for it and every pid in its pids.json.
@@ -128,45 +122,6 @@ struct Cli {
     verbose: bool,
 }
 
-fn default_build() -> PathBuf {
-    std::env::var_os("COSIM_BUILD").map(PathBuf::from).unwrap_or_else(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        root.canonicalize().unwrap_or(root).join("build")
-    })
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COSIM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-#[allow(unsafe_code)]
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe) and has the C ABI
-        // signature signal(2) expects.
-        unsafe {
-            libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-fn kill_pid(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) on a pid this program started (directly or through its launcher); no memory
-    // is involved.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
-}
-
 /// One GEMM size of the workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Size {
@@ -222,61 +177,32 @@ fn free_port() -> Result<u16> {
 /// A running `cosim-launch`.
 struct Vm {
     name: &'static str,
-    child: Child,
+    proc: Proc,
     log_dir: PathBuf,
-    stdout: Option<JoinHandle<String>>,
-    exit: Option<ExitStatus>,
     stopped_by_us: bool,
 }
 
 impl Vm {
+    /// Starts `launch ARGS --json --log-dir LOG_DIR`; its stderr goes to `stderr_log` and, line
+    /// by line tagged with the VM's name, to `tx`; its stdout (the JSON summary) is kept.
     fn spawn(
         name: &'static str,
         launch: &Path,
         args: &[String],
         log_dir: PathBuf,
         stderr_log: &Path,
-        tx: &mpsc::Sender<(&'static str, String)>,
+        tx: &mpsc::Sender<Line<&'static str>>,
     ) -> Result<Vm> {
         let mut cmd = Command::new(launch);
-        cmd.args(args)
-            .arg("--json")
-            .arg("--log-dir")
-            .arg(&log_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("NO_COLOR", "1")
-            .process_group(0);
+        cmd.args(args).arg("--json").arg("--log-dir").arg(&log_dir).env("NO_COLOR", "1");
         tracing::info!("starting the {name} VM: {} {}", launch.display(), shell_words(args));
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", launch.display()))?;
-        let mut out = child.stdout.take().expect("piped stdout");
-        let stdout = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err = child.stderr.take().expect("piped stderr");
-        let mut logf =
-            std::fs::File::create(stderr_log).with_context(|| format!("cannot create {}", stderr_log.display()))?;
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(logf, "{line}");
-                let _ = tx.send((name, line));
-            }
-        });
-        Ok(Vm { name, child, log_dir, stdout: Some(stdout), exit: None, stopped_by_us: false })
+        let proc =
+            Proc::spawn(&format!("the {name} VM's launcher"), cmd, Output::Capture, Output::Log(stderr_log, name), tx)?;
+        Ok(Vm { name, proc, log_dir, stopped_by_us: false })
     }
 
     fn poll(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                self.exit = Some(st);
-            }
-        }
-        self.exit
+        self.proc.poll()
     }
 
     /// SIGTERM (the launcher then stops its QEMU and simulation), SIGKILL after [`STOP_GRACE`]
@@ -287,32 +213,27 @@ impl Vm {
         }
         tracing::warn!("stopping the {} VM ({why})", self.name);
         self.stopped_by_us = true;
-        kill_pid(self.child.id(), libc::SIGTERM);
-        let t0 = Instant::now();
-        while t0.elapsed() < STOP_GRACE {
-            if self.poll().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if self.proc.terminate(STOP_GRACE).is_some() {
+            return;
         }
         tracing::warn!(
             "the {} VM's launcher did not stop within {STOP_GRACE:?}; killing it and its children",
             self.name
         );
-        kill_pid(self.child.id(), libc::SIGKILL);
+        self.proc.kill_now();
         if let Ok(s) = std::fs::read_to_string(self.log_dir.join("pids.json")) {
             if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&s) {
-                for pid in m.values().filter_map(|v| v.as_u64()) {
-                    kill_pid(pid as u32, libc::SIGKILL);
+                for pid in m.values().filter_map(|v| v.as_u64()).filter_map(|p| u32::try_from(p).ok()) {
+                    procs::signal_pid(pid, libc::SIGKILL);
                 }
             }
         }
-        self.exit = self.child.wait().ok();
+        self.proc.wait();
     }
 
     /// The launcher's JSON summary (after it exited).
     fn summary(&mut self) -> Value {
-        let out = self.stdout.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let out = String::from_utf8_lossy(&self.proc.take_stdout()).into_owned();
         serde_json::from_str(out.trim()).unwrap_or(Value::Null)
     }
 }
@@ -553,18 +474,18 @@ fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
     let mut error: Option<String> = None;
     let mut code_override: Option<u8> = None;
     loop {
-        while let Ok((name, line)) = rx.try_recv() {
+        while let Ok(Line { source, text }) = rx.try_recv() {
             if cli.verbose {
-                eprintln!("[{name}] {line}");
+                eprintln!("[{source}] {text}");
             }
         }
         let states: Vec<Option<ExitStatus>> = vms.iter_mut().map(|v| v.poll()).collect();
         if states.iter().all(|s| s.is_some()) {
             break;
         }
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if procs::interrupted() {
             error = Some("interrupted; stopping both VMs".into());
-            code_override = Some(EXIT_INTERRUPTED);
+            code_override = Some(exit::INTERRUPTED);
             tracing::error!("interrupted; stopping both VMs");
             for v in vms.iter_mut() {
                 v.stop("interrupted");
@@ -572,7 +493,7 @@ fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
             break;
         }
         if t0.elapsed() > limit {
-            let running: Vec<&str> = vms.iter().filter(|v| v.exit.is_none()).map(|v| v.name).collect();
+            let running: Vec<&str> = vms.iter().filter(|v| !v.proc.exited()).map(|v| v.name).collect();
             let msg = format!(
                 "overall timeout of {} s reached with the {} VM(s) still running; stopping them (logs in {})",
                 cli.timeout,
@@ -581,7 +502,7 @@ fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
             );
             tracing::error!("{msg}");
             error = Some(msg);
-            code_override = Some(EXIT_STAGE);
+            code_override = Some(exit::STAGE);
             for v in vms.iter_mut() {
                 v.stop("overall timeout");
             }
@@ -606,15 +527,15 @@ fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    while let Ok((name, line)) = rx.try_recv() {
+    while let Ok(Line { source, text }) = rx.try_recv() {
         if cli.verbose {
-            eprintln!("[{name}] {line}");
+            eprintln!("[{source}] {text}");
         }
     }
 
     let accel_sum = vms[0].summary();
     let base_sum = vms[1].summary();
-    let codes: Vec<Option<i32>> = vms.iter().map(|v| v.exit.and_then(|s| s.code())).collect();
+    let codes: Vec<Option<i32>> = vms.iter().map(|v| v.proc.status().and_then(|s| s.code())).collect();
     let sim_log = std::fs::read_to_string(log_dir.join("accel/sim0.log")).unwrap_or_default();
     let sim_frames = sim_frame_stats(&sim_log);
     let cmp = compare(&sizes, cli.frames, &accel_sum, &base_sum, sim_frames);
@@ -625,18 +546,18 @@ fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
         .iter()
         .zip(&codes)
         .filter(|(v, _)| !v.stopped_by_us)
-        .map(|(_, c)| c.unwrap_or(EXIT_STAGE as i32))
+        .map(|(_, c)| c.unwrap_or(exit::STAGE as i32))
         .find(|&c| c != 0 && c != 1)
     {
         // A launcher's own error (setup 3, stage 4, ...) takes precedence; a launcher we stopped
         // because of it reports 130, which is not the cause.
         c.clamp(0, 255) as u8
     } else if vms.iter().any(|v| v.stopped_by_us) {
-        EXIT_STAGE
+        exit::STAGE
     } else if cmp["ok"] == true && codes.iter().all(|&c| c == Some(0)) {
-        EXIT_OK
+        exit::OK
     } else {
-        EXIT_FAILED
+        exit::FAILED
     };
     // Name each failed launcher's own error (its stage and message) next to ours.
     for (v, sum) in vms.iter().zip([&accel_sum, &base_sum]) {
@@ -650,11 +571,11 @@ fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
             }
         }
     }
-    if code == EXIT_FAILED && error.is_none() {
+    if code == exit::FAILED && error.is_none() {
         error = Some("a GEMM, a comparison or the frame count failed (see the table)".into());
     }
     let summary = json!({
-        "ok": code == EXIT_OK,
+        "ok": code == exit::OK,
         "exit_code": code,
         "error": error,
         "log_dir": log_dir.display().to_string(),
@@ -672,25 +593,18 @@ fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    install_signal_handlers();
-    let log_dir = cli.log_dir.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        default_build().join("logs").join(format!("dual-{secs}-{}", std::process::id()))
-    });
-    if let Err(e) = std::fs::create_dir_all(&log_dir) {
-        tracing::error!("cannot create log dir {}: {e}", log_dir.display());
-        return ExitCode::from(EXIT_SETUP);
-    }
+    let Some(log_dir) = cosim_launch::start_supervisor(cli.log_dir.clone(), "dual") else {
+        return ExitCode::from(exit::SETUP);
+    };
     let out = match run(&cli, &log_dir) {
         Ok(o) => o,
         Err(e) => {
             let msg = format!("{e:#}");
             tracing::error!("{msg}");
             Outcome {
-                code: EXIT_SETUP,
+                code: exit::SETUP,
                 error: Some(msg.clone()),
-                summary: json!({"ok": false, "exit_code": EXIT_SETUP, "error": msg,
+                summary: json!({"ok": false, "exit_code": exit::SETUP, "error": msg,
                     "log_dir": log_dir.display().to_string()}),
             }
         }
@@ -714,10 +628,10 @@ fn main() -> ExitCode {
             }
         }
         match out.code {
-            EXIT_OK => println!("result: PASS (logs in {})", log_dir.display()),
+            exit::OK => println!("result: PASS (logs in {})", log_dir.display()),
             _ => println!(
                 "result: {} (exit {}): {} (logs in {})",
-                if out.code == EXIT_FAILED { "FAIL" } else { "ERROR" },
+                if out.code == exit::FAILED { "FAIL" } else { "ERROR" },
                 out.code,
                 out.error.as_deref().unwrap_or("?"),
                 log_dir.display()

@@ -1,0 +1,293 @@
+//! QEMU's command line and the guest kernel's, built by pure functions from a typed description
+//! (no I/O; unit-tested argument by argument). docs/guest.md, "The launcher", step 2, shows the
+//! result; `qemu-cmdline.txt` in the log directory records it ([`shell_line`]).
+//!
+//! Fixed parts: q35, TCG, no graphics, no reboot (the guest powers off when done), qboot as the
+//! firmware, no VGA. Per accelerator `N`: `-chardev file,id=accuartN,path=<uart log>` for its
+//! UART and `-device accelerator-pcie,id=accelN,endpoint=<endpoint>,chardev=accuartN`, plus
+//! `netdev=accnet0` for accelerator 0 when its NIC channel has a netdev, plus the device options.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// Where QEMU looks for firmware (`-L`): Debian's SeaBIOS, QEMU and iPXE directories.
+pub const FIRMWARE_DIRS: [&str; 3] = ["/usr/share/seabios", "/usr/share/qemu", "/usr/lib/ipxe/qemu"];
+
+/// Longest kernel command line: x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL.
+pub const APPEND_MAX: usize = 2047;
+
+/// The workload when no `--run` item is given.
+pub const DEFAULT_RUN: &str = "gemm --m 64 --n 64 --k 64 --seed 1 --check";
+
+/// One `accelerator-pcie` device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accelerator {
+    /// The simulation's endpoint (docs/protocol.md, "Channels").
+    pub endpoint: String,
+    /// File that receives what the RTL's UART sends (a `file` chardev).
+    pub uart_log: PathBuf,
+}
+
+/// Everything QEMU's command line is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuSpec {
+    /// Guest memory in MiB (`-m`).
+    pub memory_mib: u32,
+    /// Guest CPUs (`-smp`).
+    pub smp: u32,
+    /// Firmware search path (`-L`, in order).
+    pub firmware_dirs: Vec<PathBuf>,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Kernel command line ([`kernel_append`]).
+    pub append: String,
+    /// Netdev for accelerator 0's NIC channel: `-netdev <spec>,id=accnet0`.
+    pub accel_netdev: Option<String>,
+    /// Netdev for an e1000 in the guest: `-netdev <spec>,id=guestnet0 -device e1000,...`.
+    pub nic: Option<String>,
+    /// One device per simulation, in order (`accel0`, `accel1`, ...).
+    pub accelerators: Vec<Accelerator>,
+    /// Extra `KEY=VALUE` options for every `accelerator-pcie`.
+    pub device_opts: Vec<String>,
+    /// Extra arguments, last.
+    pub extra_args: Vec<String>,
+}
+
+impl QemuSpec {
+    /// The arguments after the program name.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |s: &str| a.push(s.into());
+        for s in ["-M", "q35", "-accel", "tcg", "-m", &self.memory_mib.to_string(), "-smp", &self.smp.to_string()] {
+            push(s);
+        }
+        for s in ["-nographic", "-no-reboot", "-bios", "qboot.rom", "-vga", "none"] {
+            push(s);
+        }
+        for d in &self.firmware_dirs {
+            a.push("-L".into());
+            a.push(d.into());
+        }
+        a.extend(["-kernel".into(), self.kernel.clone().into(), "-initrd".into(), self.initrd.clone().into()]);
+        a.extend(["-append".into(), self.append.clone().into()]);
+        if let Some(nd) = &self.accel_netdev {
+            a.extend(["-netdev".into(), format!("{nd},id=accnet0").into()]);
+        }
+        if let Some(nd) = &self.nic {
+            a.extend(["-netdev".into(), format!("{nd},id=guestnet0").into()]);
+            a.extend(["-device".into(), "e1000,netdev=guestnet0".into()]);
+        }
+        for (i, acc) in self.accelerators.iter().enumerate() {
+            a.push("-chardev".into());
+            a.push(format!("file,id=accuart{i},path={}", acc.uart_log.display()).into());
+            let mut dev = format!("accelerator-pcie,id=accel{i},endpoint={},chardev=accuart{i}", acc.endpoint);
+            if i == 0 && self.accel_netdev.is_some() {
+                dev.push_str(",netdev=accnet0");
+            }
+            for o in &self.device_opts {
+                dev.push(',');
+                dev.push_str(o);
+            }
+            a.extend(["-device".into(), dev.into()]);
+        }
+        a.extend(self.extra_args.iter().map(OsString::from));
+        a
+    }
+}
+
+/// The guest's workload for `cosim.run=`: the `--run` items (default [`DEFAULT_RUN`]) joined by
+/// `;`. An item with `"` or `;` cannot be carried.
+pub fn workload(items: &[String]) -> Result<String, Error> {
+    let items: Vec<&str> =
+        if items.is_empty() { vec![DEFAULT_RUN] } else { items.iter().map(|s| s.as_str()).collect() };
+    if let Some(bad) = items.iter().find(|it| it.contains('"') || it.contains(';')) {
+        return Err(Error::RunItem { item: bad.to_string() });
+    }
+    Ok(items.join(";"))
+}
+
+/// The kernel command line: serial console, panic reboots (which `-no-reboot` turns into an
+/// exit), the workload, `cosim.net=1` when the guest has a NIC, then `extra`. At most
+/// [`APPEND_MAX`] bytes.
+pub fn kernel_append(workload: &str, nic: bool, extra: &str) -> Result<String, Error> {
+    let mut append = format!("console=ttyS0 panic=-1 cosim.run=\"{workload}\"");
+    if nic {
+        append.push_str(" cosim.net=1");
+    }
+    if !extra.is_empty() {
+        append.push(' ');
+        append.push_str(extra);
+    }
+    if append.len() > APPEND_MAX {
+        return Err(Error::AppendTooLong { len: append.len() });
+    }
+    Ok(append)
+}
+
+/// The command as one line for `qemu-cmdline.txt`: arguments with a space or `"` in `'...'`.
+pub fn shell_line(program: &Path, args: &[OsString]) -> String {
+    std::iter::once(program.display().to_string())
+        .chain(args.iter().map(|a| {
+            let s = a.to_string_lossy().to_string();
+            if s.contains(' ') || s.contains('"') {
+                format!("'{s}'")
+            } else {
+                s
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> QemuSpec {
+        QemuSpec {
+            memory_mib: 512,
+            smp: 1,
+            firmware_dirs: FIRMWARE_DIRS.iter().map(PathBuf::from).collect(),
+            kernel: "/b/guest/bzImage".into(),
+            initrd: "/b/guest/initramfs.cpio.gz".into(),
+            append: kernel_append(&workload(&[]).unwrap(), false, "").unwrap(),
+            accel_netdev: None,
+            nic: None,
+            accelerators: vec![Accelerator {
+                endpoint: "ipc:///run/x/accel0".into(),
+                uart_log: "/l/accel0-uart.log".into(),
+            }],
+            device_opts: Vec::new(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    fn argv(s: &QemuSpec) -> Vec<String> {
+        s.args().into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    /// Up to `-append` with 512 MiB, 1 CPU and the default firmware dirs.
+    const DEFAULTS: [&str; 25] = [
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-bios",
+        "qboot.rom",
+        "-vga",
+        "none",
+        "-L",
+        "/usr/share/seabios",
+        "-L",
+        "/usr/share/qemu",
+        "-L",
+        "/usr/lib/ipxe/qemu",
+        "-kernel",
+        "/b/guest/bzImage",
+        "-initrd",
+        "/b/guest/initramfs.cpio.gz",
+        "-append",
+    ];
+
+    #[test]
+    fn one_accelerator_with_the_defaults() {
+        let mut want = DEFAULTS.to_vec();
+        want.extend([
+            "console=ttyS0 panic=-1 cosim.run=\"gemm --m 64 --n 64 --k 64 --seed 1 --check\"",
+            "-chardev",
+            "file,id=accuart0,path=/l/accel0-uart.log",
+            "-device",
+            "accelerator-pcie,id=accel0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
+        ]);
+        assert_eq!(argv(&spec()), want);
+    }
+
+    #[test]
+    fn baseline_vm_without_accelerator_with_an_e1000() {
+        let mut s = spec();
+        s.accelerators.clear();
+        s.nic = Some("stream,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=5555,reconnect-ms=200".into());
+        s.append = kernel_append("net --count 3", true, "").unwrap();
+        let mut want = DEFAULTS.to_vec();
+        want.extend([
+            "console=ttyS0 panic=-1 cosim.run=\"net --count 3\" cosim.net=1",
+            "-netdev",
+            "stream,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=5555,reconnect-ms=200,id=guestnet0",
+            "-device",
+            "e1000,netdev=guestnet0",
+        ]);
+        assert_eq!(argv(&s), want);
+    }
+
+    #[test]
+    fn two_accelerators_with_nic_channel_options_and_extra_args() {
+        let mut s = spec();
+        s.memory_mib = 1024;
+        s.smp = 2;
+        s.firmware_dirs = vec!["/fw".into()];
+        s.append = kernel_append("info;gemm --m 4 --n 4 --k 4", true, "cosim.klog=0").unwrap();
+        s.accel_netdev = Some("stream,server=on,addr.type=inet,addr.host=127.0.0.1,addr.port=5555".into());
+        s.nic = Some("user".into());
+        s.accelerators
+            .push(Accelerator { endpoint: "tcp://127.0.0.1:7010".into(), uart_log: "/l/accel1-uart.log".into() });
+        s.device_opts = vec!["timeout-ms=5000".into(), "foo=bar".into()];
+        s.extra_args = vec!["-s".into(), "a b".into()];
+        let want = [
+            "-M", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-bios", "qboot.rom",
+            "-vga", "none", "-L", "/fw", "-kernel", "/b/guest/bzImage", "-initrd", "/b/guest/initramfs.cpio.gz",
+            "-append",
+            "console=ttyS0 panic=-1 cosim.run=\"info;gemm --m 4 --n 4 --k 4\" cosim.net=1 cosim.klog=0",
+            "-netdev",
+            "stream,server=on,addr.type=inet,addr.host=127.0.0.1,addr.port=5555,id=accnet0",
+            "-netdev",
+            "user,id=guestnet0",
+            "-device",
+            "e1000,netdev=guestnet0",
+            "-chardev",
+            "file,id=accuart0,path=/l/accel0-uart.log",
+            "-device",
+            "accelerator-pcie,id=accel0,endpoint=ipc:///run/x/accel0,chardev=accuart0,netdev=accnet0,timeout-ms=5000,foo=bar",
+            "-chardev",
+            "file,id=accuart1,path=/l/accel1-uart.log",
+            "-device",
+            "accelerator-pcie,id=accel1,endpoint=tcp://127.0.0.1:7010,chardev=accuart1,timeout-ms=5000,foo=bar",
+            "-s",
+            "a b",
+        ];
+        assert_eq!(argv(&s), want);
+    }
+
+    #[test]
+    fn workload_joins_items_and_refuses_what_the_command_line_cannot_carry() {
+        assert_eq!(workload(&[]).unwrap(), DEFAULT_RUN);
+        assert_eq!(workload(&["info".into(), "sh:echo a b".into()]).unwrap(), "info;sh:echo a b");
+        for bad in ["a;b", "sh:echo \"x\""] {
+            let e = workload(&["info".into(), bad.into()]).unwrap_err();
+            assert!(matches!(&e, Error::RunItem { item } if item == bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn kernel_append_is_bounded_by_the_kernel_limit() {
+        let fixed = kernel_append("", false, "").unwrap().len();
+        assert_eq!(fixed, "console=ttyS0 panic=-1 cosim.run=\"\"".len());
+        let fits = "x".repeat(APPEND_MAX - fixed);
+        assert_eq!(kernel_append(&fits, false, "").unwrap().len(), APPEND_MAX);
+        let e = kernel_append(&fits, false, "y").unwrap_err();
+        assert_eq!(e.to_string(), "kernel command line is 2049 bytes, the limit is 2047: shorten the --run items");
+    }
+
+    #[test]
+    fn shell_line_quotes_arguments_with_spaces_or_quotes() {
+        let s = shell_line(Path::new("/q/qemu"), &["-m".into(), "512".into(), "-append".into(), "a=\"b c\"".into()]);
+        assert_eq!(s, "/q/qemu -m 512 -append 'a=\"b c\"'");
+    }
+}

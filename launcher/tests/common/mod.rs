@@ -1,0 +1,184 @@
+//! What the launcher's integration tests share: running `cosim-launch` or `cosim-dual` to its end
+//! within a wall-clock bound (past it: SIGTERM, so the program stops what it started, then
+//! SIGKILL after a grace period, and the test fails with the program's stderr), their stdout and
+//! stderr drained by threads while the test waits (a child never blocks on a full pipe), the JSON
+//! they print, fresh log directories, and the guest's results in that JSON.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const LAUNCH: &str = env!("CARGO_BIN_EXE_cosim-launch");
+pub const DUAL: &str = env!("CARGO_BIN_EXE_cosim-dual");
+
+/// The build directory with the artefacts: `$COSIM_BUILD`, else `<repo>/build`.
+pub fn build_dir() -> PathBuf {
+    std::env::var_os("COSIM_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build"))
+}
+
+/// An empty directory `<temp>/cosim-test-<name>-<pid>` (removed first if it exists).
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cosim-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+    d
+}
+
+/// A program that ran to its end.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// The one JSON object the program printed on stdout; fails the test (with its stderr) if
+    /// there is none.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!("no JSON on stdout ({e}; status {}):\n{}\nstderr:\n{}", self.status, self.stdout, self.stderr)
+        })
+    }
+}
+
+/// A stream read to its end by a thread; what arrived so far is readable at any time.
+struct Drained {
+    buf: Arc<Mutex<Vec<u8>>>,
+    thread: JoinHandle<()>,
+}
+
+impl Drained {
+    fn start(mut input: impl Read + Send + 'static) -> Self {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let thread = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = input.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Drained { buf, thread }
+    }
+
+    /// What arrived so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    /// Everything, once the stream ended (or what arrived within `wait`, if a process the
+    /// program left behind still holds the pipe).
+    fn finish(self, wait: Duration) -> String {
+        let t0 = Instant::now();
+        while !self.thread.is_finished() && t0.elapsed() < wait {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.text()
+    }
+}
+
+/// Runs `cmd` (stdin from /dev/null) to its end. Past `limit` it gets SIGTERM, `grace` later
+/// SIGKILL, and the test fails naming `what` with the stderr so far. The stderr is also printed
+/// (the test harness shows it for a failing test).
+pub fn run_bounded(what: &str, mut cmd: Command, limit: Duration, grace: Duration) -> Finished {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stdout = Drained::start(child.stdout.take().expect("piped stdout"));
+    let stderr = Drained::start(child.stderr.take().expect("piped stderr"));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for the child") {
+            break st;
+        }
+        if t0.elapsed() > limit {
+            // SIGTERM first: the program then stops the processes it started.
+            cosim_launch::procs::signal_pid(child.id(), libc::SIGTERM);
+            let t1 = Instant::now();
+            while t1.elapsed() < grace && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}; its stderr:\n{}", stderr.text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.finish(Duration::from_secs(10));
+    let stderr = stderr.finish(Duration::from_secs(10));
+    eprintln!("--- {what} ---\n{stderr}");
+    Finished { status, stdout, stderr }
+}
+
+/// A run of `cosim-launch` or `cosim-dual` with `--json` and a log directory of its own.
+pub struct JsonRun {
+    pub code: i32,
+    pub json: Value,
+    pub stderr: String,
+    pub log_dir: PathBuf,
+}
+
+/// Runs `program ARGS EXTRA --json --log-dir <fresh dir for name>` with [`run_bounded`]; fails
+/// the test if it prints no JSON.
+pub fn run_json(program: &str, name: &str, args: &[&str], extra: &[&str], limit: Duration, grace: Duration) -> JsonRun {
+    let log_dir = fresh_dir(name);
+    let mut cmd = Command::new(program);
+    cmd.args(args).args(extra).arg("--json").arg("--log-dir").arg(&log_dir);
+    let short = Path::new(program).file_name().map_or(program.into(), |n| n.to_string_lossy());
+    let out = run_bounded(&format!("{short} {args:?} (logs in {})", log_dir.display()), cmd, limit, grace);
+    JsonRun { code: out.code().unwrap_or(-1), json: out.json(), stderr: out.stderr, log_dir }
+}
+
+/// A JSON file; fails the test if it cannot be read or parsed.
+pub fn read_json(p: &Path) -> Value {
+    let s = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The guest's results in a launcher's JSON (`guest.results`), in order.
+pub fn results(launcher: &Value) -> Vec<&Value> {
+    launcher["guest"]["results"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+}
+
+/// The guest's results of one kind (`gemm`, `info`, `net`, ...), in order.
+pub fn results_of<'a>(launcher: &'a Value, kind: &str) -> Vec<&'a Value> {
+    results(launcher).into_iter().filter(|r| r["kind"] == kind).collect()
+}
+
+/// A `--run` item: a GEMM checked against the guest CPU.
+pub fn gemm_item(m: u64, n: u64, k: u64, seed: u64) -> String {
+    format!("gemm --m {m} --n {n} --k {k} --seed {seed} --check")
+}
+
+/// A GEMM result that passed its check bit-exactly, in no fewer RTL cycles than the ideal.
+pub fn assert_exact(r: &Value) {
+    assert_eq!(r["ok"], true, "GEMM failed: {r}");
+    assert_eq!(r["check"], "pass", "guest CPU reference disagrees: {r}");
+    assert_eq!(r["mismatches"], 0, "{r}");
+    let cycles = r["rtl_cycles"].as_u64().unwrap_or_else(|| panic!("no rtl_cycles: {r}"));
+    let ideal = r["ideal_cycles"].as_u64().unwrap_or_else(|| panic!("no ideal_cycles: {r}"));
+    assert!(ideal > 0 && cycles >= ideal, "RTL cycles {cycles} below the ideal {ideal}: {r}");
+}
+
+/// True while process `pid` exists (a zombie still does; a reaped one does not).
+pub fn pid_alive(pid: u64) -> bool {
+    u32::try_from(pid).is_ok_and(|p| cosim_launch::procs::signal_pid(p, 0))
+}
