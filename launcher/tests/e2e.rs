@@ -139,8 +139,16 @@ fn stray_frames_into_both_channels_cost_the_running_guest_nothing() {
     for r in &gemms {
         assert_exact(r);
     }
+    // 1000 frames/s into each of 2 channels for the whole workload stage (the injector starts
+    // before it and stops after it); how long that is depends on the machine.
     let injected = run.json["stray_frames_injected"].as_u64().unwrap_or(0);
-    assert!(injected >= 4000, "the injector pushed only {injected} frames: {}", run.json);
+    let workload_s = run.json["stage_seconds"]["workload"].as_f64().unwrap();
+    let due = 2.0 * 1000.0 * workload_s;
+    assert!(
+        injected >= 2000 && injected as f64 >= 0.95 * due,
+        "the injector pushed only {injected} frames in {workload_s} s: {}",
+        run.json
+    );
     // The simulation counted them and never refused or restarted the live session.
     let sim = std::fs::read_to_string(run.log_dir.join("sim0.log")).expect("sim0.log");
     let dropped: u64 = sim
