@@ -6,10 +6,12 @@ TEST_TIERS += test-protocol fuzz-smoke
 BENCHES    += bench-transport
 
 test-protocol: deps
-	$(CARGO) test --release -p cosim-protocol -p cosim-transport
+	$(CARGO) test --release -p cosim-protocol -p cosim-transport -p cosim-test-peers
 
+# Transport vs raw ZeroMQ (spawns cosim-zmq-peer, so it lives in test-peers), then keyed vs unkeyed tcp.
 bench-transport: deps
-	$(CARGO) bench -p cosim-transport
+	$(CARGO) bench -p cosim-test-peers --bench transport
+	$(CARGO) bench -p cosim-transport --bench access
 
 # Coverage-guided fuzzing of Message::decode (cargo-fuzz, libFuzzer). FUZZ_SECONDS to taste.
 FUZZ_SECONDS ?= 60

@@ -9,7 +9,8 @@
 //! this file is only the register model. A new session resets it. A job runs inside the START
 //! write: DMA reads of A and B (other host messages are answered meanwhile), compute, DMA write
 //! of C, then MSI-X if IRQ_EN; it stops waiting for DMA when its session ends or its host is lost. `--delay-ms N` holds every job for N ms before it ends
-//! (STATUS reads BUSY meanwhile), to test timeouts and a simulation killed mid-job.
+//! (STATUS reads BUSY meanwhile), to test timeouts and a simulation killed mid-job. No `unsafe`.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::process::ExitCode;

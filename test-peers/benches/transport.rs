@@ -1,4 +1,5 @@
-//! `cargo bench -p cosim-transport`: our transport against raw ZeroMQ, two processes, one run.
+//! `make bench-transport` (`cargo bench -p cosim-test-peers --bench transport`): our transport
+//! against raw ZeroMQ, two processes (this one and `cosim-zmq-peer`), one run.
 //!
 //! 1. Round trip of a 4-byte MMIO read (host session engine, encode, send, the peer's device
 //!    session engine decodes and answers, decode) against a raw ping-pong of 4 bytes over the

@@ -1,9 +1,9 @@
-//! `cosim-zmq-peer`: a scripted device-side peer over real ZeroMQ, used by the transport's
-//! integration tests and by `cosim-bench`. The session rules of docs/protocol.md (discard until
-//! INIT, answer every INIT, refuse other versions, heartbeats, liveness, GOODBYE, drop malformed
-//! frames and keep going) are `DeviceSession`'s, driven by [`DeviceLoop`]; this file is only the
-//! scripted device logic. Its log lines (the engine's, filtered by `COSIM_LOG`, default `info`)
-//! go to stderr. No `unsafe`.
+//! `cosim-zmq-peer`: a scripted device-side peer over real ZeroMQ, used by the two-process
+//! transport tests and the transport benchmark of this crate (test-peers/tests, test-peers/benches).
+//! The session rules of docs/protocol.md (discard until INIT, answer every INIT, refuse other
+//! versions, heartbeats, liveness, GOODBYE, drop malformed frames and keep going) are
+//! `DeviceSession`'s, driven by [`DeviceLoop`]; this file is only the scripted device logic. Its
+//! log lines (the engine's, filtered by `COSIM_LOG`, default `info`) go to stderr. No `unsafe`.
 //!
 //! Behaviour, so tests can observe what arrived:
 //! - MMIO write to BAR0: counted, and folded into an order-sensitive hash.
