@@ -1,9 +1,15 @@
-# Foundation tier: protocol codec (golden bytes, malformed input, property tests) and the
-# ZeroMQ transport between two real processes (ipc and tcp, both start orders, restarts).
+# Foundation tier: the MSRV check, the protocol codec (golden bytes, malformed input, property
+# tests) and the ZeroMQ transport between two real processes (ipc and tcp, both start orders,
+# restarts).
 
-.PHONY: test-protocol bench-transport fuzz fuzz-smoke
-TEST_TIERS += test-protocol fuzz-smoke
+.PHONY: test-msrv test-protocol bench-transport fuzz fuzz-smoke
+TEST_TIERS += test-msrv test-protocol fuzz-smoke
 BENCHES    += bench-transport
+
+# The MSRV in Cargo.toml is true: inherited by every crate, no locked dependency needs a newer
+# Rust, no std API newer than it in our code (clippy::incompatible_msrv, tests included).
+test-msrv: deps
+	CARGO=$(CARGO) $(ROOT)/scripts/check-msrv.sh
 
 test-protocol: deps
 	$(CARGO) test --release -p cosim-protocol -p cosim-transport -p cosim-test-peers
