@@ -1,6 +1,6 @@
 //! Access control on the link (docs/protocol.md, "Access control"): private ipc directories,
 //! loopback-only tcp by default, and keyed tcp that refuses peers without the key. Every wait is
-//! bounded.
+//! bounded. `unsafe` (libc calls) only in `euid`, `connect_as_nobody` and `local_ipv4_addrs`.
 //! The one test that needs a peer process (a key from `COSIM_KEY_FILE`) is in
 //! test-peers/tests/access_control.rs, next to the `cosim-zmq-peer` binary it spawns.
 
@@ -39,6 +39,7 @@ fn free_port_pair() -> u16 {
     panic!("no free pair of TCP ports");
 }
 
+#[allow(unsafe_code)]
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
@@ -89,6 +90,7 @@ fn private_dir_is_0700_unpredictable_and_removed() -> Result<()> {
 
 /// Tries to connect to the Unix socket `path` as user and group 65534 (nobody) in a forked
 /// child; returns the child's errno (0 = connected).
+#[allow(unsafe_code)]
 fn connect_as_nobody(path: &Path) -> i32 {
     use std::os::unix::ffi::OsStrExt;
     // SAFETY: sockaddr_un is plain old data; all zeroes is a valid value.
@@ -179,6 +181,7 @@ fn tcp_without_a_host_binds_loopback_only() -> Result<()> {
     Ok(())
 }
 
+#[allow(unsafe_code)]
 fn local_ipv4_addrs() -> Vec<std::net::Ipv4Addr> {
     let mut out = Vec::new();
     // SAFETY: getifaddrs fills a list we walk read-only and free once with freeifaddrs.

@@ -6,7 +6,8 @@
 //! Namespace `A` (index 0) gets `10.77.<n>.1/24`, `B` (index 1) `10.77.<n>.2/24`, both with
 //! loopback up; names carry the pid, so concurrent runs do not meet. Everything the pair started
 //! ([`NetnsPair::adopt`]) and every process still inside either namespace is killed, and both
-//! namespaces are deleted, when the pair is dropped, on success and on panic alike.
+//! namespaces are deleted, when the pair is dropped, on success and on panic alike. `unsafe`
+//! only in `signal` (`kill(2)`).
 
 #![allow(dead_code)] // each user needs a different part
 
@@ -144,6 +145,7 @@ impl NetnsPair {
     }
 }
 
+#[allow(unsafe_code)]
 fn signal(pid: i32, sig: libc::c_int) {
     // SAFETY: kill(2) on a pid we started, or that lives in a namespace we created; no memory
     // is involved.

@@ -502,6 +502,7 @@ impl Qemu {
     }
 
     /// Sends SIGTERM (QEMU's clean shutdown).
+    #[allow(unsafe_code)]
     pub fn terminate(&mut self) {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
