@@ -184,7 +184,7 @@ impl DropLog {
         }
         let due = self
             .last_summary
-            .map_or(true, |t| now.saturating_duration_since(t) >= Duration::from_millis(DROP_LOG_INTERVAL_MS));
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(DROP_LOG_INTERVAL_MS));
         if due {
             tracing::warn!(target: LOG_TARGET, "{name}: {} more frames dropped (totals: {counts})", self.unlogged);
             self.unlogged = 0;
@@ -611,12 +611,11 @@ impl HostSession {
         let ev = self.liveness.on_receive(now, instance);
         match &self.state {
             HostState::Down(DownReason::Closed) => {}
-            HostState::Down(DownReason::ConfigChanged { .. } | DownReason::Refused(_)) => {
-                if ev == PeerEvent::Restarted {
-                    tracing::warn!(target: LOG_TARGET, "{}: the device restarted; sending INIT", self.name);
-                    self.start_handshake(now, false);
-                }
+            HostState::Down(DownReason::ConfigChanged { .. } | DownReason::Refused(_)) if ev == PeerEvent::Restarted => {
+                tracing::warn!(target: LOG_TARGET, "{}: the device restarted; sending INIT", self.name);
+                self.start_handshake(now, false);
             }
+            HostState::Down(DownReason::ConfigChanged { .. } | DownReason::Refused(_)) => {}
             HostState::Down(_) => {
                 if matches!(ev, PeerEvent::Appeared | PeerEvent::Restarted) {
                     tracing::warn!(target: LOG_TARGET, "{}: the device is back; sending INIT", self.name);
@@ -935,7 +934,7 @@ impl DeviceSession {
     pub fn handle_decode_error(&mut self, now: Instant, e: DecodeError) {
         if let DecodeError::VersionMismatch { ours, theirs } = e {
             if !self.live() {
-                let due = self.last_refusal.map_or(true, |t| now.saturating_duration_since(t) >= self.cfg.timing.init_retry);
+                let due = self.last_refusal.is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.timing.init_retry);
                 if due {
                     tracing::error!(target: LOG_TARGET,
                         "{}: a host speaks protocol {theirs}.x, this device speaks {ours}.x: refusing (GOODBYE Refused)", self.cfg.name);
@@ -982,21 +981,18 @@ impl DeviceSession {
                     tracing::debug!(target: LOG_TARGET, "{}: {:?} before INIT discarded", self.cfg.name, m.opcode());
                     return;
                 }
-                match &m {
-                    Message::MmioRead(r) => {
-                        if !self.reads.insert(r.tag) {
-                            self.dropped(now, DropKind::Duplicate, &format_args!("MMIO read tag {}", r.tag));
-                            return;
-                        }
+                let refused = match &m {
+                    Message::MmioRead(r) => (!self.reads.insert(r.tag)).then_some((DropKind::Duplicate, "MMIO read", r.tag)),
+                    Message::DmaReadResp(r) => (!self.dma_reads.remove(&r.tag)).then_some((DropKind::Stale, "DMA completion", r.tag)),
+                    Message::Reset => {
+                        self.dma_reads.clear();
+                        None
                     }
-                    Message::DmaReadResp(r) => {
-                        if !self.dma_reads.remove(&r.tag) {
-                            self.dropped(now, DropKind::Stale, &format_args!("DMA completion with tag {}", r.tag));
-                            return;
-                        }
-                    }
-                    Message::Reset => self.dma_reads.clear(),
-                    _ => {}
+                    _ => None,
+                };
+                if let Some((kind, what, tag)) = refused {
+                    self.dropped(now, kind, &format_args!("{what} with tag {tag}"));
+                    return;
                 }
                 self.heard(now, None);
                 self.events.push_back(DeviceEvent::Deliver(m));
@@ -1148,7 +1144,7 @@ pub mod stray {
         dev.bars[0] = BarDesc::mem32(0x1000);
         let other_version = |m: Message| {
             let mut f = m.encode_to_vec();
-            f[2] = if n % 2 == 0 { VERSION_MAJOR + 1 } else { VERSION_MAJOR.wrapping_sub(1) };
+            f[2] = if n.is_multiple_of(2) { VERSION_MAJOR + 1 } else { VERSION_MAJOR.wrapping_sub(1) };
             f
         };
         let msg = match (toward, n % 8) {

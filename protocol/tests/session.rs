@@ -115,13 +115,14 @@ impl World {
             }
             HostEvent::ReadDone(r) => {
                 let off = self.host_reads.remove(&r.tag).unwrap_or_else(|| panic!("completion for tag {} not outstanding", r.tag));
-                assert!(self.host_finished.insert(r.tag) || true);
+                assert!(self.host_finished.insert(r.tag), "tag {} finished twice", r.tag);
                 assert_eq!(r.status, Status::Ok);
                 assert_eq!(r.data, expected_data(off), "read of offset {off:#x} got wrong data");
                 self.reads_ok += 1;
             }
             HostEvent::ReadAborted { tag } => {
                 assert!(self.host_reads.remove(&tag).is_some(), "abort of tag {tag} not outstanding");
+                assert!(self.host_finished.insert(tag), "tag {tag} finished twice");
                 self.reads_failed += 1;
             }
             HostEvent::Deliver(m) => {
