@@ -1,13 +1,17 @@
 //! Parsing of the guest's marker lines (written by `guest/initramfs/init`) and the results table.
-//! Pure: no I/O besides formatting into a String.
+//! Pure: no I/O besides formatting into a String. `COSIM-RESULT` lines are accel-tool's typed
+//! records ([`Record`], crate `cosim-guest-results`); the other markers come from the init script
+//! and stay untyped JSON.
 
+use cosim_guest_results::{Check, Record};
 use serde_json::{json, Value};
 
 /// One marker line from the guest console.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Marker {
     Boot(Value),
-    Result(Value),
+    /// Boxed: a record is much larger than the other markers' values.
+    Result(Box<Record>),
     Fail(Value),
     Klog(Value),
     Output(Value),
@@ -23,13 +27,16 @@ pub fn parse_line(line: &str) -> Option<Result<Marker, String>> {
     let line = line.trim_end_matches(['\r', '\n']);
     let (pos, tag) = MARKERS.iter().filter_map(|m| line.find(m).map(|p| (p, *m))).min_by_key(|(p, _)| *p)?;
     let body = &line[pos + tag.len()..];
+    let unparsable = |e: serde_json::Error| format!("unparsable {}line ({e}): {line}", tag);
+    if tag == "COSIM-RESULT " {
+        return Some(Record::from_line(body).map(|r| Marker::Result(Box::new(r))).map_err(unparsable));
+    }
     let v: Value = match serde_json::from_str(body.trim()) {
         Ok(v) => v,
-        Err(e) => return Some(Err(format!("unparsable {}line ({e}): {line}", tag))),
+        Err(e) => return Some(Err(unparsable(e))),
     };
     Some(Ok(match tag {
         "COSIM-BOOT " => Marker::Boot(v),
-        "COSIM-RESULT " => Marker::Result(v),
         "COSIM-FAIL " => Marker::Fail(v),
         "COSIM-KLOG " => Marker::Klog(v),
         "COSIM-OUTPUT " => Marker::Output(v),
@@ -41,7 +48,7 @@ pub fn parse_line(line: &str) -> Option<Result<Marker, String>> {
 #[derive(Debug, Default, Clone)]
 pub struct GuestReport {
     pub boot: Option<Value>,
-    pub results: Vec<Value>,
+    pub results: Vec<Record>,
     pub failures: Vec<Value>,
     pub klog: Vec<Value>,
     pub output: Vec<Value>,
@@ -53,7 +60,7 @@ impl GuestReport {
     pub fn add(&mut self, m: Result<Marker, String>) {
         match m {
             Ok(Marker::Boot(v)) => self.boot = Some(v),
-            Ok(Marker::Result(v)) => self.results.push(v),
+            Ok(Marker::Result(r)) => self.results.push(*r),
             Ok(Marker::Fail(v)) => self.failures.push(v),
             Ok(Marker::Klog(v)) => self.klog.push(v),
             Ok(Marker::Output(v)) => self.output.push(v),
@@ -67,7 +74,7 @@ impl GuestReport {
         self.done.is_some()
             && self.failures.is_empty()
             && self.parse_errors.is_empty()
-            && self.results.iter().all(|r| r["ok"].as_bool() == Some(true))
+            && self.results.iter().all(Record::ok)
     }
 
     pub fn to_json(&self) -> Value {
@@ -79,29 +86,64 @@ impl GuestReport {
     }
 }
 
-fn num(v: &Value, key: &str, prec: usize) -> String {
-    match &v[key] {
-        Value::Null => "-".into(),
-        Value::Number(n) if n.is_f64() => format!("{:.*}", prec, n.as_f64().unwrap_or(0.0)),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A table cell: "-" for None.
+fn cell<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-fn size(v: &Value) -> String {
-    format!("{}x{}x{}", num(v, "m", 0), num(v, "n", 0), num(v, "k", 0))
+/// A time in µs with `prec` decimals, "-" for None.
+fn us(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.prec$}"))
+}
+
+/// One row of the GEMM table: a gemm result or a bench size (its medians).
+struct GemmRow<'a> {
+    device: &'a str,
+    size: (u32, u32, u32),
+    ok: bool,
+    check: Option<Check>,
+    rtl_cycles: Option<u64>,
+    dma_wait_cycles: Option<u64>,
+    accel_us: Option<f64>,
+    device_us: Option<f64>,
+    cpu_us: Option<f64>,
+}
+
+impl<'a> GemmRow<'a> {
+    fn of(r: &'a Record) -> Option<GemmRow<'a>> {
+        match r {
+            Record::Gemm(g) => Some(GemmRow {
+                device: &g.device,
+                size: (g.m, g.n, g.k),
+                ok: g.ok,
+                check: g.check,
+                rtl_cycles: g.rtl_cycles,
+                dma_wait_cycles: g.dma_wait_cycles,
+                accel_us: g.accel_us,
+                device_us: g.device_us,
+                cpu_us: g.cpu_us.flatten(),
+            }),
+            Record::Bench(b) => Some(GemmRow {
+                device: &b.device,
+                size: (b.m, b.n, b.k),
+                ok: b.ok,
+                check: Some(b.check),
+                rtl_cycles: Some(b.rtl_cycles),
+                dma_wait_cycles: Some(b.dma_wait_cycles),
+                accel_us: Some(b.accel_us_median),
+                device_us: Some(b.device_us_median),
+                cpu_us: Some(b.cpu_us_median),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The results table: one row per gemm/bench result, then info, then failures.
 pub fn table(report: &GuestReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let gemms: Vec<&Value> = report
-        .results
-        .iter()
-        .filter(|r| matches!(r["kind"].as_str(), Some("gemm") | Some("bench")))
-        .collect();
+    let gemms: Vec<GemmRow> = report.results.iter().filter_map(GemmRow::of).collect();
     if !gemms.is_empty() {
         let _ = writeln!(
             s,
@@ -109,81 +151,74 @@ pub fn table(report: &GuestReport) -> String {
             "device", "MxNxK", "result", "RTL cycles", "DMA wait", "accel us (*)", "device us (*)", "CPU us (*)"
         );
         for r in gemms {
-            let bench = r["kind"] == "bench";
-            let result = if r["ok"].as_bool() == Some(true) {
-                match r["check"].as_str() {
-                    Some("pass") => "pass",
-                    _ => "ok",
-                }
-            } else {
-                "FAIL"
+            let result = match (r.ok, r.check) {
+                (true, Some(Check::Pass)) => "pass",
+                (true, _) => "ok",
+                (false, _) => "FAIL",
             };
-            let (accel, dev, cpu) = if bench {
-                (num(r, "accel_us_median", 1), num(r, "device_us_median", 1), num(r, "cpu_us_median", 1))
-            } else {
-                (num(r, "accel_us", 1), num(r, "device_us", 1), num(r, "cpu_us", 1))
-            };
-            let device = r["device"].as_str().unwrap_or("-").trim_start_matches("/dev/");
+            let (m, n, k) = r.size;
             let _ = writeln!(
                 s,
                 "{:<12} {:<14} {:<6} {:>12} {:>12} {:>14} {:>14} {:>14}",
-                device,
-                size(r),
+                r.device.trim_start_matches("/dev/"),
+                format!("{m}x{n}x{k}"),
                 result,
-                num(r, "rtl_cycles", 0),
-                num(r, "dma_wait_cycles", 0),
-                accel,
-                dev,
-                cpu
+                cell(r.rtl_cycles),
+                cell(r.dma_wait_cycles),
+                us(r.accel_us, 1),
+                us(r.device_us, 1),
+                us(r.cpu_us, 1)
             );
         }
         let _ = writeln!(
             s,
             "(*) measured in the guest: accel = the GEMM ioctl (copies, DMA, RTL, interrupt), device = START \
              to interrupt seen by the driver, CPU = the same GEMM computed by the guest CPU{}",
-            if report.results.iter().any(|r| r["kind"] == "bench") { "; bench rows show medians" } else { "" }
+            if report.results.iter().any(|r| matches!(r, Record::Bench(_))) { "; bench rows show medians" } else { "" }
         );
     }
-    for r in report.results.iter().filter(|r| r["kind"] == "info") {
-        let _ = writeln!(
-            s,
-            "{}: {} id {} v{} array {}x{} max_dim {} jobs {} errors {} timeouts {} irqs {} nic rx/tx {}/{} uart rx {}",
-            r["device"].as_str().unwrap_or("-"),
-            num(r, "pci", 0),
-            num(r, "id", 0),
-            num(r, "version", 0),
-            num(r, "array_rows", 0),
-            num(r, "array_cols", 0),
-            num(r, "max_dim", 0),
-            num(r, "jobs", 0),
-            num(r, "errors", 0),
-            num(r, "timeouts", 0),
-            num(r, "irqs", 0),
-            num(r, "nic_rx_frames", 0),
-            num(r, "nic_tx_frames", 0),
-            num(r, "uart_rx_bytes", 0)
-        );
+    for i in report.results.iter().filter_map(|r| match r {
+        Record::Info(i) => Some(i),
+        _ => None,
+    }) {
+        let _ = match &i.info {
+            Some(d) => writeln!(
+                s,
+                "{}: {} id {} v{} array {}x{} max_dim {} jobs {} errors {} timeouts {} irqs {} nic rx/tx {}/{} uart rx {}",
+                i.device,
+                d.pci,
+                d.id,
+                d.version,
+                d.array_rows,
+                d.array_cols,
+                d.max_dim,
+                d.jobs,
+                d.errors,
+                d.timeouts,
+                d.irqs,
+                d.nic_rx_frames,
+                d.nic_tx_frames,
+                d.uart_rx_bytes
+            ),
+            None => writeln!(s, "{}: {}", i.device, i.error.as_deref().unwrap_or("no information")),
+        };
     }
-    for r in report.results.iter().filter(|r| r["kind"] == "net") {
+    for n in report.results.iter().filter_map(Record::as_net) {
         let _ = writeln!(
             s,
             "net {} ({}): sent {} received {} lost {} rtt median {} us max {} us",
-            num(r, "iface", 0),
-            num(r, "mac", 0),
-            num(r, "sent", 0),
-            num(r, "received", 0),
-            num(r, "lost", 0),
-            num(r, "rtt_us_median", 1),
-            num(r, "rtt_us_max", 1)
+            n.iface,
+            n.mac,
+            n.sent,
+            n.received,
+            n.lost,
+            us(n.rtt_us_median, 1),
+            us(n.rtt_us_max, 1)
         );
     }
-    // Other kinds; "error" records are shown by the FAILED lines below.
-    for r in report
-        .results
-        .iter()
-        .filter(|r| !matches!(r["kind"].as_str(), Some("gemm" | "bench" | "info" | "net" | "error")))
-    {
-        let _ = writeln!(s, "{r}");
+    // Other kinds as their JSON; "error" records are shown by the FAILED lines below.
+    for r in report.results.iter().filter(|r| matches!(r, Record::Reset(_) | Record::WaitNic(_))) {
+        let _ = writeln!(s, "{}", r.to_line());
     }
     for f in &report.failures {
         let _ = writeln!(
@@ -204,6 +239,8 @@ pub fn table(report: &GuestReport) -> String {
 mod tests {
     use super::*;
 
+    const GEMM_OK: &str = "{\"accel_us\":1234.5,\"array\":\"4x4\",\"c_hash\":\"0x22149f17c2391261\",\"check\":\"pass\",\"cpu_us\":99.0,\"dev_error\":0,\"device\":\"/dev/accel0\",\"device_us\":800.25,\"dma_wait_cycles\":100,\"ideal_cycles\":16384,\"k\":64,\"kind\":\"gemm\",\"m\":64,\"mismatches\":0,\"n\":64,\"ok\":true,\"rtl_cycles\":20000,\"run\":0,\"seed\":1}";
+
     #[test]
     fn parses_markers_and_ignores_other_lines() {
         assert!(parse_line("[    5.7] Run /init as init process").is_none());
@@ -213,26 +250,27 @@ mod tests {
         let m = parse_line("[ 1.0] foo COSIM-DONE {\"items\":1,\"failures\":0}").unwrap().unwrap();
         assert_eq!(m, Marker::Done(json!({"items": 1, "failures": 0})));
         assert!(parse_line("COSIM-RESULT {broken").unwrap().is_err());
+        // A result must be one of accel-tool's records.
+        let m = parse_line(&format!("COSIM-RESULT {GEMM_OK}")).unwrap().unwrap();
+        assert!(matches!(m, Marker::Result(ref r) if matches!(**r, Record::Gemm(ref g) if g.rtl_cycles == Some(20000))), "{m:?}");
+        assert!(parse_line("COSIM-RESULT {\"kind\":\"gemm\",\"ok\":true}").unwrap().is_err());
     }
 
     #[test]
     fn report_ok_only_when_done_and_all_results_ok() {
         let mut r = GuestReport::default();
-        r.add(parse_line("COSIM-RESULT {\"kind\":\"gemm\",\"ok\":true,\"m\":4,\"n\":4,\"k\":4}").unwrap());
+        r.add(parse_line(&format!("COSIM-RESULT {GEMM_OK}")).unwrap());
         assert!(!r.all_ok(), "not done yet");
         r.add(parse_line("COSIM-DONE {\"items\":1,\"failures\":0}").unwrap());
         assert!(r.all_ok());
-        r.add(parse_line("COSIM-RESULT {\"kind\":\"gemm\",\"ok\":false,\"m\":4,\"n\":4,\"k\":4}").unwrap());
+        r.add(parse_line(&format!("COSIM-RESULT {}", GEMM_OK.replace("\"ok\":true", "\"ok\":false"))).unwrap());
         assert!(!r.all_ok());
     }
 
     #[test]
     fn table_shows_rows_and_failures() {
         let mut r = GuestReport::default();
-        r.add(parse_line(
-            "COSIM-RESULT {\"kind\":\"gemm\",\"ok\":true,\"check\":\"pass\",\"device\":\"/dev/accel0\",\"m\":64,\"n\":64,\"k\":64,\"rtl_cycles\":20000,\"accel_us\":1234.5,\"cpu_us\":99.0}",
-        )
-        .unwrap());
+        r.add(parse_line(&format!("COSIM-RESULT {GEMM_OK}")).unwrap());
         r.add(parse_line(
             "COSIM-FAIL {\"stage\":\"workload\",\"item\":1,\"cmd\":\"accel-tool info\",\"exit\":2,\"message\":\"no accelerator found\"}",
         )
@@ -243,5 +281,14 @@ mod tests {
         assert!(t.contains("20000"), "{t}");
         assert!(t.contains("1234.5"), "{t}");
         assert!(t.contains("FAILED [workload] accel-tool info: no accelerator found"), "{t}");
+        assert!(t.contains("accel0       64x64x64       pass          20000          100         1234.5          800.2           99.0"), "{t}");
+    }
+
+    #[test]
+    fn summary_keeps_the_tool_text() {
+        // The results in the launcher's JSON are the tool's objects, field for field.
+        let mut r = GuestReport::default();
+        r.add(parse_line(&format!("COSIM-RESULT {GEMM_OK}")).unwrap());
+        assert_eq!(r.to_json()["results"][0].to_string(), GEMM_OK);
     }
 }

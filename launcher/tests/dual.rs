@@ -13,7 +13,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{pid_alive, read_json, results, results_of, run_json, JsonRun, DUAL, LAUNCH};
+use common::{device_info, gemms, pid_alive, read_json, results, run_json, JsonRun, DUAL, LAUNCH};
+use cosim_guest_results::{Check, Gemm, Net, Record, WaitNic};
 use serde_json::Value;
 
 /// Wall-clock bound of one cosim-dual run (its own --timeout is tighter).
@@ -25,22 +26,30 @@ fn dual(name: &str, args: &[&str]) -> JsonRun {
     run_json(DUAL, &format!("dual-{name}"), args, &["--launch", LAUNCH], RUN_LIMIT, STOP_GRACE)
 }
 
-fn gemm(launcher: &Value, m: u64, n: u64, k: u64, seed: u64) -> &Value {
-    results(launcher)
+fn gemm(launcher: &Value, m: u32, n: u32, k: u32, seed: u64) -> Gemm {
+    gemms(launcher)
         .into_iter()
-        .find(|r| r["kind"] == "gemm" && r["m"] == m && r["n"] == n && r["k"] == k && r["seed"] == seed)
+        .find(|r| (r.m, r.n, r.k, r.seed) == (m, n, k, seed))
         .unwrap_or_else(|| panic!("no gemm {m}x{n}x{k} seed {seed} in {launcher}"))
 }
 
-fn kind<'a>(launcher: &'a Value, kind: &str) -> &'a Value {
-    results_of(launcher, kind).first().copied().unwrap_or_else(|| panic!("no {kind} result in {launcher}"))
+fn net_result(launcher: &Value) -> Net {
+    results(launcher).iter().find_map(Record::as_net).cloned().unwrap_or_else(|| panic!("no net result in {launcher}"))
+}
+
+fn wait_nic(launcher: &Value) -> WaitNic {
+    results(launcher)
+        .iter()
+        .find_map(Record::as_wait_nic)
+        .cloned()
+        .unwrap_or_else(|| panic!("no wait-nic result in {launcher}"))
 }
 
 #[test]
 #[ignore = "needs `make qemu sim-gemm guest`: run by `make test-e2e` (or `make test`)"]
 fn dual_vm_gemms_agree_and_frames_are_answered() {
-    const FRAMES: u64 = 12;
-    let sizes = [(16u64, 16u64, 16u64), (17, 33, 9), (64, 64, 64), (100, 40, 72)];
+    const FRAMES: u32 = 12;
+    let sizes = [(16u32, 16u32, 16u32), (17, 33, 9), (64, 64, 64), (100, 40, 72)];
     let sizes_arg = sizes.iter().map(|(m, n, k)| format!("{m}x{n}x{k}")).collect::<Vec<_>>().join(",");
     let seed0 = 11u64;
     let out = dual(
@@ -63,7 +72,7 @@ fn dual_vm_gemms_agree_and_frames_are_answered() {
     }
     let net = &j["net"];
     for key in ["sent", "answered", "rtl_nic_rx_frames", "rtl_nic_tx_frames", "sim_frames_rx", "sim_frames_tx"] {
-        assert_eq!(net[key].as_u64(), Some(FRAMES), "{key} in {net}");
+        assert_eq!(net[key].as_u64(), Some(u64::from(FRAMES)), "{key} in {net}");
     }
     assert_eq!(net["lost"], 0, "{net}");
 
@@ -78,19 +87,17 @@ fn dual_vm_gemms_agree_and_frames_are_answered() {
         let seed = seed0 + i as u64;
         let a = gemm(&accel, m, n, k, seed);
         let b = gemm(&base, m, n, k, seed);
-        assert_eq!(a["check"], "pass", "{a}");
-        assert_eq!(a["device"], "/dev/accel0", "{a}");
-        assert_eq!(b["device"], "cpu", "{b}");
-        let ha = a["c_hash"].as_str().expect("accel c_hash");
-        assert_eq!(Some(ha), b["c_hash"].as_str(), "C differs between the VMs for {m}x{n}x{k}");
+        assert_eq!(a.check, Some(Check::Pass), "{a:?}");
+        assert_eq!(a.device, "/dev/accel0", "{a:?}");
+        assert_eq!(b.device, "cpu", "{b:?}");
+        assert!(a.c_hash.is_some(), "accel c_hash: {a:?}");
+        assert_eq!(a.c_hash, b.c_hash, "C differs between the VMs for {m}x{n}x{k}");
     }
-    let sent = kind(&base, "net");
-    assert_eq!(sent["sent"], FRAMES, "{sent}");
-    assert_eq!(sent["received"], FRAMES, "{sent}");
-    let info = kind(&accel, "info");
-    assert_eq!(info["nic_rx_frames"], FRAMES, "{info}");
-    assert_eq!(info["nic_tx_frames"], FRAMES, "{info}");
-    assert_eq!(kind(&accel, "wait-nic")["ok"], true);
+    let sent = net_result(&base);
+    assert_eq!((sent.sent, sent.received), (FRAMES, FRAMES), "{sent:?}");
+    let info = device_info(&accel, "/dev/accel0");
+    assert_eq!((info.nic_rx_frames, info.nic_tx_frames), (FRAMES, FRAMES), "{info:?}");
+    assert!(wait_nic(&accel).ok);
     let sim_log = std::fs::read_to_string(out.log_dir.join("accel/sim0.log")).unwrap();
     let stats = sim_log.lines().rev().find(|l| l.contains("cosim-sim: stats ")).expect("sim stats line");
     assert!(stats.contains(&format!(" frames_tx={FRAMES} ")), "{stats}");

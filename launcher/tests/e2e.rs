@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_exact, gemm_item, results_of, run_json, JsonRun, LAUNCH};
+use common::{assert_exact, device_info, gemm_item, gemms, infos, run_json, JsonRun, LAUNCH};
 
 /// Wall-clock bound of one launcher run (the launcher's own stage timeouts are tighter).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
@@ -38,24 +38,23 @@ fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
     args.extend(["--run", "info"]);
     let run = launch("single", &args);
     assert_eq!(run.code, 1, "only the deliberately bad item may fail: {}", run.json);
-    let gemms = results_of(&run.json, "gemm");
+    let gemms = gemms(&run.json);
     assert_eq!(gemms.len(), sizes.len() + 2, "one result per size, the repeat and the refused one: {}", run.json);
-    let repeat = gemms[sizes.len()];
+    let repeat = &gemms[sizes.len()];
     assert_exact(repeat);
-    assert_eq!(repeat["c_hash"], gemms[3]["c_hash"]);
-    let refused = gemms[sizes.len() + 1];
-    assert_eq!((refused["ok"].as_bool(), refused["errno"].as_u64()), (Some(false), Some(22)), "EINVAL: {refused}");
+    assert_eq!(repeat.c_hash, gemms[3].c_hash);
+    let refused = &gemms[sizes.len() + 1];
+    assert_eq!((refused.ok, refused.errno), (false, Some(Some(22))), "EINVAL: {refused:?}");
     assert!(run.json["guest"]["klog"].to_string().contains("bad size m=2000"), "driver log line: {}", run.json);
     for (r, &(m, n, k, _)) in gemms.iter().zip(&sizes) {
-        assert_eq!((r["m"].as_u64(), r["n"].as_u64(), r["k"].as_u64()), (Some(m), Some(n), Some(k)));
+        assert_eq!((u64::from(r.m), u64::from(r.n), u64::from(r.k)), (m, n, k));
         assert_exact(r);
     }
     let failures = run.json["guest"]["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0]["item"], sizes.len() + 1, "the oversize GEMM is the failing item: {failures:?}");
-    let info = results_of(&run.json, "info");
-    assert_eq!(info.len(), 1);
-    assert_eq!(info[0]["jobs"].as_u64(), Some(sizes.len() as u64 + 1), "driver job counter: {}", info[0]);
+    assert_eq!(infos(&run.json).len(), 1);
+    assert_eq!(device_info(&run.json, "/dev/accel0").jobs, sizes.len() as u64 + 1, "driver job counter");
     let uart = std::fs::read(run.log_dir.join("accel0-uart.log")).expect("UART chardev log");
     assert!(
         String::from_utf8_lossy(&uart).contains("GEMM accelerator v1.0 ready"),
@@ -71,22 +70,17 @@ fn two_devices_in_one_guest_work_at_the_same_time_with_independent_counters() {
     let second = "gemm --m 9 --n 7 --k 5 --seed 22 --check --device /dev/accel1".to_string();
     let run = launch("dual-dev", &["--devices", "2", "--run", &both, "--run", &second, "--run", "info"]);
     assert_eq!(run.code, 0, "{}", run.json);
-    let gemms = results_of(&run.json, "gemm");
+    let gemms = gemms(&run.json);
     assert_eq!(gemms.len(), 3, "{}", run.json);
     for r in &gemms {
         assert_exact(r);
     }
-    let devs: Vec<&str> = gemms.iter().map(|r| r["device"].as_str().unwrap()).collect();
+    let devs: Vec<&str> = gemms.iter().map(|r| r.device.as_str()).collect();
     assert!(devs[..2].contains(&"/dev/accel0") && devs[..2].contains(&"/dev/accel1"), "{devs:?}");
     // The same GEMM on both devices, at the same time, gives the same C.
-    assert_eq!(gemms[0]["c_hash"], gemms[1]["c_hash"]);
-    let info = results_of(&run.json, "info");
-    let jobs = |dev: &str| {
-        info.iter().find(|i| i["device"] == dev).unwrap_or_else(|| panic!("no info for {dev}: {info:?}"))["jobs"]
-            .as_u64()
-    };
-    assert_eq!(jobs("/dev/accel0"), Some(1), "accel0 ran one job");
-    assert_eq!(jobs("/dev/accel1"), Some(2), "accel1 ran two jobs");
+    assert_eq!(gemms[0].c_hash, gemms[1].c_hash);
+    assert_eq!(device_info(&run.json, "/dev/accel0").jobs, 1, "accel0 ran one job");
+    assert_eq!(device_info(&run.json, "/dev/accel1").jobs, 2, "accel1 ran two jobs");
 }
 
 #[test]
@@ -134,7 +128,7 @@ fn stray_frames_into_both_channels_cost_the_running_guest_nothing() {
     }
     let run = launch("stray", &args);
     assert_eq!(run.code, 0, "every GEMM must pass: {}", run.json);
-    let gemms = results_of(&run.json, "gemm");
+    let gemms = gemms(&run.json);
     assert_eq!(gemms.len(), 40, "{}", run.json);
     for r in &gemms {
         assert_exact(r);

@@ -16,7 +16,8 @@ mod netns;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_exact, build_dir, gemm_item, run_bounded, LAUNCH};
+use common::{assert_exact, build_dir, gemm_item, gemms, run_bounded, LAUNCH};
+use cosim_guest_results::Record;
 use netns::{NetnsPair, A, B};
 use serde_json::Value;
 
@@ -110,7 +111,10 @@ fn gemms_across_a_link_that_drops_for_three_seconds() {
                 if started {
                     std::thread::sleep(Duration::from_secs(1));
                     let console = std::fs::read_to_string(&console_path).unwrap_or_default();
-                    long_done_before_cut = marker_lines(&console, "COSIM-RESULT").iter().any(|r| r["m"] == 1024);
+                    long_done_before_cut = console
+                        .lines()
+                        .filter_map(|l| Record::from_line(l.strip_prefix("COSIM-RESULT")?).ok())
+                        .any(|r| r.as_gemm().is_some_and(|g| g.m == 1024));
                     eprintln!("two_hosts: link down ({} s into the run)", t0.elapsed().as_secs());
                     net.set_link(B, false);
                     cut_at = Some(Instant::now());
@@ -154,21 +158,21 @@ fn gemms_across_a_link_that_drops_for_three_seconds() {
     let failed: Vec<u64> = failures.iter().filter_map(|f| f["item"].as_u64()).collect();
     assert_eq!(failed, [long_item as u64], "only the long job may fail (the wait, item {wait_item}, must not); {ctx}");
 
-    let gemms: Vec<&Value> = run["guest"]["results"].as_array().unwrap().iter().filter(|r| r["kind"] == "gemm").collect();
+    let gemms = gemms(&run);
     assert_eq!(gemms.len(), before.len() + 1 + after.len(), "{ctx}");
     for (r, &(m, n, k, _)) in gemms.iter().zip(before.iter().chain([(1024, 1024, 1024, 0)].iter()).chain(after.iter())) {
-        assert_eq!((r["m"].as_u64(), r["n"].as_u64(), r["k"].as_u64()), (Some(m), Some(n), Some(k)), "{ctx}");
+        assert_eq!((u64::from(r.m), u64::from(r.n), u64::from(r.k)), (m, n, k), "{ctx}");
     }
     for r in gemms[..before.len()].iter().chain(&gemms[before.len() + 1..]) {
         assert_exact(r);
     }
     // The job during the cut: the driver's error (EIO, "device stopped answering").
-    let long = gemms[before.len()];
-    assert_eq!((long["ok"].as_bool(), long["errno"].as_u64()), (Some(false), Some(5)), "EIO expected: {long}");
+    let long = &gemms[before.len()];
+    assert_eq!((long.ok, long.errno), (false, Some(Some(5))), "EIO expected: {long:?}");
     let klog = run["guest"]["klog"].to_string();
     assert!(klog.contains("device stopped answering"), "the driver must log the lost device: {ctx}");
     // The same GEMM before and after the cut gives the same C.
-    assert_eq!(gemms[2]["c_hash"], gemms[before.len() + 1]["c_hash"], "{ctx}");
+    assert_eq!(gemms[2].c_hash, gemms[before.len() + 1].c_hash, "{ctx}");
 
     // QEMU saw the session go and come back.
     let qemu = std::fs::read_to_string(log_dir.join("qemu-stderr.log")).expect("qemu-stderr.log");

@@ -23,9 +23,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
 
 use cosim_gemm_abi::{field_get, version};
+use cosim_guest_results::{Bench, Check, DeviceInfo, Gemm, Info, Net, Record, Reset, ToolError, WaitNic};
 use ioctl::{device_error_name, Device};
 
 #[derive(Parser, Debug)]
@@ -178,23 +178,23 @@ fn open(path: &Path) -> Result<Device, String> {
     Device::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
-/// Output sink: JSON lines or a table printed at the end.
+/// Output sink: JSON lines (`cosim_guest_results::Record`) or a table printed at the end.
 struct Out {
     json: bool,
-    rows: Vec<Value>,
+    rows: Vec<Record>,
 }
 
 impl Out {
-    fn push(&mut self, v: Value) {
+    fn push(&mut self, r: Record) {
         if self.json {
-            println!("{v}");
+            println!("{}", r.to_line());
         }
-        self.rows.push(v);
+        self.rows.push(r);
     }
 }
 
-fn error_record(command: &str, msg: &str) -> Value {
-    json!({"kind": "error", "command": command, "ok": false, "error": msg})
+fn error_record(command: &str, msg: &str) -> Record {
+    Record::Error(ToolError { command: command.into(), ok: false, error: msg.into() })
 }
 
 fn cmd_info(out: &mut Out, device: &str) -> Result<bool, String> {
@@ -210,27 +210,46 @@ fn cmd_info(out: &mut Out, device: &str) -> Result<bool, String> {
                         ioctl::ABI_VERSION
                     );
                 }
-                json!({
-                    "kind": "info", "ok": true, "device": path.display().to_string(),
-                    "index": i.index, "pci": i.pci_name(),
-                    "vendor": format!("{:#06x}", i.vendor), "device_id": format!("{:#06x}", i.device),
-                    "revision": i.revision, "id": format!("{:#010x}", i.id),
-                    "version": format!("{}.{}", field_get(i.version, version::MAJOR), field_get(i.version, version::MINOR)),
-                    "array_rows": i.array_rows, "array_cols": i.array_cols, "max_dim": i.max_dim,
-                    "msix_vectors": i.msix_vectors, "timeout_ms": i.timeout_ms,
-                    "jobs": i.jobs, "errors": i.errors, "timeouts": i.timeouts, "irqs": i.irqs,
-                    "jobs_done_reg": i.jobs_done_reg, "abi_version": i.abi_version,
-                    "nic_rx_frames": i.nic_rx_frames, "nic_tx_frames": i.nic_tx_frames,
-                    "uart_rx_bytes": i.uart_rx_bytes,
-                })
+                Info {
+                    ok: true,
+                    device: path.display().to_string(),
+                    error: None,
+                    info: Some(DeviceInfo {
+                        index: i.index,
+                        pci: i.pci_name().into(),
+                        vendor: format!("{:#06x}", i.vendor),
+                        device_id: format!("{:#06x}", i.device),
+                        revision: i.revision,
+                        id: format!("{:#010x}", i.id),
+                        version: format!(
+                            "{}.{}",
+                            field_get(i.version, version::MAJOR),
+                            field_get(i.version, version::MINOR)
+                        ),
+                        array_rows: i.array_rows,
+                        array_cols: i.array_cols,
+                        max_dim: i.max_dim,
+                        msix_vectors: i.msix_vectors,
+                        timeout_ms: i.timeout_ms,
+                        jobs: i.jobs,
+                        errors: i.errors,
+                        timeouts: i.timeouts,
+                        irqs: i.irqs,
+                        jobs_done_reg: i.jobs_done_reg,
+                        abi_version: i.abi_version,
+                        nic_rx_frames: i.nic_rx_frames,
+                        nic_tx_frames: i.nic_tx_frames,
+                        uart_rx_bytes: i.uart_rx_bytes,
+                    }),
+                }
             }
             Err(e) => {
                 ok = false;
                 eprintln!("accel-tool: {e}");
-                json!({"kind": "info", "ok": false, "device": path.display().to_string(), "error": e})
+                Info { ok: false, device: path.display().to_string(), error: Some(e), info: None }
             }
         };
-        out.push(rec);
+        out.push(Record::Info(rec));
     }
     Ok(ok)
 }
@@ -287,10 +306,13 @@ fn cmd_gemm(out: &mut Out, g: &GemmArgs) -> Result<bool, String> {
             let t0 = Instant::now();
             let c = gemm::reference(m, n, k, &ops.a, &ops.b);
             let cpu_us = t0.elapsed().as_nanos() as f64 / 1e3;
-            out.push(json!({
-                "kind": "gemm", "ok": true, "device": "cpu", "m": g.m, "n": g.n, "k": g.k,
-                "seed": g.seed, "run": run, "check": "skipped", "cpu_us": cpu_us,
-                "c_hash": c_hash(&c),
+            out.push(Record::Gemm(Gemm {
+                ok: true,
+                run: Some(run),
+                check: Some(Check::Skipped),
+                cpu_us: Some(Some(cpu_us)),
+                c_hash: Some(c_hash(&c)),
+                ..Gemm::new("cpu".into(), (g.m, g.n, g.k), g.seed)
             }));
         }
         return Ok(true);
@@ -329,65 +351,66 @@ fn cmd_gemm(out: &mut Out, g: &GemmArgs) -> Result<bool, String> {
             Err((path, e)) => {
                 all_ok = false;
                 eprintln!("accel-tool: {e}");
-                out.push(json!({"kind": "gemm", "ok": false, "device": path.display().to_string(),
-                    "m": g.m, "n": g.n, "k": g.k, "seed": g.seed, "error": e}));
+                out.push(Record::Gemm(Gemm::unusable(path.display().to_string(), (g.m, g.n, g.k), g.seed, e)));
                 continue;
             }
         };
         let macs = (dr.array.0 as u64 * dr.array.1 as u64).max(1);
         let ideal = (m as u64 * n as u64 * k as u64).div_ceil(macs);
         for (run, rr) in dr.runs.iter().enumerate() {
-            let mut rec = json!({
-                "kind": "gemm", "device": dr.path.display().to_string(), "m": g.m, "n": g.n, "k": g.k,
-                "seed": g.seed, "run": run, "accel_us": rr.accel_ns as f64 / 1e3,
-                "cpu_us": cpu_ns.map(|c| c as f64 / 1e3), "ideal_cycles": ideal,
-                "array": format!("{}x{}", dr.array.0, dr.array.1),
-            });
+            let mut rec = Gemm {
+                run: Some(run as u32),
+                accel_us: Some(rr.accel_ns as f64 / 1e3),
+                cpu_us: Some(cpu_ns.map(|c| c as f64 / 1e3)),
+                ideal_cycles: Some(ideal),
+                array: Some(format!("{}x{}", dr.array.0, dr.array.1)),
+                ..Gemm::new(dr.path.display().to_string(), (g.m, g.n, g.k), g.seed)
+            };
             let ok = match &rr.result {
                 Ok(o) => {
-                    rec["c_hash"] = json!(c_hash(&rr.c));
-                    rec["rtl_cycles"] = json!(o.cycles);
-                    rec["dma_wait_cycles"] = json!(o.dma_wait_cycles);
-                    rec["device_us"] = json!(o.device_ns as f64 / 1e3);
-                    rec["dev_error"] = json!(0);
+                    rec.c_hash = Some(c_hash(&rr.c));
+                    rec.rtl_cycles = Some(o.cycles);
+                    rec.dma_wait_cycles = Some(o.dma_wait_cycles);
+                    rec.device_us = Some(o.device_ns as f64 / 1e3);
+                    rec.dev_error = Some(0);
                     match (&reference, g.check) {
                         (Some(refc), true) => match gemm::compare(n, refc, &rr.c) {
                             None => {
-                                rec["check"] = json!("pass");
-                                rec["mismatches"] = json!(0);
+                                rec.check = Some(Check::Pass);
+                                rec.mismatches = Some(0);
                                 true
                             }
                             Some(mm) => {
-                                rec["check"] = json!("fail");
-                                rec["mismatches"] = json!(mm.count);
+                                rec.check = Some(Check::Fail);
+                                rec.mismatches = Some(mm.count as u64);
                                 let msg = format!(
                                     "{}: {} of {} elements differ; first at C[{}][{}]: expected {}, got {}",
                                     dr.path.display(), mm.count, m * n, mm.row, mm.col, mm.expected, mm.got
                                 );
                                 eprintln!("accel-tool: {msg}");
-                                rec["error"] = json!(msg);
+                                rec.error = Some(msg);
                                 false
                             }
                         },
                         _ => {
-                            rec["check"] = json!("skipped");
+                            rec.check = Some(Check::Skipped);
                             true
                         }
                     }
                 }
                 Err((msg, errno, o)) => {
                     eprintln!("accel-tool: {msg}");
-                    rec["error"] = json!(msg);
-                    rec["errno"] = json!(errno);
-                    rec["dev_error"] = json!(o.dev_error);
-                    rec["dev_error_name"] = json!(device_error_name(o.dev_error));
-                    rec["check"] = json!(if g.check { "fail" } else { "skipped" });
+                    rec.error = Some(msg.clone());
+                    rec.errno = Some(*errno);
+                    rec.dev_error = Some(o.dev_error);
+                    rec.dev_error_name = Some(device_error_name(o.dev_error).into());
+                    rec.check = Some(if g.check { Check::Fail } else { Check::Skipped });
                     false
                 }
             };
-            rec["ok"] = json!(ok);
+            rec.ok = ok;
             all_ok &= ok;
-            out.push(rec);
+            out.push(Record::Gemm(rec));
         }
     }
     Ok(all_ok)
@@ -456,23 +479,26 @@ fn cmd_bench(
             eprintln!("accel-tool: {e}");
         }
         let ideal = (s as u64).pow(3).div_ceil(macs);
-        let mut rec = json!({
-            "kind": "bench", "ok": ok, "device": path.display().to_string(), "m": s, "n": s, "k": s,
-            "runs": accel.len(), "check": if pass { "pass" } else { "fail" },
-            "rtl_cycles": cycles, "dma_wait_cycles": dma_wait, "ideal_cycles": ideal,
-            "accel_us_min": accel.iter().cloned().fold(f64::INFINITY, f64::min),
-            "accel_us_median": median(&mut accel.clone()),
-            "device_us_median": median(&mut device_us),
-            "cpu_us_min": cpu.iter().cloned().fold(f64::INFINITY, f64::min),
-            "cpu_us_median": median(&mut cpu),
-        });
-        if accel.is_empty() {
-            rec["accel_us_min"] = Value::Null;
-        }
-        if let Some(e) = err {
-            rec["error"] = json!(e);
-        }
-        out.push(rec);
+        // Minimum of the runs; None (null) when there were none.
+        let min = |v: &[f64]| v.iter().cloned().reduce(f64::min);
+        out.push(Record::Bench(Bench {
+            ok,
+            device: path.display().to_string(),
+            m: s,
+            n: s,
+            k: s,
+            runs: accel.len() as u32,
+            check: if pass { Check::Pass } else { Check::Fail },
+            rtl_cycles: cycles,
+            dma_wait_cycles: dma_wait,
+            ideal_cycles: ideal,
+            accel_us_min: min(&accel),
+            accel_us_median: median(&mut accel.clone()),
+            device_us_median: median(&mut device_us),
+            cpu_us_min: min(&cpu),
+            cpu_us_median: median(&mut cpu),
+            error: err,
+        }));
     }
     Ok(all_ok)
 }
@@ -482,14 +508,14 @@ fn cmd_reset(out: &mut Out, device: Option<&str>) -> Result<bool, String> {
     for path in select(device, false)? {
         let r = open(&path).and_then(|d| d.reset().map_err(|e| format!("{}: reset: {e}", path.display())));
         let rec = match r {
-            Ok(()) => json!({"kind": "reset", "ok": true, "device": path.display().to_string()}),
+            Ok(()) => Reset { ok: true, device: path.display().to_string(), error: None },
             Err(e) => {
                 ok = false;
                 eprintln!("accel-tool: {e}");
-                json!({"kind": "reset", "ok": false, "device": path.display().to_string(), "error": e})
+                Reset { ok: false, device: path.display().to_string(), error: Some(e) }
             }
         };
-        out.push(rec);
+        out.push(Record::Reset(rec));
     }
     Ok(ok)
 }
@@ -506,13 +532,19 @@ fn cmd_net(out: &mut Out, iface: Option<&str>, count: u32, size: usize, timeout_
     if !ok {
         eprintln!("accel-tool: net {iface}: {} of {} frames answered", st.received, st.sent);
     }
-    out.push(json!({
-        "kind": "net", "ok": ok, "iface": st.iface, "mac": net::mac_str(&st.mac),
-        "peer_mac": net::mac_str(&net::PEER_MAC), "sent": st.sent, "received": st.received,
-        "lost": st.sent - st.received, "size": size.max(60),
-        "rtt_us_median": if rtts.is_empty() { None } else { Some(median(&mut rtts)) },
-        "rtt_us_max": rtts.iter().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
-        "if_tx_packets": st.tx_packets, "if_rx_packets": st.rx_packets,
+    out.push(Record::Net(Net {
+        ok,
+        mac: net::mac_str(&st.mac),
+        peer_mac: net::mac_str(&net::PEER_MAC),
+        sent: st.sent,
+        received: st.received,
+        lost: st.sent - st.received,
+        size: size.max(60) as u64,
+        rtt_us_median: if rtts.is_empty() { None } else { Some(median(&mut rtts)) },
+        rtt_us_max: rtts.iter().cloned().reduce(f64::max),
+        if_tx_packets: st.tx_packets,
+        if_rx_packets: st.rx_packets,
+        iface: st.iface,
     }));
     Ok(ok)
 }
@@ -527,77 +559,82 @@ fn cmd_wait_nic(out: &mut Out, device: Option<&str>, frames: u32, timeout_ms: u6
         let done = i.nic_rx_frames >= frames && i.nic_tx_frames >= frames;
         let waited = t0.elapsed();
         if done || waited >= limit {
-            let mut rec = json!({
-                "kind": "wait-nic", "ok": done, "device": path.display().to_string(), "frames": frames,
-                "nic_rx_frames": i.nic_rx_frames, "nic_tx_frames": i.nic_tx_frames,
-                "waited_ms": waited.as_millis() as u64,
-            });
+            let mut rec = WaitNic {
+                ok: done,
+                device: path.display().to_string(),
+                frames,
+                nic_rx_frames: i.nic_rx_frames,
+                nic_tx_frames: i.nic_tx_frames,
+                waited_ms: waited.as_millis() as u64,
+                error: None,
+            };
             if !done {
                 let msg = format!(
                     "{}: NIC_RX_FRAMES={} NIC_TX_FRAMES={} after {} ms, waited for {frames}",
                     path.display(), i.nic_rx_frames, i.nic_tx_frames, waited.as_millis()
                 );
                 eprintln!("accel-tool: {msg}");
-                rec["error"] = json!(msg);
+                rec.error = Some(msg);
             }
-            out.push(rec);
+            out.push(Record::WaitNic(rec));
             return Ok(done);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
-fn fmt_opt(v: &Value, key: &str, prec: usize) -> String {
-    match &v[key] {
-        Value::Null => "-".into(),
-        Value::Number(n) if n.is_f64() => format!("{:.*}", prec, n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A table cell: "-" for None.
+fn cell<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-fn print_table(rows: &[Value]) {
+/// A time in µs with `prec` decimals, "-" for None.
+fn us(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.prec$}"))
+}
+
+fn print_table(rows: &[Record]) {
     let Some(first) = rows.first() else { return };
-    match first["kind"].as_str() {
-        Some("gemm") => {
+    match first {
+        Record::Gemm(_) => {
             println!(
                 "{:<12} {:>5} {:>5} {:>5} {:>4} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
                 "device", "m", "n", "k", "run", "check", "rtl_cycles", "dma_wait", "device_us", "accel_us", "cpu_us"
             );
             for r in rows {
+                let Record::Gemm(g) = r else { continue };
                 println!(
                     "{:<12} {:>5} {:>5} {:>5} {:>4} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
-                    fmt_opt(r, "device", 0), fmt_opt(r, "m", 0), fmt_opt(r, "n", 0), fmt_opt(r, "k", 0),
-                    fmt_opt(r, "run", 0), fmt_opt(r, "check", 0), fmt_opt(r, "rtl_cycles", 0),
-                    fmt_opt(r, "dma_wait_cycles", 0), fmt_opt(r, "device_us", 1), fmt_opt(r, "accel_us", 1),
-                    fmt_opt(r, "cpu_us", 1)
+                    g.device, g.m, g.n, g.k, cell(g.run), cell(g.check.map(Check::as_str)), cell(g.rtl_cycles),
+                    cell(g.dma_wait_cycles), us(g.device_us, 1), us(g.accel_us, 1), us(g.cpu_us.flatten(), 1)
                 );
-                if let Some(e) = r["error"].as_str() {
+                if let Some(e) = &g.error {
                     println!("  error: {e}");
                 }
             }
         }
-        Some("bench") => {
+        Record::Bench(_) => {
             println!(
                 "{:>5} {:>5} {:>12} {:>12} {:>14} {:>14} {:>12} {:>7}",
                 "size", "runs", "rtl_cycles", "ideal", "accel_us_med", "device_us_med", "cpu_us_med", "check"
             );
             for r in rows {
+                let Record::Bench(b) = r else { continue };
                 println!(
-                    "{:>5} {:>5} {:>12} {:>12} {:>14} {:>14} {:>12} {:>7}",
-                    fmt_opt(r, "m", 0), fmt_opt(r, "runs", 0), fmt_opt(r, "rtl_cycles", 0),
-                    fmt_opt(r, "ideal_cycles", 0), fmt_opt(r, "accel_us_median", 1),
-                    fmt_opt(r, "device_us_median", 1), fmt_opt(r, "cpu_us_median", 1), fmt_opt(r, "check", 0)
+                    "{:>5} {:>5} {:>12} {:>12} {:>14.1} {:>14.1} {:>12.1} {:>7}",
+                    b.m, b.runs, b.rtl_cycles, b.ideal_cycles, b.accel_us_median, b.device_us_median,
+                    b.cpu_us_median, b.check.as_str()
                 );
-                if let Some(e) = r["error"].as_str() {
+                if let Some(e) = &b.error {
                     println!("  error: {e}");
                 }
             }
         }
         _ => {
+            // Every field of the record, one per line, under its device.
             for r in rows {
-                if let Some(obj) = r.as_object() {
-                    println!("{}", r["device"].as_str().unwrap_or("-"));
+                if let Ok(serde_json::Value::Object(obj)) = serde_json::to_value(r) {
+                    println!("{}", r.device().unwrap_or("-"));
                     for (k, v) in obj {
                         if k != "device" && k != "kind" {
                             println!("  {k:<14} {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
@@ -640,7 +677,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("accel-tool: {e}");
             if cli.json {
-                println!("{}", error_record(name, &e));
+                println!("{}", error_record(name, &e).to_line());
             }
             ExitCode::from(2)
         }

@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use cosim_guest_results::{Check, Gemm, Record};
 use cosim_launch::exit;
 use cosim_launch::procs::{self, Line, Output, Proc};
 
@@ -261,18 +263,21 @@ fn sim_frame_stats(log: &str) -> Option<(u64, u64)> {
     Some((get("frames_rx=")?, get("frames_tx=")?))
 }
 
-fn results(summary: &Value) -> Vec<Value> {
-    summary["guest"]["results"].as_array().cloned().unwrap_or_default()
+/// The guest's records in a launcher's summary (`guest.results`); an entry that is not one is
+/// left out (the launcher only puts records there).
+fn results(summary: &Value) -> Vec<Record> {
+    summary["guest"]["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Record::deserialize(v).ok())
+        .collect()
 }
 
-fn find_gemm<'a>(res: &'a [Value], s: &Size) -> Option<&'a Value> {
-    res.iter().find(|r| {
-        r["kind"] == "gemm"
-            && r["m"].as_u64() == Some(s.m as u64)
-            && r["n"].as_u64() == Some(s.n as u64)
-            && r["k"].as_u64() == Some(s.k as u64)
-            && r["seed"].as_u64() == Some(s.seed)
-    })
+fn find_gemm<'a>(res: &'a [Record], s: &Size) -> Option<&'a Gemm> {
+    res.iter()
+        .filter_map(Record::as_gemm)
+        .find(|g| (g.m, g.n, g.k, g.seed) == (s.m, s.n, s.k, s.seed))
 }
 
 /// Compares the two VMs' results. Pure (no I/O), so it is unit-tested.
@@ -283,43 +288,46 @@ fn compare(sizes: &[Size], frames: u32, accel: &Value, base: &Value, sim_frames:
     for s in sizes {
         let a = find_gemm(&ares, s);
         let b = find_gemm(&bres, s);
-        let a_hash = a.and_then(|r| r["c_hash"].as_str());
-        let b_hash = b.and_then(|r| r["c_hash"].as_str());
+        let a_hash = a.and_then(|r| r.c_hash.as_deref());
+        let b_hash = b.and_then(|r| r.c_hash.as_deref());
         let same_c = matches!((a_hash, b_hash), (Some(x), Some(y)) if x == y);
-        let a_ok = a.is_some_and(|r| r["ok"] == true && r["check"] == "pass");
-        let b_ok = b.is_some_and(|r| r["ok"] == true);
-        let g = |r: Option<&Value>, k: &str| r.map_or(Value::Null, |r| r[k].clone());
+        let a_ok = a.is_some_and(|r| r.ok && r.check == Some(Check::Pass));
+        let b_ok = b.is_some_and(|r| r.ok);
         rows.push(json!({
             "m": s.m, "n": s.n, "k": s.k, "seed": s.seed,
             "accel": {
-                "ok": a_ok, "found": a.is_some(), "check": g(a, "check"), "rtl_cycles": g(a, "rtl_cycles"),
-                "ideal_cycles": g(a, "ideal_cycles"), "accel_us": g(a, "accel_us"), "device_us": g(a, "device_us"),
-                "cpu_us": g(a, "cpu_us"), "c_hash": g(a, "c_hash"), "error": g(a, "error"),
+                "ok": a_ok, "found": a.is_some(), "check": a.and_then(|r| r.check),
+                "rtl_cycles": a.and_then(|r| r.rtl_cycles), "ideal_cycles": a.and_then(|r| r.ideal_cycles),
+                "accel_us": a.and_then(|r| r.accel_us), "device_us": a.and_then(|r| r.device_us),
+                "cpu_us": a.and_then(|r| r.cpu_us.flatten()), "c_hash": a_hash, "error": a.and_then(|r| r.error.as_deref()),
             },
-            "baseline": { "ok": b_ok, "found": b.is_some(), "cpu_us": g(b, "cpu_us"), "c_hash": g(b, "c_hash"),
-                "error": g(b, "error") },
+            "baseline": { "ok": b_ok, "found": b.is_some(), "cpu_us": b.and_then(|r| r.cpu_us.flatten()),
+                "c_hash": b_hash, "error": b.and_then(|r| r.error.as_deref()) },
             "same_c": same_c,
             "ok": a_ok && b_ok && same_c,
         }));
     }
-    let net = bres.iter().find(|r| r["kind"] == "net");
-    let wait = ares.iter().find(|r| r["kind"] == "wait-nic");
-    let info = ares.iter().find(|r| r["kind"] == "info" && r["device"] == "/dev/accel0");
-    let n = |v: Option<&Value>, k: &str| v.and_then(|r| r[k].as_u64());
-    let sent = n(net, "sent");
-    let answered = n(net, "received");
-    let rtl_rx = n(info, "nic_rx_frames");
-    let rtl_tx = n(info, "nic_tx_frames");
+    let net = bres.iter().find_map(Record::as_net);
+    let wait = ares.iter().find_map(Record::as_wait_nic);
+    let info = ares
+        .iter()
+        .filter_map(Record::as_info)
+        .find(|i| i.device == "/dev/accel0")
+        .and_then(|i| i.info.as_ref());
+    let sent = net.map(|r| u64::from(r.sent));
+    let answered = net.map(|r| u64::from(r.received));
+    let rtl_rx = info.map(|i| u64::from(i.nic_rx_frames));
+    let rtl_tx = info.map(|i| u64::from(i.nic_tx_frames));
     let want = Some(frames as u64);
     let mut net_ok = sent == want && answered == want && rtl_rx == want && rtl_tx == want;
     if let Some((rx, tx)) = sim_frames {
         net_ok &= Some(rx) == want && Some(tx) == want;
     }
     let net_json = json!({
-        "frames": frames, "sent": sent, "answered": answered, "lost": n(net, "lost"),
-        "rtt_us_median": net.map_or(Value::Null, |r| r["rtt_us_median"].clone()),
-        "baseline_iface": net.map_or(Value::Null, |r| r["iface"].clone()),
-        "wait_nic_ok": wait.map(|r| r["ok"] == true), "wait_nic_ms": n(wait, "waited_ms"),
+        "frames": frames, "sent": sent, "answered": answered, "lost": net.map(|r| r.lost),
+        "rtt_us_median": net.and_then(|r| r.rtt_us_median),
+        "baseline_iface": net.map(|r| &r.iface),
+        "wait_nic_ok": wait.map(|r| r.ok), "wait_nic_ms": wait.map(|r| r.waited_ms),
         "rtl_nic_rx_frames": rtl_rx, "rtl_nic_tx_frames": rtl_tx,
         "sim_frames_rx": sim_frames.map(|f| f.0), "sim_frames_tx": sim_frames.map(|f| f.1),
         "ok": net_ok,
@@ -644,6 +652,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cosim_guest_results::{DeviceInfo, Info, Net, WaitNic};
 
     fn sizes() -> Vec<Size> {
         parse_sizes(&["4x4x4".into(), "17x33x9".into()], 5).unwrap()
@@ -677,17 +686,81 @@ mod tests {
         assert_eq!(sim_frame_stats("nothing"), None);
     }
 
-    fn summaries(hash_b: &str, rtl_rx: u64) -> (Value, Value) {
+    fn gemm(device: &str, (m, n, k, seed): (u32, u32, u32, u64), c_hash: &str, accel: bool) -> Record {
+        Record::Gemm(Gemm {
+            ok: true,
+            run: Some(0),
+            check: Some(if accel { Check::Pass } else { Check::Skipped }),
+            cpu_us: Some(Some(1.0)),
+            c_hash: Some(c_hash.into()),
+            rtl_cycles: accel.then_some(20),
+            ideal_cycles: accel.then_some(4),
+            ..Gemm::new(device.into(), (m, n, k), seed)
+        })
+    }
+
+    fn summaries(hash_b: &str, rtl_rx: u32) -> (Value, Value) {
+        let info = Info {
+            ok: true,
+            device: "/dev/accel0".into(),
+            error: None,
+            info: Some(DeviceInfo {
+                index: 0,
+                pci: "0000:00:02.0".into(),
+                vendor: "0x1ded".into(),
+                device_id: "0xacc1".into(),
+                revision: 1,
+                id: "0x47454d4d".into(),
+                version: "1.0".into(),
+                array_rows: 4,
+                array_cols: 4,
+                max_dim: 1024,
+                msix_vectors: 4,
+                timeout_ms: 120_000,
+                jobs: 2,
+                errors: 0,
+                timeouts: 0,
+                irqs: 2,
+                jobs_done_reg: 2,
+                abi_version: 1,
+                nic_rx_frames: rtl_rx,
+                nic_tx_frames: 3,
+                uart_rx_bytes: 0,
+            }),
+        };
+        let wait = WaitNic {
+            ok: true,
+            device: "/dev/accel0".into(),
+            frames: 3,
+            nic_rx_frames: 3,
+            nic_tx_frames: 3,
+            waited_ms: 10,
+            error: None,
+        };
+        let net = Net {
+            ok: true,
+            iface: "eth0".into(),
+            mac: "52:54:00:12:34:56".into(),
+            peer_mac: "02:00:00:00:00:02".into(),
+            sent: 3,
+            received: 3,
+            lost: 0,
+            size: 64,
+            rtt_us_median: Some(100.0),
+            rtt_us_max: Some(200.0),
+            if_tx_packets: 3,
+            if_rx_packets: 3,
+        };
         let a = json!({"guest": {"results": [
-            {"kind":"gemm","ok":true,"check":"pass","m":4,"n":4,"k":4,"seed":5,"c_hash":"0x1","rtl_cycles":20},
-            {"kind":"gemm","ok":true,"check":"pass","m":17,"n":33,"k":9,"seed":6,"c_hash":"0x2","rtl_cycles":90},
-            {"kind":"wait-nic","ok":true,"waited_ms":10},
-            {"kind":"info","ok":true,"device":"/dev/accel0","nic_rx_frames":rtl_rx,"nic_tx_frames":3},
+            gemm("/dev/accel0", (4, 4, 4, 5), "0x1", true),
+            gemm("/dev/accel0", (17, 33, 9, 6), "0x2", true),
+            Record::WaitNic(wait),
+            Record::Info(info),
         ]}});
         let b = json!({"guest": {"results": [
-            {"kind":"net","ok":true,"sent":3,"received":3,"lost":0},
-            {"kind":"gemm","ok":true,"check":"skipped","m":4,"n":4,"k":4,"seed":5,"c_hash":"0x1","cpu_us":1.0},
-            {"kind":"gemm","ok":true,"check":"skipped","m":17,"n":33,"k":9,"seed":6,"c_hash":hash_b,"cpu_us":2.0},
+            Record::Net(net),
+            gemm("cpu", (4, 4, 4, 5), "0x1", false),
+            gemm("cpu", (17, 33, 9, 6), hash_b, false),
         ]}});
         (a, b)
     }

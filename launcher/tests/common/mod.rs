@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cosim_guest_results::{Check, DeviceInfo, Gemm, Info, Record};
+use serde::Deserialize;
 use serde_json::Value;
 
 pub const LAUNCH: &str = env!("CARGO_BIN_EXE_cosim-launch");
@@ -153,14 +155,34 @@ pub fn read_json(p: &Path) -> Value {
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// The guest's results in a launcher's JSON (`guest.results`), in order.
-pub fn results(launcher: &Value) -> Vec<&Value> {
-    launcher["guest"]["results"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+/// The guest's results in a launcher's JSON (`guest.results`), in order, as accel-tool's records;
+/// fails the test if one is not a record.
+pub fn results(launcher: &Value) -> Vec<Record> {
+    launcher["guest"]["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| Record::deserialize(v).unwrap_or_else(|e| panic!("not an accel-tool record ({e}): {v}")))
+        .collect()
 }
 
-/// The guest's results of one kind (`gemm`, `info`, `net`, ...), in order.
-pub fn results_of<'a>(launcher: &'a Value, kind: &str) -> Vec<&'a Value> {
-    results(launcher).into_iter().filter(|r| r["kind"] == kind).collect()
+/// The guest's `gemm` results, in order.
+pub fn gemms(launcher: &Value) -> Vec<Gemm> {
+    results(launcher).iter().filter_map(Record::as_gemm).cloned().collect()
+}
+
+/// The guest's `info` results, in order.
+pub fn infos(launcher: &Value) -> Vec<Info> {
+    results(launcher).iter().filter_map(Record::as_info).cloned().collect()
+}
+
+/// The details of a successful `info` for `device`; fails the test if there is none.
+pub fn device_info(launcher: &Value, device: &str) -> DeviceInfo {
+    infos(launcher)
+        .into_iter()
+        .find(|i| i.device == device)
+        .and_then(|i| i.info)
+        .unwrap_or_else(|| panic!("no info for {device}: {launcher}"))
 }
 
 /// A `--run` item: a GEMM checked against the guest CPU.
@@ -169,13 +191,13 @@ pub fn gemm_item(m: u64, n: u64, k: u64, seed: u64) -> String {
 }
 
 /// A GEMM result that passed its check bit-exactly, in no fewer RTL cycles than the ideal.
-pub fn assert_exact(r: &Value) {
-    assert_eq!(r["ok"], true, "GEMM failed: {r}");
-    assert_eq!(r["check"], "pass", "guest CPU reference disagrees: {r}");
-    assert_eq!(r["mismatches"], 0, "{r}");
-    let cycles = r["rtl_cycles"].as_u64().unwrap_or_else(|| panic!("no rtl_cycles: {r}"));
-    let ideal = r["ideal_cycles"].as_u64().unwrap_or_else(|| panic!("no ideal_cycles: {r}"));
-    assert!(ideal > 0 && cycles >= ideal, "RTL cycles {cycles} below the ideal {ideal}: {r}");
+pub fn assert_exact(r: &Gemm) {
+    assert!(r.ok, "GEMM failed: {r:?}");
+    assert_eq!(r.check, Some(Check::Pass), "guest CPU reference disagrees: {r:?}");
+    assert_eq!(r.mismatches, Some(0), "{r:?}");
+    let cycles = r.rtl_cycles.unwrap_or_else(|| panic!("no rtl_cycles: {r:?}"));
+    let ideal = r.ideal_cycles.unwrap_or_else(|| panic!("no ideal_cycles: {r:?}"));
+    assert!(ideal > 0 && cycles >= ideal, "RTL cycles {cycles} below the ideal {ideal}: {r:?}");
 }
 
 /// True while process `pid` exists (a zombie still does; a reaped one does not).
