@@ -489,7 +489,9 @@ impl HostSession {
     /// Feeds a frame that failed to decode.
     pub fn handle_decode_error(&mut self, now: Instant, e: DecodeError) {
         if let DecodeError::VersionMismatch { ours, theirs } = e {
-            if let HostState::Handshake { .. } = self.state {
+            // Only the first handshake can be refused this way: a host that had a session keeps
+            // retrying, so a stray frame can never lock it out of a device it knows.
+            if let HostState::Handshake { first: true, .. } = self.state {
                 self.stats.drops.bump(DropKind::Version);
                 self.refused.get_or_insert((now, HandshakeError::Version { ours, theirs }));
                 return;
@@ -688,7 +690,7 @@ impl HostSession {
                 self.liveness.on_goodbye();
                 self.refuse_handshake(HandshakeError::Refused, first);
             }
-            HostState::Handshake { .. } if g.session == 0 && g.reason == GoodbyeReason::Refused => {
+            HostState::Handshake { first: true, .. } if g.session == 0 && g.reason == GoodbyeReason::Refused => {
                 self.refused.get_or_insert((now, HandshakeError::Refused));
             }
             _ => self.dropped(now, DropKind::Foreign, &format_args!("GOODBYE({:?}) of session {:#x}", g.reason, g.session)),
