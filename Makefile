@@ -18,7 +18,11 @@ help:
 	@echo "  make demo    install what is missing, build everything, run GEMMs on the RTL from a guest"
 	@echo "  make test    install what is missing, run every test tier (unit, integration, end-to-end)"
 	@echo
-	@echo "  parts:       make deps | build | qemu | sim-gemm | guest | bench | fuzz | dual | clean"
+	@echo "  build:       make deps | build | qemu | sim-gemm | sim-test | guest | launcher | gen-gemm-abi | clean"
+	@echo "  test tiers:  make test-unit | test-msrv | test-protocol | fuzz-smoke | test-hdl | test-gemm | abi-gemm"
+	@echo "               | test-qemu | test-guest | test-e2e   (make test runs them all)"
+	@echo "  runs:        make demo | dual | fuzz"
+	@echo "  benchmarks:  make bench (all) | bench-transport | bench-hdl | bench-gemm | bench-qemu | bench-two-hosts"
 
 deps:
 	@$(ROOT)/scripts/install-deps.sh

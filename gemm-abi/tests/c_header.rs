@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::mem::{offset_of, size_of};
 use std::process::Command;
 
-use common::{ioctl_header_defines, read, regs_header_sections, root, Mismatches};
+use common::{ioctl_header_defines, read, regs_header_sections, root, strip_comments, Mismatches};
 use cosim_gemm_abi::ioctl::{AccelGemm, AccelInfo};
 
 const IOCTL_HEADER: &str = "guest/driver/cosim_accel_ioctl.h";
@@ -89,17 +89,6 @@ fn rust_structs() -> Vec<(&'static str, usize, Layout)> {
     ]
 }
 
-/// Text with `/* ... */` and `// ...` comments removed.
-fn strip_comments(src: &str) -> String {
-    let mut out = String::new();
-    let mut rest = src;
-    while let Some(i) = rest.find("/*") {
-        out.push_str(&rest[..i]);
-        rest = rest[i..].find("*/").map_or("", |j| &rest[i + j + 2..]);
-    }
-    out.push_str(rest);
-    out.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
-}
 
 /// Field names of every `struct NAME { ... };` in a header, in order.
 fn c_structs(src: &str) -> Vec<(String, Vec<String>)> {

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{read, Mismatches};
+use common::{read, strip_comments, Mismatches};
 use cosim_gemm_abi::{defaults, pci, regs, ErrorCode, UART_BANNER};
 
 const REGS_SV: &str = "hdl/gemm_accel/gemm_regs.sv";
@@ -25,17 +25,6 @@ enum SvValue {
     Str(Vec<u8>),
 }
 
-/// Source without `//` and `/* */` comments (string literals here hold no comment markers).
-fn strip_comments(src: &str) -> String {
-    let mut out = String::new();
-    let mut rest = src;
-    while let Some(i) = rest.find("/*") {
-        out.push_str(&rest[..i]);
-        rest = rest[i..].find("*/").map_or("", |j| &rest[i + j + 2..]);
-    }
-    out.push_str(rest);
-    out.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
-}
 
 /// A literal: `12`, `12'h0_1c`, `'h2000`, `8'd5`, `1'b1`, `"text\r\n"`; None for expressions.
 fn sv_literal(s: &str) -> Option<SvValue> {

@@ -227,17 +227,8 @@ pub fn temp_endpoint(name: &str) -> Result<(cosim_transport::PrivateDir, String)
 
 /// A TCP endpoint on 127.0.0.1 with two consecutive free ports (base and base + 1), picked now.
 pub fn free_tcp_endpoint() -> Result<String> {
-    for _ in 0..50 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| HostError::Sim(format!("bind: {e}")))?;
-        let port = a.local_addr().map_err(|e| HostError::Sim(e.to_string()))?.port();
-        if port == u16::MAX {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return Ok(format!("tcp://127.0.0.1:{port}"));
-        }
-    }
-    Err(HostError::Sim("no two consecutive free TCP ports found".into()))
+    let port = cosim_transport::free_port_pair("127.0.0.1").map_err(|e| HostError::Sim(format!("free tcp ports: {e}")))?;
+    Ok(format!("tcp://127.0.0.1:{port}"))
 }
 
 /// Path of the simulation binary for top module `top` built by `mk/hdl.mk`:

@@ -270,17 +270,6 @@ fn require_file(p: &Path, what: &str, make: &str) -> Result<()> {
     Ok(())
 }
 
-/// Two consecutive free TCP ports on 127.0.0.1 (the transport uses port and port+1).
-fn free_tcp_base() -> Result<u16> {
-    for _ in 0..50 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = a.local_addr()?.port();
-        if port < u16::MAX - 1 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no two consecutive free TCP ports on 127.0.0.1")
-}
 
 /// The run: its processes and stages, and what it set up around them.
 struct Run {
@@ -320,7 +309,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
             run.endpoints = (0..cli.devices).map(|i| dir.endpoint(&format!("accel{i}"))).collect();
         } else {
             for _ in 0..cli.devices {
-                run.endpoints.push(format!("tcp://127.0.0.1:{}", free_tcp_base()?));
+                run.endpoints.push(format!("tcp://127.0.0.1:{}", cosim_transport::free_port_pair("127.0.0.1").context("cannot pick tcp ports")?));
             }
             // Loopback tcp is open to every local user: give both sides a key.
             if std::env::var_os(cosim_transport::KEY_FILE_ENV).filter(|v| !v.is_empty()).is_none() {

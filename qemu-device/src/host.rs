@@ -182,7 +182,6 @@ pub struct HostDevice<L: HostLink, Q: QemuOps> {
     link: L,
     ops: Q,
     opts: DeviceOptions,
-    config: DeviceConfig,
     session: HostSession,
     /// The MMIO read this device waits for, and its outcome once known.
     waiting: Option<u32>,
@@ -211,7 +210,6 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
             link,
             ops,
             opts,
-            config: DeviceConfig::default(),
             session,
             waiting: None,
             outcome: None,
@@ -221,7 +219,7 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
         loop {
             dev.run_events();
             if dev.session.is_up() {
-                tracing::info!(target: PEER, endpoint = %dev.opts.endpoint, config = ?dev.config, "HDL configuration received");
+                tracing::info!(target: PEER, endpoint = %dev.opts.endpoint, config = ?dev.config(), "HDL configuration received");
                 return Ok(dev);
             }
             if let Some(e) = dev.failed.take() {
@@ -246,7 +244,8 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
 
     /// The configuration the device was realized with.
     pub fn config(&self) -> &DeviceConfig {
-        &self.config
+        // The session engine pins the first CONFIG; `connect` returns only after it.
+        self.session.config().expect("a HostDevice exists only after its first CONFIG")
     }
 
     /// The peer's capabilities.
@@ -494,13 +493,8 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
                         }
                     }
                 }
-                HostEvent::Up(c) => {
-                    if self.config == DeviceConfig::default() {
-                        self.config = c.device;
-                    } else {
-                        tracing::warn!(target: PEER, "{}: reconnected to the HDL simulation at {}", self.opts.name, self.opts.endpoint);
-                    }
-                }
+                // The configuration is pinned by the engine, which also logs a session up again.
+                HostEvent::Up(_) => {}
                 HostEvent::ReadDone(r) => {
                     if self.waiting == Some(r.tag) {
                         self.outcome = Some(match r.status {
@@ -564,8 +558,9 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
                 }
             }
             Message::Msix(m) => {
-                if m.vector >= self.config.msix.vectors {
-                    tracing::warn!(target: PEER, vector = m.vector, vectors = self.config.msix.vectors, "MSI-X vector out of range dropped");
+                let vectors = self.config().msix.vectors;
+                if m.vector >= vectors {
+                    tracing::warn!(target: PEER, vector = m.vector, vectors, "MSI-X vector out of range dropped");
                     return;
                 }
                 self.stats.irqs += 1;

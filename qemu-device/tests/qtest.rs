@@ -484,7 +484,7 @@ fn clean_qemu_exit_says_goodbye() -> Result<()> {
 #[ignore = "needs `make qemu`: run by `make test-qemu` (or `make test`)"]
 fn tcp_endpoint_with_port_property_and_cosim_port() -> Result<()> {
     // port= on the device.
-    let p = free_port_pair();
+    let p = cosim_transport::free_port_pair("127.0.0.1")?;
     let peer = FakePeer::start(&format!("tcp://127.0.0.1:{p}"), test_config(TEST_DEVICE));
     let mut q = Qemu::spawn(&device_args("tcp://127.0.0.1", "04.0", &format!(",port={p}")))?;
     map_bars(&mut q, SLOT, 0)?;
@@ -492,7 +492,7 @@ fn tcp_endpoint_with_port_property_and_cosim_port() -> Result<()> {
     drop(q);
     drop(peer);
     // COSIM_PORT when neither the endpoint nor port= names one.
-    let p = free_port_pair();
+    let p = cosim_transport::free_port_pair("127.0.0.1")?;
     let _peer = FakePeer::start(&format!("tcp://127.0.0.1:{p}"), test_config(TEST_DEVICE));
     let mut q = Qemu::spawn_env(&device_args("tcp://127.0.0.1", "04.0", ""), &[("COSIM_PORT", p.to_string())])?;
     map_bars(&mut q, SLOT, 0)?;

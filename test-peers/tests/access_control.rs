@@ -19,17 +19,6 @@ fn open(ep: &str, side: Side, key: LinkKey) -> Result<ZmqTransport> {
     Ok(ZmqTransport::open(&Endpoint::parse(ep)?, side, &opts)?)
 }
 
-/// A base port whose neighbour is free too, on every interface.
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < u16::MAX - 1 && std::net::TcpListener::bind(("0.0.0.0", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free pair of TCP ports");
-}
 
 /// `COSIM_KEY_FILE` configures a process that does not set a key itself (here the scripted
 /// device peer, echoing raw frames); without it the same process refuses to leave loopback.
@@ -38,7 +27,7 @@ fn key_file_from_the_environment() -> Result<()> {
     let dir = PrivateDir::new("acl-env")?;
     let key = dir.path().join("link.key");
     generate_key_file(&key)?;
-    let port = free_port_pair();
+    let port = cosim_transport::free_port_pair("0.0.0.0").unwrap();
     let ep = format!("tcp://0.0.0.0:{port}?peer=127.0.0.1");
     let peer = |env: Option<&Path>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cosim-zmq-peer"));

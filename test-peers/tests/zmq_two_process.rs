@@ -170,21 +170,10 @@ fn raw_wait_for<T>(t: &mut ZmqTransport, what: &str, mut f: impl FnMut(&Message)
 fn endpoints(name: &str) -> Vec<(String, tempdir::TempDir)> {
     let dir = tempdir::TempDir::new(name);
     let ipc = format!("ipc://{}/dev", dir.path().display());
-    let port = free_port_pair();
+    let port = cosim_transport::free_port_pair("127.0.0.1").unwrap();
     vec![(ipc, dir), (format!("tcp://127.0.0.1:{port}"), tempdir::TempDir::new(name))]
 }
 
-/// A base port whose neighbour is free too.
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free pair of TCP ports on 127.0.0.1");
-}
 
 mod tempdir {
     pub struct TempDir(std::path::PathBuf);

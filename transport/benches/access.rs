@@ -16,21 +16,11 @@ const BULK: usize = 200;
 const BULK_LEN: usize = 65_536;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < u16::MAX - 1 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free pair of TCP ports on 127.0.0.1");
-}
 
 /// A host-side transport whose device side echoes every frame from a thread; a 1-byte frame
 /// ends the echo thread.
 fn link(key: LinkKey) -> (ZmqTransport, std::thread::JoinHandle<()>) {
-    let ep = Endpoint::parse(&format!("tcp://127.0.0.1:{}", free_port_pair())).unwrap();
+    let ep = Endpoint::parse(&format!("tcp://127.0.0.1:{}", cosim_transport::free_port_pair("127.0.0.1").unwrap())).unwrap();
     let opts = ZmqOptions { key, ..ZmqOptions::default() };
     let mut dev = ZmqTransport::open(&ep, Side::Device, &opts).unwrap();
     let echo = std::thread::spawn(move || loop {

@@ -166,6 +166,20 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+
+/// A base port P with P and P + 1 both free on `host` right now (a tcp endpoint uses P for
+/// `h2d` and P + 1 for `d2h`). Free when asked: the caller binds them moments later.
+pub fn free_port_pair(host: &str) -> std::io::Result<u16> {
+    for _ in 0..100 {
+        let a = std::net::TcpListener::bind((host, 0))?;
+        let port = a.local_addr()?.port();
+        if port < u16::MAX - 1 && std::net::TcpListener::bind((host, port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("no two consecutive free TCP ports on {host}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

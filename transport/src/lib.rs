@@ -34,7 +34,7 @@ use std::time::Duration;
 use cosim_protocol::{DecodeError, Message};
 
 pub use access::{generate_key_file, private_base, LinkKey, PrivateDir, KEY_FILE_ENV, MIN_KEY_LEN};
-pub use endpoint::{Endpoint, DEFAULT_TCP_HOST, PORT_ENV};
+pub use endpoint::{free_port_pair, Endpoint, DEFAULT_TCP_HOST, PORT_ENV};
 pub use mem::{mem_pair, MemTransport};
 pub use session_loop::{DeviceLoop, HostLoop, SessionEngine, SessionLoop};
 pub use zmq_transport::{ZmqOptions, ZmqTransport};

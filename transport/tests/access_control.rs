@@ -27,17 +27,6 @@ fn open(ep: &str, side: Side, key: LinkKey) -> Result<ZmqTransport> {
     Ok(ZmqTransport::open(&Endpoint::parse(ep)?, side, &opts(key))?)
 }
 
-/// A base port whose neighbour is free too, on every interface.
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < u16::MAX - 1 && std::net::TcpListener::bind(("0.0.0.0", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free pair of TCP ports");
-}
 
 #[allow(unsafe_code)]
 fn euid() -> u32 {
@@ -162,7 +151,7 @@ fn ipc_sockets_are_0600_and_other_users_cannot_connect() -> Result<()> {
 
 #[test]
 fn tcp_without_a_host_binds_loopback_only() -> Result<()> {
-    let port = free_port_pair();
+    let port = cosim_transport::free_port_pair("0.0.0.0").unwrap();
     let dev = open(&format!("tcp://:{port}"), Side::Device, LinkKey::None)?;
     assert_eq!(dev.bound_addr()?, format!("tcp://127.0.0.1:{port}"));
     assert!(!dev.keyed());
@@ -206,7 +195,7 @@ fn local_ipv4_addrs() -> Vec<std::net::Ipv4Addr> {
 
 #[test]
 fn leaving_loopback_without_a_key_is_refused_before_binding() -> Result<()> {
-    let port = free_port_pair();
+    let port = cosim_transport::free_port_pair("0.0.0.0").unwrap();
     for ep in [format!("tcp://0.0.0.0:{port}?peer=127.0.0.1"), format!("tcp://127.0.0.1:{port}?peer=192.0.2.1")] {
         let e = open(&ep, Side::Device, LinkKey::None).unwrap_err();
         let msg = e.to_string();
@@ -228,7 +217,7 @@ fn key_files_must_be_private_and_long_enough() -> Result<()> {
     assert_eq!(text.trim().len(), 64);
     assert!(text.trim().bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(generate_key_file(&good).is_err(), "never overwrites a key");
-    let port = free_port_pair();
+    let port = cosim_transport::free_port_pair("0.0.0.0").unwrap();
     let ep = format!("tcp://0.0.0.0:{port}?peer=127.0.0.1");
     let dev = open(&ep, Side::Device, LinkKey::File(good.clone()))?;
     assert!(dev.keyed());
@@ -268,7 +257,7 @@ fn keyed_tcp_refuses_peers_without_the_key_and_delivers_the_right_one() -> Resul
     generate_key_file(&wrong)?;
     let wrong_text = std::fs::read_to_string(&wrong)?.trim().to_string();
     for loopback in [true, false] {
-        let port = free_port_pair();
+        let port = cosim_transport::free_port_pair("0.0.0.0").unwrap();
         let ep = if loopback { format!("tcp://127.0.0.1:{port}") } else { format!("tcp://0.0.0.0:{port}?peer=127.0.0.1") };
         let mut dev = open(&ep, Side::Device, LinkKey::File(right.clone()))?;
         assert!(dev.keyed());

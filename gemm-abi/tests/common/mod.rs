@@ -170,3 +170,16 @@ pub fn ioctl_header_defines() -> Vec<(String, u64)> {
     }
     v
 }
+
+/// Source without `/* ... */` and `// ...` comments (C and SystemVerilog; the string literals
+/// read here hold no comment markers).
+pub fn strip_comments(src: &str) -> String {
+    let mut out = String::new();
+    let mut rest = src;
+    while let Some(i) = rest.find("/*") {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].find("*/").map_or("", |j| &rest[i + j + 2..]);
+    }
+    out.push_str(rest);
+    out.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+}

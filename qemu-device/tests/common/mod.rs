@@ -541,17 +541,6 @@ pub fn map_bars(q: &mut Qemu, slot: u8, base_shift: u64) -> Result<()> {
     Ok(())
 }
 
-/// A base TCP port P on 127.0.0.1 with P and P+1 free right now.
-pub fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let p = a.local_addr().unwrap().port();
-        if p < 65534 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free pair of TCP ports on 127.0.0.1");
-}
 
 /// Polls `f` every 10 ms until it returns `Some`, or fails after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
