@@ -493,8 +493,12 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
                         }
                     }
                 }
-                // The configuration is pinned by the engine, which also logs a session up again.
-                HostEvent::Up(_) => {}
+                // The configuration is pinned by the engine; a session after the first is a reconnect.
+                HostEvent::Up(_) => {
+                    if self.session.stats().sessions > 1 {
+                        tracing::warn!(target: PEER, "{}: reconnected to the HDL simulation at {}", self.opts.name, self.opts.endpoint);
+                    }
+                }
                 HostEvent::ReadDone(r) => {
                     if self.waiting == Some(r.tag) {
                         self.outcome = Some(match r.status {
