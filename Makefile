@@ -34,7 +34,7 @@ test-unit: deps
 	$(CARGO) test --release --workspace --lib --bins
 
 # Parts in dependency order (their test tiers run in this order).
-PARTS := foundation hdl gemm qemu guest e2e share ml
+PARTS := foundation hdl gemm qemu guest e2e share serve ml
 -include $(foreach p,$(PARTS),$(ROOT)/mk/$(p).mk)
 
 clean:
