@@ -30,6 +30,9 @@ PACKAGES=(
     busybox-static cpio gzip kmod
     # network namespaces and veth pairs of the two-host test and benchmark (ip)
     iproute2
+    # host Python package cosim (python/): Debian's CPU-only torch (never PyPI's, ~3 GB of CUDA),
+    # numpy, scikit-learn (its bundled digits data set) and pytest, for /usr/bin/python3
+    python3-torch python3-numpy python3-sklearn python3-pytest
 )
 BACKPORTS_PACKAGES=(qemu-system-data qemu-system-x86)
 
