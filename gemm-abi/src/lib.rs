@@ -414,6 +414,22 @@ pub mod defaults {
     pub const COLS: u32 = 4;
     /// Largest M, N and K (the MAX_DIM register).
     pub const MAX_DIM: u32 = 1024;
+
+    // Engine parameters the device does not report (`gemm_accel`/`gemm_top` defaults and the
+    // simulation's clock), for the performance models (`cosim-perf-model`); checked against the
+    // RTL and the testbench by `tests/rtl.rs` (`engine_defaults_follow_the_rtl`).
+    /// Columns of B held on chip (`gemm_accel` parameter NB).
+    pub const NB: u32 = 64;
+    /// Rows of A held on chip (`gemm_accel` parameter AM).
+    pub const AM: u32 = 32;
+    /// DMA read bursts in flight, half per read engine (`gemm_top` parameter RD_OUT).
+    pub const RD_OUT: u32 = 32;
+    /// Bytes of one DMA data beat: the AXI data width, one beat per clock at best.
+    pub const DMA_BYTES_PER_CYCLE: u32 = 8;
+    /// Largest DMA burst in beats (AXI INCR; bursts also never cross a 4 KiB boundary).
+    pub const DMA_MAX_BURST_BEATS: u32 = 256;
+    /// The simulation's clock in Hz (`verilator-tb` `--clock-mhz`, default 100).
+    pub const CLOCK_HZ: u64 = 100_000_000;
 }
 
 /// What the UART sends after every reset (docs/register-map.md, "UART and Ethernet").

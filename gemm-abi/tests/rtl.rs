@@ -350,3 +350,38 @@ fn no_other_copy_of_the_map_in_the_rtl_or_its_testbench() {
     }
     m.finish("copies of the register map");
 }
+
+/// The engine parameters the device does not report (`defaults::NB`, `AM`, `RD_OUT`, the beat
+/// width, the largest burst, the clock): what the performance models (`cosim-perf-model`) assume.
+#[test]
+fn engine_defaults_follow_the_rtl() {
+    let mut m = Mismatches::default();
+    let accel = read(ACCEL_SV);
+    for (name, want) in [("NB", defaults::NB), ("AM", defaults::AM)] {
+        let got = int(parameter_default(&accel, name).as_ref());
+        m.int(&format!("{ACCEL_SV}: parameter {name}"), got, want.into());
+    }
+    let top = read(TOP_SV);
+    for name in ["NB", "AM"] {
+        if strip_comments(&top).contains(&format!(".{name}")) {
+            m.push(format!("{TOP_SV}: passes {name}; check it against gemm-abi `defaults::{name}` here"));
+        }
+    }
+    m.int(&format!("{TOP_SV}: parameter RD_OUT"), int(parameter_default(&top, "RD_OUT").as_ref()), defaults::RD_OUT.into());
+    // 8-byte beats of at most 256: the data width of the read port and the burst limit of both engines.
+    let rd = strip_comments(&read("hdl/gemm_accel/gemm_dma_rd.sv"));
+    let width = u64::from(defaults::DMA_BYTES_PER_CYCLE) * 8;
+    if !rd.contains(&format!("input  logic [{}:0]     m_axi_rdata", width - 1)) {
+        m.push(format!("gemm_dma_rd.sv: m_axi_rdata is not [{}:0]", width - 1));
+    }
+    let burst_bytes = defaults::DMA_MAX_BURST_BEATS * defaults::DMA_BYTES_PER_CYCLE;
+    if !rd.contains(&format!("13'd{burst_bytes}")) {
+        m.push(format!("gemm_dma_rd.sv: no burst limit of {burst_bytes} bytes (13'd{burst_bytes})"));
+    }
+    let tb = read("verilator-tb/sim_main.cpp");
+    let mhz = defaults::CLOCK_HZ as f64 / 1e6;
+    if !tb.contains(&format!("double clock_mhz = {mhz:.1};")) {
+        m.push(format!("verilator-tb/sim_main.cpp: default clock is not `double clock_mhz = {mhz:.1};`"));
+    }
+    m.finish("engine defaults");
+}
