@@ -20,6 +20,11 @@ import sys
 import threading
 from typing import Callable, List, Optional
 
+if __name__ == "__main__":
+    # launcher mode: block SIGTERM and SIGINT before numpy starts its BLAS threads, so that every
+    # thread inherits the mask and main()'s sigwait receives them (else they kill the process)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGINT])
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ""))
 
 from cosim import protocol as p  # noqa: E402
@@ -165,18 +170,15 @@ def main() -> None:
         print("fake launcher: failing on purpose", file=sys.stderr, flush=True)
         sys.exit(3)
     if "--silent" in sys.argv:  # never prints COSIM-SERVE
-        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
         signal.sigwait([signal.SIGTERM])
         return
     if "--ignore-term" in sys.argv:  # serves, but only SIGKILL stops it
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         server = FakeServer()
         print("COSIM-SERVE " + json.dumps(dict(server.address, devices=server.devices)), flush=True)
-        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
         signal.sigwait([signal.SIGINT])
         return
     server = FakeServer()
-    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGINT])
     print("booting (fake)", flush=True)
     print("COSIM-SERVE " + json.dumps(dict(server.address, devices=server.devices)), flush=True)
     signal.sigwait([signal.SIGTERM, signal.SIGINT])
