@@ -37,7 +37,7 @@ pub use access::{generate_key_file, private_base, LinkKey, PrivateDir, KEY_FILE_
 pub use endpoint::{free_port_pair, Endpoint, DEFAULT_TCP_HOST, PORT_ENV};
 pub use mem::{mem_pair, MemTransport};
 pub use session_loop::{DeviceLoop, HostLoop, SessionEngine, SessionLoop};
-pub use zmq_transport::{ZmqOptions, ZmqTransport};
+pub use zmq_transport::{wait_any, ZmqOptions, ZmqTransport};
 
 /// Which end of the link a process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

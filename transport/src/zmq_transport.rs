@@ -162,6 +162,19 @@ impl ZmqTransport {
     }
 }
 
+/// Waits up to `timeout` until at least one of `transports` has a frame to receive (returns
+/// early, with nothing ready, when a signal interrupts the wait). For a process that serves
+/// several links from one thread (the mediator): wait here, then drain each with
+/// `recv_frame(Duration::ZERO)`.
+pub fn wait_any(transports: &[&ZmqTransport], timeout: Duration) -> Result<(), TransportError> {
+    let mut items: Vec<zmq::PollItem<'_>> = transports.iter().map(|t| t.rx.as_poll_item(zmq::POLLIN)).collect();
+    let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+    match zmq::poll(&mut items, ms) {
+        Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
+        Err(e) => Err(TransportError::Zmq { op: "poll", source: e }),
+    }
+}
+
 impl Transport for ZmqTransport {
     fn send_frame(&mut self, frame: &[u8]) -> Result<(), TransportError> {
         self.redial_if_refused();
