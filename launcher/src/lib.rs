@@ -1,6 +1,7 @@
 //! What the launcher binaries are made of: `cosim-launch` (one co-simulation run: simulations,
-//! QEMU with the guest, stages with timeouts, results) and `cosim-dual` (two `cosim-launch` runs
-//! side by side) are thin command-line shells over this library.
+//! QEMU with the guest, stages with timeouts, results), `cosim-dual` (two `cosim-launch` runs
+//! side by side) and `cosim-share` (one simulation, the mediator and N `cosim-launch` runs sharing
+//! it) are thin command-line shells over this library.
 //!
 //! Who owns what: a supervising program owns every process it starts ([`procs::Proc`]: each in
 //! its own process group, stopped with SIGTERM then SIGKILL on every way out, on Ctrl-C and
@@ -8,12 +9,14 @@
 //! reports it in marker lines on its console ([`markers`]); [`stages::Stages`] owns the wait for
 //! each stage and its timeout, and names the stage that failed. QEMU's command line is built by a
 //! pure function from a typed description ([`qemu::QemuSpec`]). [`inject`] pushes stray frames for
-//! fault-injection tests. Both binaries exit with the codes in [`exit`].
+//! fault-injection tests. [`child`] starts, stops and reads a `cosim-launch --json` run for the
+//! binaries that supervise several. Every binary exits with the codes in [`exit`].
 //!
 //! `unsafe` lives only in [`procs`] (`kill(2)` and the `signal(2)` handlers, each with its
 //! `// SAFETY:` line); the rest of the crate denies it.
 #![deny(unsafe_code)]
 
+pub mod child;
 pub mod inject;
 pub mod markers;
 pub mod procs;
@@ -23,7 +26,8 @@ pub mod stages;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// Exit codes of `cosim-launch` and `cosim-dual` (both list them in `--help`; docs/guest.md).
+/// Exit codes of `cosim-launch`, `cosim-dual` and `cosim-share` (each lists them in `--help`;
+/// docs/guest.md).
 pub mod exit {
     /// Everything passed.
     pub const OK: u8 = 0;

@@ -22,22 +22,18 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus};
+use std::process::{ExitCode, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use cosim_guest_results::{Check, Gemm, Record};
+use cosim_launch::child::{self, results};
 use cosim_launch::exit;
-use cosim_launch::procs::{self, Line, Output, Proc};
-
-/// SIGTERM to a launcher, then this long for it to stop its QEMU and simulation (it needs up to
-/// 5 s + 10 s itself), then SIGKILL for it and every pid in its pids.json.
-const STOP_GRACE: Duration = Duration::from_secs(30);
+use cosim_launch::procs::{self, Line, Proc};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -195,11 +191,7 @@ impl Vm {
         stderr_log: &Path,
         tx: &mpsc::Sender<Line<&'static str>>,
     ) -> Result<Vm> {
-        let mut cmd = Command::new(launch);
-        cmd.args(args).arg("--json").arg("--log-dir").arg(&log_dir).env("NO_COLOR", "1");
-        tracing::info!("starting the {name} VM: {} {}", launch.display(), shell_words(args));
-        let proc =
-            Proc::spawn(&format!("the {name} VM's launcher"), cmd, Output::Capture, Output::Log(stderr_log, name), tx)?;
+        let proc = child::spawn(&format!("the {name} VM"), launch, args, &log_dir, stderr_log, name, tx)?;
         Ok(Vm { name, proc, log_dir, stopped_by_us: false })
     }
 
@@ -207,36 +199,17 @@ impl Vm {
         self.proc.poll()
     }
 
-    /// SIGTERM (the launcher then stops its QEMU and simulation), SIGKILL after [`STOP_GRACE`]
-    /// for the launcher and the processes it recorded in pids.json.
+    /// SIGTERM (the launcher then stops its QEMU and simulation), SIGKILL after
+    /// [`child::STOP_GRACE`] for the launcher and the processes it recorded in pids.json.
     fn stop(&mut self, why: &str) {
-        if self.poll().is_some() {
-            return;
+        if child::stop(&mut self.proc, &self.log_dir, &format!("the {} VM", self.name), why) {
+            self.stopped_by_us = true;
         }
-        tracing::warn!("stopping the {} VM ({why})", self.name);
-        self.stopped_by_us = true;
-        if self.proc.terminate(STOP_GRACE).is_some() {
-            return;
-        }
-        tracing::warn!(
-            "the {} VM's launcher did not stop within {STOP_GRACE:?}; killing it and its children",
-            self.name
-        );
-        self.proc.kill_now();
-        if let Ok(s) = std::fs::read_to_string(self.log_dir.join("pids.json")) {
-            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&s) {
-                for pid in m.values().filter_map(|v| v.as_u64()).filter_map(|p| u32::try_from(p).ok()) {
-                    procs::signal_pid(pid, libc::SIGKILL);
-                }
-            }
-        }
-        self.proc.wait();
     }
 
     /// The launcher's JSON summary (after it exited).
     fn summary(&mut self) -> Value {
-        let out = String::from_utf8_lossy(&self.proc.take_stdout()).into_owned();
-        serde_json::from_str(out.trim()).unwrap_or(Value::Null)
+        child::summary(&mut self.proc)
     }
 }
 
@@ -244,13 +217,6 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.stop("cosim-dual is exiting");
     }
-}
-
-fn shell_words(args: &[String]) -> String {
-    args.iter()
-        .map(|a| if a.contains(' ') || a.is_empty() { format!("'{a}'") } else { a.clone() })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Frames received / sent by the device, from `cosim-sim: stats ... frames_tx=N frames_rx=N`
@@ -261,17 +227,6 @@ fn sim_frame_stats(log: &str) -> Option<(u64, u64)> {
         line.split_whitespace().find_map(|w| w.strip_prefix(key)).and_then(|v| v.parse().ok())
     };
     Some((get("frames_rx=")?, get("frames_tx=")?))
-}
-
-/// The guest's records in a launcher's summary (`guest.results`); an entry that is not one is
-/// left out (the launcher only puts records there).
-fn results(summary: &Value) -> Vec<Record> {
-    summary["guest"]["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| Record::deserialize(v).ok())
-        .collect()
 }
 
 fn find_gemm<'a>(res: &'a [Record], s: &Size) -> Option<&'a Gemm> {
@@ -428,10 +383,7 @@ struct Outcome {
 fn run(cli: &Cli, log_dir: &Path) -> Result<Outcome> {
     let t0 = Instant::now();
     let sizes = parse_sizes(&cli.sizes, cli.seed)?;
-    let launch = match &cli.launch {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.parent().map(|d| d.join("cosim-launch")).context("no exe dir")?,
-    };
+    let launch = child::sibling(cli.launch.as_deref(), "cosim-launch")?;
     if !launch.is_file() {
         bail!("launcher {} is missing: build it with `make launcher`", launch.display());
     }
