@@ -18,6 +18,14 @@
 //! driver, the model) until `make abi-gemm` passes.
 //!
 //! Pure data: no I/O, no `unsafe`, `no_std`, no dependencies (the guest tool is linked static).
+//!
+//! # Versions (the VERSION register)
+//! - 1.0: the first map.
+//! - 1.1: adds JOB_PRIORITY (0x078, RW, [`job_priority`]): the priority a job asks for, 0 (the
+//!   VM's default) to 3 (high). The device stores the two bits and does nothing else with them;
+//!   `cosim-mediator`, when several VMs share one device, reads them (docs/mediator.md). Nothing
+//!   else changes: software written for 1.0 works unchanged (a minor version only adds), and
+//!   software that checks the major version (the guest driver) accepts 1.1.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -65,6 +73,20 @@ pub struct Field {
     /// The field's bits.
     pub mask: u32,
     /// One line: what the field means.
+    pub doc: &'static str,
+    /// Named values of the field, lowest first (empty: the field is a number or a flag).
+    pub values: &'static [FieldValue],
+}
+
+/// A named value of a [`Field`] (the field's value, not shifted into place: use [`field_put`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FieldValue {
+    /// Name, as in the docs (`HIGH`); C prefixes it with register and field
+    /// (`GEMM_JOB_PRIORITY_PRIORITY_HIGH`).
+    pub name: &'static str,
+    /// The value.
+    pub value: u32,
+    /// One line: what it means.
     pub doc: &'static str,
 }
 
@@ -117,20 +139,51 @@ pub struct Register {
     pub doc: &'static str,
 }
 
-/// Defines bit-field masks (`pub const NAME: u32`) and their table `FIELDS` in a module.
+impl Register {
+    /// The bits a write stores, for RW registers: those of its fields, or all 32 when it has none
+    /// (other bits read 0, writes ignore them). 0 for RO and WO registers.
+    pub const fn stored_bits(&self) -> u32 {
+        if !matches!(self.access, Access::ReadWrite) {
+            return 0;
+        }
+        if self.fields.is_empty() {
+            return u32::MAX;
+        }
+        let (mut bits, mut i) = (0, 0);
+        while i < self.fields.len() {
+            bits |= self.fields[i].mask;
+            i += 1;
+        }
+        bits
+    }
+}
+
+/// Defines bit-field masks (`pub const NAME: u32`), the named values of fields (`pub const
+/// VALUE: u32`, in braces after the field) and the table `FIELDS` in a module.
 macro_rules! fields {
     ($(#[doc = $mdoc:literal])* $module:ident {
-        $( #[doc = $doc:literal] $name:ident = $hi:literal $(: $lo:literal)? ; )*
+        $( #[doc = $doc:literal] $name:ident = $hi:literal $(: $lo:literal)?
+            $({ $( #[doc = $vdoc:literal] $vname:ident = $val:literal; )* })? ; )*
     }) => {
         $(#[doc = $mdoc])*
         pub mod $module {
-            use super::Field;
+            #[allow(unused_imports)] // FieldValue: only modules with named values
+            use super::{Field, FieldValue};
             $(
                 #[doc = $doc]
                 pub const $name: u32 = super::bits($hi, fields!(@lo $hi $($lo)?));
+                $($(
+                    #[doc = concat!("Value of ", stringify!($name), ": ", $vdoc)]
+                    pub const $vname: u32 = $val;
+                )*)?
             )*
             /// The fields above, lowest first.
-            pub const FIELDS: &[Field] = &[ $( Field { name: stringify!($name), mask: $name, doc: $doc }, )* ];
+            pub const FIELDS: &[Field] = &[ $( Field {
+                name: stringify!($name),
+                mask: $name,
+                doc: $doc,
+                values: &[ $($( FieldValue { name: stringify!($vname), value: $vname, doc: $vdoc }, )*)? ],
+            }, )* ];
         }
     };
     (@lo $hi:literal) => { $hi };
@@ -168,8 +221,8 @@ pub mod regs {
 
     /// What the ID register reads: "GEMM" in ASCII.
     pub const ID_VALUE: u32 = 0x4745_4d4d;
-    /// What the VERSION register reads: major 1, minor 0.
-    pub const VERSION_VALUE: u32 = 0x0001_0000;
+    /// What the VERSION register reads: major 1, minor 1 (see "Versions" in the crate's docs).
+    pub const VERSION_VALUE: u32 = 0x0001_0001;
 
     registers! {
         /// identifies the device ("GEMM" in ASCII)
@@ -232,6 +285,8 @@ pub mod regs {
         JOBS_DONE = 0x070, RO;
         /// free for software (tests)
         SCRATCH = 0x074, RW;
+        /// priority the next jobs ask for, read by a mediator that shares the device between VMs; the device only stores it (since 1.1)
+        JOB_PRIORITY = 0x078, RW, fields = job_priority;
         /// Ethernet frames received by the RTL
         NIC_RX_FRAMES = 0x080, RO;
         /// Ethernet frames sent by the RTL
@@ -287,6 +342,26 @@ fields! {
         DONE = 1;
         /// the last job or the last START failed; the code is in ERROR
         ERROR = 2;
+    }
+}
+
+fields! {
+    /// Fields of JOB_PRIORITY (since 1.1), and the values of PRIORITY. The device stores PRIORITY
+    /// (reset 0, kept across jobs; bits above it read 0, writes ignore them) and does nothing else
+    /// with it: `cosim-mediator`, when several VMs share one device, reads it to order their jobs
+    /// (docs/mediator.md).
+    job_priority {
+        /// requested priority, 0 for the VM's default
+        PRIORITY = 1:0 {
+            /// the VM's default priority
+            DEFAULT = 0;
+            /// low
+            LOW = 1;
+            /// medium
+            MEDIUM = 2;
+            /// high
+            HIGH = 3;
+        };
     }
 }
 
@@ -594,7 +669,58 @@ mod tests {
         assert_eq!(field_get(regs::VERSION_VALUE, version::MAJOR), 1);
         assert_eq!(field_put(array::COLS, 8) | field_put(array::ROWS, 4), 0x0804);
         assert_eq!(regs::lookup(regs::A_ADDR_HI + 2).map(|r| r.name), Some("A_ADDR_HI"));
-        assert_eq!(regs::lookup(0x078), None);
+        assert_eq!(regs::lookup(0x07c), None);
+    }
+
+    #[test]
+    fn version_1_1_adds_job_priority() {
+        assert_eq!(field_get(regs::VERSION_VALUE, version::MAJOR), 1);
+        assert_eq!(field_get(regs::VERSION_VALUE, version::MINOR), 1);
+        let r = regs::lookup(regs::JOB_PRIORITY + 1).expect("JOB_PRIORITY is in the map");
+        assert_eq!((r.name, r.offset, r.access), ("JOB_PRIORITY", 0x078, Access::ReadWrite));
+        assert_eq!(job_priority::PRIORITY, 0b11);
+        assert_eq!(r.stored_bits(), 0b11);
+        let values: [(&str, u32); 4] = [("DEFAULT", 0), ("LOW", 1), ("MEDIUM", 2), ("HIGH", 3)];
+        let got: [(&str, u32); 4] = core::array::from_fn(|i| (r.fields[0].values[i].name, r.fields[0].values[i].value));
+        assert_eq!(got, values);
+        assert_eq!(r.fields[0].values.len(), 4);
+        assert_eq!([job_priority::DEFAULT, job_priority::LOW, job_priority::MEDIUM, job_priority::HIGH], [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn stored_bits_by_access_and_fields() {
+        let bits = |off| regs::lookup(off).expect("register").stored_bits();
+        assert_eq!(bits(regs::SCRATCH), u32::MAX, "RW without fields stores 32 bits");
+        assert_eq!(bits(regs::CTRL), 0, "WO stores nothing");
+        assert_eq!(bits(regs::ARRAY), 0, "RO stores nothing");
+    }
+
+    #[test]
+    fn field_values_fit_their_field_and_are_sorted() {
+        for r in regs::REGISTERS {
+            for f in r.fields {
+                for w in f.values.windows(2) {
+                    assert!(
+                        w[0].value < w[1].value,
+                        "{}.{}: {} and {} out of order",
+                        r.name,
+                        f.name,
+                        w[0].name,
+                        w[1].name
+                    );
+                }
+                for v in f.values {
+                    assert_eq!(
+                        field_get(field_put(f.mask, v.value), f.mask),
+                        v.value,
+                        "{}.{}.{} does not fit",
+                        r.name,
+                        f.name,
+                        v.name
+                    );
+                }
+            }
+        }
     }
 
     #[test]

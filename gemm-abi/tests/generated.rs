@@ -93,7 +93,11 @@ fn register_meaning(r: &Register) -> String {
             let bits = if f.width() == 1 { format!("bit{}", f.lo()) } else { format!("[{}:{}]", f.hi(), f.lo()) };
             match r.value {
                 Some(v) => format!("{bits} {} = {}", f.name, cosim_gemm_abi::field_get(v, f.mask)),
-                None => format!("{bits} {} ({})", f.name, f.doc.trim()),
+                None if f.values.is_empty() => format!("{bits} {} ({})", f.name, f.doc.trim()),
+                None => {
+                    let values: Vec<String> = f.values.iter().map(|v| format!("{} = {}", v.value, v.name)).collect();
+                    format!("{bits} {} ({}: {})", f.name, f.doc.trim(), values.join(", "))
+                }
             }
         })
         .collect();

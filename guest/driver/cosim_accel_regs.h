@@ -52,29 +52,36 @@
 #define GEMM_REG_DMA_WAIT_HI    0x06c       /* RO: bits 63:32 */
 #define GEMM_REG_JOBS_DONE      0x070       /* RO: jobs completed since reset (successful or failed) */
 #define GEMM_REG_SCRATCH        0x074       /* RW: free for software (tests) */
+#define GEMM_REG_JOB_PRIORITY   0x078       /* RW: priority the next jobs ask for, read by a mediator that shares the device between VMs; the device only stores it (since 1.1) */
 #define GEMM_REG_NIC_RX_FRAMES  0x080       /* RO: Ethernet frames received by the RTL */
 #define GEMM_REG_NIC_TX_FRAMES  0x084       /* RO: Ethernet frames sent by the RTL */
 #define GEMM_REG_UART_RX_BYTES  0x088       /* RO: bytes received on the UART */
 
 /* Fixed register values */
 #define GEMM_ID_VALUE      0x47454d4du /* what ID reads */
-#define GEMM_VERSION_VALUE 0x00010000u /* what VERSION reads */
+#define GEMM_VERSION_VALUE 0x00010001u /* what VERSION reads */
 
-/* Register fields: masks, and the shift of multi-bit fields */
-#define GEMM_VERSION_MINOR       0x0000ffffu /* bits 15:0: minor version */
-#define GEMM_VERSION_MINOR_SHIFT 0
-#define GEMM_VERSION_MAJOR       0xffff0000u /* bits 31:16: major version */
-#define GEMM_VERSION_MAJOR_SHIFT 16
-#define GEMM_ARRAY_ROWS          0x000000ffu /* bits 7:0: MAC array rows */
-#define GEMM_ARRAY_ROWS_SHIFT    0
-#define GEMM_ARRAY_COLS          0x0000ff00u /* bits 15:8: MAC array columns */
-#define GEMM_ARRAY_COLS_SHIFT    8
-#define GEMM_CTRL_START          0x00000001u /* bit 0: starts a job */
-#define GEMM_CTRL_IRQ_EN         0x00000002u /* bit 1: latched with START: raise the MSI-X vector on completion */
-#define GEMM_CTRL_CLEAR          0x00000004u /* bit 2: clears DONE and ERROR */
-#define GEMM_STATUS_BUSY         0x00000001u /* bit 0: a job is running */
-#define GEMM_STATUS_DONE         0x00000002u /* bit 1: the last job finished; sticky until the next START or CLEAR */
-#define GEMM_STATUS_ERROR        0x00000004u /* bit 2: the last job or the last START failed; the code is in ERROR */
+/* Register fields: masks, the shift of multi-bit fields, named values (not shifted) */
+#define GEMM_VERSION_MINOR                 0x0000ffffu /* bits 15:0: minor version */
+#define GEMM_VERSION_MINOR_SHIFT           0
+#define GEMM_VERSION_MAJOR                 0xffff0000u /* bits 31:16: major version */
+#define GEMM_VERSION_MAJOR_SHIFT           16
+#define GEMM_ARRAY_ROWS                    0x000000ffu /* bits 7:0: MAC array rows */
+#define GEMM_ARRAY_ROWS_SHIFT              0
+#define GEMM_ARRAY_COLS                    0x0000ff00u /* bits 15:8: MAC array columns */
+#define GEMM_ARRAY_COLS_SHIFT              8
+#define GEMM_CTRL_START                    0x00000001u /* bit 0: starts a job */
+#define GEMM_CTRL_IRQ_EN                   0x00000002u /* bit 1: latched with START: raise the MSI-X vector on completion */
+#define GEMM_CTRL_CLEAR                    0x00000004u /* bit 2: clears DONE and ERROR */
+#define GEMM_STATUS_BUSY                   0x00000001u /* bit 0: a job is running */
+#define GEMM_STATUS_DONE                   0x00000002u /* bit 1: the last job finished; sticky until the next START or CLEAR */
+#define GEMM_STATUS_ERROR                  0x00000004u /* bit 2: the last job or the last START failed; the code is in ERROR */
+#define GEMM_JOB_PRIORITY_PRIORITY         0x00000003u /* bits 1:0: requested priority, 0 for the VM's default */
+#define GEMM_JOB_PRIORITY_PRIORITY_SHIFT   0
+#define GEMM_JOB_PRIORITY_PRIORITY_DEFAULT 0           /* value: the VM's default priority */
+#define GEMM_JOB_PRIORITY_PRIORITY_LOW     1           /* value: low */
+#define GEMM_JOB_PRIORITY_PRIORITY_MEDIUM  2           /* value: medium */
+#define GEMM_JOB_PRIORITY_PRIORITY_HIGH    3           /* value: high */
 
 /* What the UART sends after every reset */
 #define GEMM_UART_BANNER "GEMM accelerator v1.0 ready\r\n"

@@ -92,15 +92,21 @@ module gemm_regs #(
     localparam logic [11:0] REG_DMA_WAIT_HI    = 12'h06c;
     localparam logic [11:0] REG_JOBS_DONE      = 12'h070;
     localparam logic [11:0] REG_SCRATCH        = 12'h074;
+    localparam logic [11:0] REG_JOB_PRIORITY   = 12'h078;
     localparam logic [11:0] REG_NIC_RX_FRAMES  = 12'h080;
     localparam logic [11:0] REG_NIC_TX_FRAMES  = 12'h084;
     localparam logic [11:0] REG_UART_RX_BYTES  = 12'h088;
     localparam logic [31:0] ID_VALUE      = 32'h4745_4d4d;   // "GEMM"
-    localparam logic [31:0] VERSION_VALUE = 32'h0001_0000;   // 1.0
+    localparam logic [31:0] VERSION_VALUE = 32'h0001_0001;   // 1.1 (adds JOB_PRIORITY)
     // Fields: the bit of one-bit fields, LSB and width of wider ones.
     localparam int ARRAY_ROWS_LSB = 0, ARRAY_ROWS_W = 8, ARRAY_COLS_LSB = 8, ARRAY_COLS_W = 8;
     localparam int CTRL_START = 0, CTRL_IRQ_EN = 1, CTRL_CLEAR = 2;
     localparam int STATUS_BUSY = 0, STATUS_DONE = 1, STATUS_ERROR = 2;
+    localparam int JOB_PRIORITY_PRIORITY_LSB = 0, JOB_PRIORITY_PRIORITY_W = 2;
+
+    // JOB_PRIORITY.PRIORITY: stored and read back, nothing else here uses it (a mediator that
+    // shares the device between VMs reads it). Reset 0, kept across jobs; the other bits read 0.
+    logic [JOB_PRIORITY_PRIORITY_W-1:0] job_priority;
 
     logic [31:0] scratch, vector_q;
     logic [63:0] busy_cycles, idle_cycles;
@@ -156,6 +162,7 @@ module gemm_regs #(
             REG_DMA_WAIT_HI   : reg_value = job_dma_wait[63:32];
             REG_JOBS_DONE     : reg_value = jobs_done;
             REG_SCRATCH       : reg_value = scratch;
+            REG_JOB_PRIORITY  : reg_value[JOB_PRIORITY_PRIORITY_LSB +: JOB_PRIORITY_PRIORITY_W] = job_priority;
             REG_NIC_RX_FRAMES : reg_value = nic_rx_frames;
             REG_NIC_TX_FRAMES : reg_value = nic_tx_frames;
             REG_UART_RX_BYTES : reg_value = uart_rx_bytes;
@@ -219,6 +226,7 @@ module gemm_regs #(
             cfg_a <= '0;  cfg_b <= '0;  cfg_c <= '0;
             vector_q <= '0;
             scratch  <= '0;
+            job_priority <= '0;
             irq_en   <= 1'b0;
         end else begin
             if (s_axi_bvalid && s_axi_bready) s_axi_bvalid <= 1'b0;
@@ -260,6 +268,9 @@ module gemm_regs #(
                                 REG_C_ADDR_LO     : cfg_c[31:0]  <= merge(cfg_c[31:0], d, st);
                                 REG_C_ADDR_HI     : cfg_c[63:32] <= merge(cfg_c[63:32], d, st);
                                 REG_SCRATCH       : scratch  <= merge(scratch, d, st);
+                                // the field lies in one byte: its strobe writes it
+                                REG_JOB_PRIORITY  : if (st[JOB_PRIORITY_PRIORITY_LSB / 8])
+                                    job_priority <= d[JOB_PRIORITY_PRIORITY_LSB +: JOB_PRIORITY_PRIORITY_W];
                                 default: ;
                             endcase
                         end

@@ -126,13 +126,21 @@ pub fn regs_header_sections() -> Vec<(&'static str, Vec<CDefine>)> {
             if f.width() > 1 {
                 fields.push(define(format!("{name}_SHIFT"), f.lo().into(), f.lo().to_string(), String::new()));
             }
+            for v in f.values {
+                fields.push(define(
+                    format!("{name}_{}", v.name),
+                    v.value.into(),
+                    v.value.to_string(),
+                    format!("value: {}", v.doc.trim()),
+                ));
+            }
         }
     }
     vec![
         ("PCI identity, BARs and MSI-X", pci),
         ("BAR0 registers: byte offsets (docs/register-map.md, \"Registers\")", offsets),
         ("Fixed register values", values),
-        ("Register fields: masks, and the shift of multi-bit fields", fields),
+        ("Register fields: masks, the shift of multi-bit fields, named values (not shifted)", fields),
     ]
 }
 

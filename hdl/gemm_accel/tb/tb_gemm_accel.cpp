@@ -321,16 +321,35 @@ int main(int argc, char** argv) {
     reg_write(GEMM_REG_SCRATCH + 1, 0x55, 1);
     if (reg_read(GEMM_REG_SCRATCH) != 0xdead55ef) fail("scratch byte");
     if (reg_read(GEMM_REG_SCRATCH + 2, 2) != 0xdead) fail("scratch half");
+    // JOB_PRIORITY (1.1): 0 after reset, stores PRIORITY, bits above it read 0, only byte 0 writes it.
+    if (reg_read(GEMM_REG_JOB_PRIORITY) != GEMM_JOB_PRIORITY_PRIORITY_DEFAULT) fail("JOB_PRIORITY after reset");
+    for (uint32_t p : {GEMM_JOB_PRIORITY_PRIORITY_LOW, GEMM_JOB_PRIORITY_PRIORITY_MEDIUM, GEMM_JOB_PRIORITY_PRIORITY_HIGH,
+                       GEMM_JOB_PRIORITY_PRIORITY_DEFAULT}) {
+        reg_write(GEMM_REG_JOB_PRIORITY, p << GEMM_JOB_PRIORITY_PRIORITY_SHIFT);
+        if (reg_read(GEMM_REG_JOB_PRIORITY) != p << GEMM_JOB_PRIORITY_PRIORITY_SHIFT) fail("JOB_PRIORITY read back");
+    }
+    reg_write(GEMM_REG_JOB_PRIORITY, 0xfffffff9);
+    if (reg_read(GEMM_REG_JOB_PRIORITY) != (0xfffffff9 & GEMM_JOB_PRIORITY_PRIORITY)) fail("JOB_PRIORITY high bits");
+    reg_write(GEMM_REG_JOB_PRIORITY + 1, 0xff, 1);
+    if (reg_read(GEMM_REG_JOB_PRIORITY) != (0xfffffff9 & GEMM_JOB_PRIORITY_PRIORITY)) fail("JOB_PRIORITY byte 1 write");
+    reg_write(GEMM_REG_JOB_PRIORITY, 0xffffffff00000002ull, 8);  // JOB_PRIORITY and the undefined 0x07c
+    if (reg_read(GEMM_REG_JOB_PRIORITY, 8) != 2) fail("JOB_PRIORITY 8-byte write");
+    printf("ok job_priority\n");
     reg_write(GEMM_REG_MSIX_VECTOR, 2);
     struct { uint32_t m, n, k, lda, ldb, ldc; } sizes[] = {
         {1, 1, 1, 0, 0, 0}, {4, 4, 4, 0, 0, 0}, {17, 33, 9, 0, 0, 0}, {5, 3, 7, 11, 5, 9},
         {64, 64, 64, 0, 0, 0}, {3, 130, 5, 0, 0, 0}, {2, 7, 600, 601, 9, 8}, {9, 65, 3, 0, 70, 65},
         {70, 130, 33, 40, 131, 135}, {97, 200, 1, 0, 0, 0},
     };
+    // Every JOB_PRIORITY value in turn: results unaffected (run_gemm checks C), value kept across jobs.
+    uint32_t prio = 0;
     for (auto& s : sizes) {
+        prio = (prio + 1) & GEMM_JOB_PRIORITY_PRIORITY;
+        reg_write(GEMM_REG_JOB_PRIORITY, prio);
         run_gemm(s.m, s.n, s.k, s.lda, s.ldb, s.ldc, 0x100000 + (rng() % 64), 0x400000 + (rng() % 64),
                  0x800000 + 4 * (rng() % 16));
         if (msix_vec != 2) fail("vector");
+        if (reg_read(GEMM_REG_JOB_PRIORITY) != prio) fail("JOB_PRIORITY after a job");
     }
     for (int i = 0; i < 20; i++) {
         uint32_t m = 1 + rng() % 40, n = 1 + rng() % 150, k = 1 + rng() % 80;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use cosim_gemm_abi::{array, ctrl, defaults, field_put, pci, regs, status, Access, ErrorCode, UART_BANNER};
+use cosim_gemm_abi::{array, ctrl, defaults, field_put, pci, regs, status, ErrorCode, UART_BANNER};
 use cosim_protocol::session::{DeviceEvent, DeviceState};
 use cosim_protocol::*;
 use cosim_transport::{DeviceLoop, Endpoint, Side, TransportError, ZmqOptions, ZmqTransport};
@@ -44,7 +44,13 @@ fn config() -> DeviceConfig {
         revision: pci::REVISION,
         ..Default::default()
     };
-    let bar = |size, is64| if is64 { BarDesc::mem64(size, false) } else { BarDesc::mem32(size) };
+    let bar = |size, is64| {
+        if is64 {
+            BarDesc::mem64(size, false)
+        } else {
+            BarDesc::mem32(size)
+        }
+    };
     d.bars[0] = bar(pci::BAR0_SIZE, pci::BAR0_64BIT);
     d.bars[2] = bar(pci::BAR2_SIZE, pci::BAR2_64BIT);
     d.msix = MsixConfig {
@@ -57,9 +63,10 @@ fn config() -> DeviceConfig {
     d
 }
 
-/// A software-written register (RW in the map): the model stores what is written.
-fn stored(off: u64) -> bool {
-    regs::lookup(off).is_some_and(|r| r.offset == off && r.access == Access::ReadWrite)
+/// The bits the model stores for a write at `off` (4-byte aligned): those of an RW register of
+/// the map (JOB_PRIORITY: its field; bits above it read 0), none elsewhere.
+fn stored_bits(off: u64) -> u32 {
+    regs::lookup(off).filter(|r| r.offset == off).map_or(0, |r| r.stored_bits())
 }
 
 #[derive(Default)]
@@ -96,7 +103,7 @@ impl Regs {
             regs::NIC_RX_FRAMES => self.nic_rx,
             regs::NIC_TX_FRAMES => self.nic_tx,
             regs::UART_RX_BYTES => self.uart_rx,
-            _ if stored(off) => self.get(off),
+            _ if stored_bits(off) != 0 => self.get(off),
             _ => 0,
         }
     }
@@ -152,12 +159,16 @@ impl Dev {
             }
             Message::MmioWrite(w) if w.bar.get() == 0 => {
                 let off = w.offset & !3;
-                let mut words = vec![(off, w.data as u32)];
-                if w.size == AccessSize::B8 {
-                    words.push((off + 4, (w.data >> 32) as u32));
-                }
-                for (o, v) in words {
-                    self.write_reg(o, v)?;
+                // (register, value, bytes written), as the RTL's byte strobes: an access of 1, 2 or
+                // 4 bytes writes those bytes of one register, one of 8 bytes two whole registers.
+                let words = if w.size == AccessSize::B8 {
+                    vec![(off, w.data as u32, u32::MAX), (off + 4, (w.data >> 32) as u32, u32::MAX)]
+                } else {
+                    let shift = 8 * (w.offset & 3);
+                    vec![(off, ((w.data & w.size.mask()) as u32) << shift, (w.size.mask() as u32) << shift)]
+                };
+                for (o, v, lanes) in words {
+                    self.write_reg(o, v, lanes)?;
                 }
             }
             Message::DmaReadResp(r) => return Ok(Some(r)),
@@ -179,7 +190,9 @@ impl Dev {
         Ok(None)
     }
 
-    fn write_reg(&mut self, off: u64, v: u32) -> Result<(), TransportError> {
+    /// A write of the bytes `lanes` (a mask of whole bytes) of `v` to the register at `off` (`v`
+    /// is 0 outside `lanes`).
+    fn write_reg(&mut self, off: u64, v: u32, lanes: u32) -> Result<(), TransportError> {
         match off {
             regs::CTRL => {
                 if v & ctrl::CLEAR != 0 {
@@ -195,8 +208,9 @@ impl Dev {
                     }
                 }
             }
-            _ if stored(off) => {
-                self.regs.r.insert(off, v);
+            _ if stored_bits(off) != 0 => {
+                let merged = (self.regs.get(off) & !lanes) | (v & lanes);
+                self.regs.r.insert(off, merged & stored_bits(off));
             }
             _ => {}
         }
@@ -294,8 +308,12 @@ impl Dev {
         c_addr: u64,
     ) -> Result<bool, TransportError> {
         let (m, n, k, lda, ldb, ldc) = (m as usize, n as usize, k as usize, lda as usize, ldb as usize, ldc as usize);
-        let Some(a) = self.dma_read(a_addr, (m - 1) * lda + k)? else { return Ok(false) };
-        let Some(b) = self.dma_read(b_addr, (k - 1) * ldb + n)? else { return Ok(false) };
+        let Some(a) = self.dma_read(a_addr, (m - 1) * lda + k)? else {
+            return Ok(false);
+        };
+        let Some(b) = self.dma_read(b_addr, (k - 1) * ldb + n)? else {
+            return Ok(false);
+        };
         for i in 0..m {
             let mut row = vec![0u8; n * 4];
             for j in 0..n {
