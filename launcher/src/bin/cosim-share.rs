@@ -802,12 +802,8 @@ struct Outcome {
     text: String,
 }
 
-fn run(cli: &Cli, log_dir: &Path) -> Outcome {
+fn run(cli: &Cli, vms: &[VmSpec], log_dir: &Path) -> Outcome {
     let t0 = Instant::now();
-    let vms = match vm_specs(cli) {
-        Ok(v) => v,
-        Err(e) => return setup_failure(log_dir, e),
-    };
     let (tx, rx) = mpsc::channel();
     let mut share = Share {
         log_dir: log_dir.to_path_buf(),
@@ -825,7 +821,7 @@ fn run(cli: &Cli, log_dir: &Path) -> Outcome {
         stage_seconds: serde_json::Map::new(),
     };
     let mut tmp = None;
-    let outcome = execute(cli, &vms, &mut share, &mut tmp);
+    let outcome = execute(cli, vms, &mut share, &mut tmp);
     let why = match &outcome {
         Ok(()) => "the run is over".to_string(),
         Err(f) => format!("stage {} failed", f.stage),
@@ -923,27 +919,24 @@ fn run(cli: &Cli, log_dir: &Path) -> Outcome {
         "job_order": order,
         "job_log_errors": bad_lines,
     });
-    let text = tables(&vms, &rows, &results, &jobs, &stats["rtl"]);
+    let text = tables(vms, &rows, &results, &jobs, &stats["rtl"]);
     Outcome { code, error, summary, text }
-}
-
-fn setup_failure(log_dir: &Path, e: anyhow::Error) -> Outcome {
-    let msg = format!("{e:#}");
-    Outcome {
-        code: exit::SETUP,
-        error: Some(msg.clone()),
-        summary: json!({"ok": false, "exit_code": exit::SETUP, "failed_stage": "setup", "error": msg,
-            "log_dir": log_dir.display().to_string()}),
-        text: String::new(),
-    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A bad --vm is a usage error, like clap's own.
+    let vms = match vm_specs(&cli) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}\n\nFor more information, try '--help'.");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let Some(log_dir) = cosim_launch::start_supervisor(cli.log_dir.clone(), "share") else {
         return ExitCode::from(exit::SETUP);
     };
-    let out = run(&cli, &log_dir);
+    let out = run(&cli, &vms, &log_dir);
     let _ = std::fs::write(log_dir.join("results.json"), format!("{:#}\n", out.summary));
     if let Some(e) = &out.error {
         tracing::error!("{e}");

@@ -1,8 +1,8 @@
-//! What the launcher's integration tests share: running `cosim-launch` or `cosim-dual` to its end
-//! within a wall-clock bound (past it: SIGTERM, so the program stops what it started, then
-//! SIGKILL after a grace period, and the test fails with the program's stderr), their stdout and
-//! stderr drained by threads while the test waits (a child never blocks on a full pipe), the JSON
-//! they print, fresh log directories, and the guest's results in that JSON.
+//! What the launcher's integration tests share: running `cosim-launch`, `cosim-dual` or
+//! `cosim-share` to its end within a wall-clock bound (past it: SIGTERM, so the program stops what
+//! it started, then SIGKILL after a grace period, and the test fails with the program's stderr),
+//! their stdout and stderr drained by threads while the test waits (a child never blocks on a full
+//! pipe), the JSON they print, fresh log directories, and the guest's results in that JSON.
 
 #![allow(dead_code)] // each test file uses a different part
 
@@ -19,6 +19,7 @@ use serde_json::Value;
 
 pub const LAUNCH: &str = env!("CARGO_BIN_EXE_cosim-launch");
 pub const DUAL: &str = env!("CARGO_BIN_EXE_cosim-dual");
+pub const SHARE: &str = env!("CARGO_BIN_EXE_cosim-share");
 
 /// The build directory with the artefacts: `$COSIM_BUILD`, else `<repo>/build`.
 pub fn build_dir() -> PathBuf {
@@ -130,7 +131,8 @@ pub fn run_bounded(what: &str, mut cmd: Command, limit: Duration, grace: Duratio
     Finished { status, stdout, stderr }
 }
 
-/// A run of `cosim-launch` or `cosim-dual` with `--json` and a log directory of its own.
+/// A run of `cosim-launch`, `cosim-dual` or `cosim-share` with `--json` and a log directory of
+/// its own.
 pub struct JsonRun {
     pub code: i32,
     pub json: Value,

@@ -1,0 +1,35 @@
+# Several VMs on one accelerator (issue 11): cosim-mediator between N QEMU accelerator-pcie
+# devices and one GEMM simulation, with a priority scheduler; cosim-share runs it for users
+# (docs/user-guide.md, "Several VMs on one accelerator"; the mediator: docs/mediator.md).
+#   make share            four guests in two pools with three priorities share one GEMM simulation;
+#                         prints the per-VM table and the order in which the jobs ran.
+#                         SHARE_ARGS: extra cosim-share options (e.g. SHARE_ARGS=--verbose);
+#                         SHARE_VMS: the VMs (cosim-share --vm specs)
+#   make test-share       the mediator's tests (cosim-mediator, some against the GEMM simulation),
+#                         then the end-to-end test (launcher/tests/share.rs: 4 guests, one simulation)
+#   make share-artifacts  what both need: QEMU, the GEMM simulation, the guest, the launchers and
+#                         cosim-mediator
+
+.PHONY: share-artifacts share test-share
+SHARE := $(ROOT)/target/release/cosim-share
+
+share-artifacts: e2e-artifacts
+	$(CARGO) build --release -p cosim-mediator
+
+# Pool A: two low-priority VMs, one allowed to ask for medium (JOB_PRIORITY); pool B: a medium
+# and a high one. The high VM waits a moment after its boot, so its jobs meet a busy queue.
+SHARE_VMS ?= \
+	--vm 'name=a0,pool=A,priority=low,run=gemm --m 64 --n 64 --k 64 --seed 1 --check --repeat 8' \
+	--vm 'name=a1,pool=A,priority=low,max=medium,run=gemm --m 48 --n 40 --k 64 --seed 2 --check --repeat 8' \
+	--vm 'name=b0,pool=B,priority=medium,run=gemm --m 32 --n 32 --k 32 --seed 3 --check --repeat 8' \
+	--vm 'name=b1,pool=B,priority=high,run=sh:sleep 3;gemm --m 16 --n 16 --k 16 --seed 4 --check --repeat 4;info'
+
+share: share-artifacts
+	@echo "== cosim share: four guests share one GEMM simulation through cosim-mediator =="
+	COSIM_BUILD=$(BUILD) $(SHARE) $(SHARE_VMS) $(SHARE_ARGS)
+
+test-share: share-artifacts
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-mediator -- --include-ignored
+	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test share -- --include-ignored --test-threads 1
+
+TEST_TIERS += test-share
