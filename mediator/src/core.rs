@@ -21,11 +21,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use cosim_protocol::session::{
-    describe_down, DeviceEvent, DeviceSession, DeviceSessionConfig, HostEvent, HostSession, HostSessionConfig, Timing,
+    describe_down, DeviceEvent, DeviceSession, DeviceSessionConfig, HostEvent, HostSession,
+    HostSessionConfig, Timing,
 };
 use cosim_protocol::{
-    AccessSize, BarIndex, Caps, DecodeError, DeviceConfig, DmaReadResp, Message, MmioRead, MmioReadResp, MmioWrite, Msix,
-    Status,
+    AccessSize, BarIndex, Caps, DecodeError, DeviceConfig, DmaReadResp, Message, MmioRead,
+    MmioReadResp, MmioWrite, Msix, Status,
 };
 use serde::Serialize;
 
@@ -46,7 +47,7 @@ pub enum Peer {
 }
 
 /// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Ran; the RTL reported no error.
@@ -58,7 +59,7 @@ pub enum Outcome {
 }
 
 /// One line of the job log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct JobRecord {
     /// Submission order over all VMs.
     pub seq: u64,
@@ -342,7 +343,15 @@ impl Mediator {
 
     /// True while VM `i`'s QEMU has a live session.
     pub fn vm_up(&self, i: usize) -> bool {
-        self.vms[i].session.as_ref().is_some_and(|s| matches!(s.state(), cosim_protocol::session::DeviceState::Up { host_alive: true, .. }))
+        self.vms[i].session.as_ref().is_some_and(|s| {
+            matches!(
+                s.state(),
+                cosim_protocol::session::DeviceState::Up {
+                    host_alive: true,
+                    ..
+                }
+            )
+        })
     }
 
     /// Number of VMs.
@@ -367,7 +376,15 @@ impl Mediator {
                 let busy = b1.wrapping_sub(b0);
                 let idle = i1.wrapping_sub(i0);
                 let total = busy + idle;
-                RtlCounters { busy_cycles: busy, idle_cycles: idle, busy_fraction: if total == 0 { 0.0 } else { busy as f64 / total as f64 } }
+                RtlCounters {
+                    busy_cycles: busy,
+                    idle_cycles: idle,
+                    busy_fraction: if total == 0 {
+                        0.0
+                    } else {
+                        busy as f64 / total as f64
+                    },
+                }
             }
             _ => RtlCounters::default(),
         }
@@ -402,7 +419,10 @@ impl Mediator {
             }
             self.drain_vm(i, now);
         }
-        let overdue = self.running.as_ref().is_some_and(|r| now.saturating_duration_since(r.started) >= self.job_timeout);
+        let overdue = self
+            .running
+            .as_ref()
+            .is_some_and(|r| now.saturating_duration_since(r.started) >= self.job_timeout);
         if overdue {
             self.job_timed_out(now);
         }
@@ -434,7 +454,12 @@ impl Mediator {
     /// VM `i` does not take messages (its queue is full: the QEMU is stopped or stuck). Its job
     /// is cancelled as if it had gone; it gets a new context when it starts a session again.
     pub fn vm_unreachable(&mut self, i: usize, now: Instant, why: &str) {
-        if self.vms[i].job.is_some() || self.vms[i].session.as_ref().is_some_and(|s| s.session().is_some()) {
+        if self.vms[i].job.is_some()
+            || self.vms[i]
+                .session
+                .as_ref()
+                .is_some_and(|s| s.session().is_some())
+        {
             tracing::warn!(target: LOG_TARGET, "{}: cannot send to its QEMU ({why}); its job is cancelled", self.vms[i].cfg.name);
         }
         self.vm_gone(i, now);
@@ -472,8 +497,10 @@ impl Mediator {
                 HostEvent::Send(m) => self.out.push_back((Peer::Sim, m)),
                 HostEvent::Up(cfg) => self.sim_came_up(now, cfg.caps, cfg.device),
                 HostEvent::ReadDone(r) => self.sim_read_done(now, r.tag, r.status, r.data),
-                HostEvent::ReadAborted { tag } => self.sim_read_done(now, tag, Status::CompleterAbort, u64::MAX),
-                HostEvent::Deliver(m) => self.from_rtl(now, m),
+                HostEvent::ReadAborted { tag } => {
+                    self.sim_read_done(now, tag, Status::CompleterAbort, u64::MAX)
+                }
+                HostEvent::Deliver(m) => self.on_rtl_message(now, m),
                 HostEvent::Down(why) => self.sim_went_down(now, &describe_down(&why)),
                 HostEvent::Failed(e) => {
                     self.fatal = Some(format!("no session with the simulation: {e}"));
@@ -512,12 +539,15 @@ impl Mediator {
         }
     }
 
-    fn from_rtl(&mut self, now: Instant, m: Message) {
+    fn on_rtl_message(&mut self, now: Instant, m: Message) {
         match m {
             Message::DmaRead(r) => {
                 if let Some(vm) = self.dma_target() {
                     let v = &mut self.vms[vm];
-                    if v.session.as_mut().is_some_and(|s| s.send(Message::DmaRead(r))) {
+                    if v.session
+                        .as_mut()
+                        .is_some_and(|s| s.send(Message::DmaRead(r)))
+                    {
                         v.stats.dma_read_bytes += u64::from(r.len);
                         self.dma_owner.insert(r.tag, (vm, v.epoch));
                         self.drain_vm(vm, now);
@@ -526,14 +556,21 @@ impl Mediator {
                 }
                 self.stats.dma_reads_refused += 1;
                 tracing::debug!(target: LOG_TARGET, "RTL DMA read {:#x}+{} belongs to no live job: error response", r.addr.0, r.len);
-                self.sim.send(Message::DmaReadResp(DmaReadResp { tag: r.tag, status: Status::CompleterAbort, data: Vec::new() }));
+                self.sim.send(Message::DmaReadResp(DmaReadResp {
+                    tag: r.tag,
+                    status: Status::CompleterAbort,
+                    data: Vec::new(),
+                }));
                 self.drain_sim(now);
             }
             Message::DmaWrite(w) => {
                 if let Some(vm) = self.dma_target() {
                     let v = &mut self.vms[vm];
                     let len = w.data.len() as u64;
-                    if v.session.as_mut().is_some_and(|s| s.send(Message::DmaWrite(w))) {
+                    if v.session
+                        .as_mut()
+                        .is_some_and(|s| s.send(Message::DmaWrite(w)))
+                    {
                         v.stats.dma_write_bytes += len;
                         self.drain_vm(vm, now);
                         return;
@@ -543,7 +580,9 @@ impl Mediator {
             }
             Message::Msix(x) => self.rtl_interrupt(now, x.vector),
             Message::NicFrame(_) | Message::Serial(_) => self.stats.nic_serial_dropped += 1,
-            other => tracing::warn!(target: LOG_TARGET, "unexpected {:?} from the simulation dropped", other.opcode()),
+            other => {
+                tracing::warn!(target: LOG_TARGET, "unexpected {:?} from the simulation dropped", other.opcode())
+            }
         }
     }
 
@@ -568,7 +607,10 @@ impl Mediator {
             }
         }
         let m = &self.model;
-        let mut wanted: Vec<(u64, AccessSize)> = vec![(m.status.offset, AccessSize::B4), (m.error.offset, AccessSize::B4)];
+        let mut wanted: Vec<(u64, AccessSize)> = vec![
+            (m.status.offset, AccessSize::B4),
+            (m.error.offset, AccessSize::B4),
+        ];
         wanted.extend(m.results.iter().map(|&o| (o, AccessSize::B4)));
         if let Some(c) = &m.counters {
             wanted.push((c.busy, AccessSize::B8));
@@ -595,15 +637,27 @@ impl Mediator {
             if v.epoch != p.epoch {
                 return;
             }
-            let data = if status == Status::Ok { self.overlay(p.vm, p.offset, p.size, data) } else { p.size.mask() };
+            let data = if status == Status::Ok {
+                self.overlay(p.vm, p.offset, p.size, data)
+            } else {
+                p.size.mask()
+            };
             if let Some(s) = self.vms[p.vm].session.as_mut() {
-                s.send(Message::MmioReadResp(MmioReadResp { tag: p.tag, status, data }));
+                s.send(Message::MmioReadResp(MmioReadResp {
+                    tag: p.tag,
+                    status,
+                    data,
+                }));
             }
             self.drain_vm(p.vm, now);
             return;
         }
-        let Some(r) = self.running.as_mut() else { return };
-        let Some((off, size)) = r.reads.remove(&tag) else { return };
+        let Some(r) = self.running.as_mut() else {
+            return;
+        };
+        let Some((off, size)) = r.reads.remove(&tag) else {
+            return;
+        };
         if status != Status::Ok {
             self.fail_running(now, "a result register read failed");
             return;
@@ -619,11 +673,14 @@ impl Mediator {
 
     /// All result reads of the running job are back.
     fn results_read(&mut self, now: Instant) {
-        let Some(mut r) = self.running.take() else { return };
+        let Some(mut r) = self.running.take() else {
+            return;
+        };
         let m = &self.model;
         let rtl_status = r.values.get(&m.status.offset).copied().unwrap_or(0);
         if let Some(c) = &m.counters {
-            let get64 = |o: u64| u64::from(r.values[&o]) | (u64::from(r.values[&(o + REG_BYTES)]) << 32);
+            let get64 =
+                |o: u64| u64::from(r.values[&o]) | (u64::from(r.values[&(o + REG_BYTES)]) << 32);
             let now_c = (get64(c.busy), get64(c.idle));
             self.counters_first.get_or_insert(now_c);
             self.counters_last = Some(now_c);
@@ -637,21 +694,42 @@ impl Mediator {
         }
         let error = r.values.get(&m.error.offset).copied().unwrap_or(0);
         let get64 = |o: Option<u64>| {
-            o.map_or(0, |o| u64::from(r.values.get(&o).copied().unwrap_or(0)) | (u64::from(r.values.get(&(o + REG_BYTES)).copied().unwrap_or(0)) << 32))
+            o.map_or(0, |o| {
+                u64::from(r.values.get(&o).copied().unwrap_or(0))
+                    | (u64::from(r.values.get(&(o + REG_BYTES)).copied().unwrap_or(0)) << 32)
+            })
         };
         let cycles = get64(m.report.cycles);
         let dma_wait = get64(m.report.dma_wait);
         let failed = m.status.error != 0 && rtl_status & m.status.error != 0;
-        let results: Vec<(u64, u32)> = m.results.iter().map(|o| (*o, r.values.get(o).copied().unwrap_or(0))).collect();
+        let results: Vec<(u64, u32)> = m
+            .results
+            .iter()
+            .map(|o| (*o, r.values.get(o).copied().unwrap_or(0)))
+            .collect();
         let err_bit = if failed { m.status.error } else { 0 };
-        let outcome = if failed { Outcome::Failed } else { Outcome::Done };
+        let outcome = if failed {
+            Outcome::Failed
+        } else {
+            Outcome::Done
+        };
         self.finish(now, r, outcome, error, err_bit, &results, cycles, dma_wait);
     }
 
     /// Ends the running job: the VM's copy gets the results, the VM its interrupt, the job log
     /// a record; then the next job starts.
     #[allow(clippy::too_many_arguments)]
-    fn finish(&mut self, now: Instant, r: Running, outcome: Outcome, error: u32, err_bit: u32, results: &[(u64, u32)], cycles: u64, dma_wait: u64) {
+    fn finish(
+        &mut self,
+        now: Instant,
+        r: Running,
+        outcome: Outcome,
+        error: u32,
+        err_bit: u32,
+        results: &[(u64, u32)],
+        cycles: u64,
+        dma_wait: u64,
+    ) {
         let done_bit = self.model.status.done;
         let error_reg = self.model.error.offset;
         let v = &mut self.vms[r.vm];
@@ -665,12 +743,21 @@ impl Mediator {
             v.status_bits = done_bit | err_bit;
             v.jobs_finished = v.jobs_finished.wrapping_add(1);
             v.job = None;
-            if r.ctx.irq && v.session.as_mut().is_some_and(|s| s.send(Message::Msix(Msix { vector: r.ctx.vector }))) {
+            if r.ctx.irq
+                && v.session.as_mut().is_some_and(|s| {
+                    s.send(Message::Msix(Msix {
+                        vector: r.ctx.vector,
+                    }))
+                })
+            {
                 v.stats.interrupts += 1;
             }
         }
         self.dma_owner.retain(|_, (vm, _)| *vm != r.vm);
-        let queued = r.started.saturating_duration_since(r.ctx.submitted).as_micros() as u64;
+        let queued = r
+            .started
+            .saturating_duration_since(r.ctx.submitted)
+            .as_micros() as u64;
         let rec = JobRecord {
             seq: r.seq,
             vm: v.cfg.name.clone(),
@@ -717,7 +804,11 @@ impl Mediator {
             self.sim.abandon_read(tag);
             if self.vms[p.vm].epoch == p.epoch {
                 if let Some(s) = self.vms[p.vm].session.as_mut() {
-                    s.send(Message::MmioReadResp(MmioReadResp { tag: p.tag, status: Status::CompleterAbort, data: p.size.mask() }));
+                    s.send(Message::MmioReadResp(MmioReadResp {
+                        tag: p.tag,
+                        status: Status::CompleterAbort,
+                        data: p.size.mask(),
+                    }));
                 }
             }
         }
@@ -728,7 +819,13 @@ impl Mediator {
         }
         self.dma_owner.clear();
         self.drain_sim(now);
-        self.fail_running(now, &format!("no completion within {:?} (the RTL was reset)", self.job_timeout));
+        self.fail_running(
+            now,
+            &format!(
+                "no completion within {:?} (the RTL was reset)",
+                self.job_timeout
+            ),
+        );
         for i in 0..self.vms.len() {
             self.drain_vm(i, now);
         }
@@ -750,7 +847,12 @@ impl Mediator {
             writes.extend(q.job.context.iter().copied());
             writes.push((d.offset, d.start | d.irq_enable));
             for (offset, data) in writes {
-                self.sim.send(Message::MmioWrite(MmioWrite { bar: self.bar, size: AccessSize::B4, offset, data: u64::from(data) }));
+                self.sim.send(Message::MmioWrite(MmioWrite {
+                    bar: self.bar,
+                    size: AccessSize::B4,
+                    offset,
+                    data: u64::from(data),
+                }));
             }
             self.running = Some(Running {
                 seq: q.seq,
@@ -773,7 +875,13 @@ impl Mediator {
 
     fn drain_vm(&mut self, i: usize, now: Instant) {
         loop {
-            let Some(ev) = self.vms[i].session.as_mut().and_then(DeviceSession::poll_event) else { return };
+            let Some(ev) = self.vms[i]
+                .session
+                .as_mut()
+                .and_then(DeviceSession::poll_event)
+            else {
+                return;
+            };
             match ev {
                 DeviceEvent::Send(m) => self.out.push_back((Peer::Vm(i), m)),
                 DeviceEvent::SessionStarted { session, .. } => {
@@ -781,7 +889,7 @@ impl Mediator {
                     self.vms[i].stats.sessions += 1;
                     self.vm_gone(i, now);
                 }
-                DeviceEvent::Deliver(m) => self.from_vm(i, now, m),
+                DeviceEvent::Deliver(m) => self.on_vm_message(i, now, m),
                 DeviceEvent::HostLost => {
                     tracing::warn!(target: LOG_TARGET, "{}: QEMU lost (silent for {} ms); its job is cancelled", self.vms[i].cfg.name,
                         self.timing.liveness_timeout.as_millis());
@@ -833,13 +941,17 @@ impl Mediator {
             !mine
         });
         for tag in failed {
-            self.sim.send(Message::DmaReadResp(DmaReadResp { tag, status: Status::CompleterAbort, data: Vec::new() }));
+            self.sim.send(Message::DmaReadResp(DmaReadResp {
+                tag,
+                status: Status::CompleterAbort,
+                data: Vec::new(),
+            }));
         }
         self.pass_reads.retain(|_, p| p.vm != i);
         self.drain_sim(now);
     }
 
-    fn from_vm(&mut self, i: usize, now: Instant, m: Message) {
+    fn on_vm_message(&mut self, i: usize, now: Instant, m: Message) {
         match m {
             Message::MmioRead(r) => self.vm_read(i, now, r),
             Message::MmioWrite(w) => self.vm_write(i, now, w),
@@ -858,7 +970,9 @@ impl Mediator {
                 self.vm_gone(i, now);
             }
             Message::NicFrame(_) | Message::Serial(_) => self.stats.nic_serial_dropped += 1,
-            other => tracing::warn!(target: LOG_TARGET, "{}: unexpected {:?} dropped", self.vms[i].cfg.name, other.opcode()),
+            other => {
+                tracing::warn!(target: LOG_TARGET, "{}: unexpected {:?} dropped", self.vms[i].cfg.name, other.opcode())
+            }
         }
     }
 
@@ -870,11 +984,22 @@ impl Mediator {
     fn local_value(&self, i: usize, reg: u64) -> u32 {
         let v = &self.vms[i];
         match self.class(reg) {
-            Some(RegClass::Status) => v.status_bits | if v.job.is_some() { self.model.status.busy } else { 0 },
-            Some(RegClass::JobsCounter) => v.jobs_finished,
-            Some(RegClass::Error | RegClass::Context | RegClass::Result | RegClass::Local | RegClass::Priority) => {
-                v.regs.get(&reg).copied().unwrap_or(0)
+            Some(RegClass::Status) => {
+                v.status_bits
+                    | if v.job.is_some() {
+                        self.model.status.busy
+                    } else {
+                        0
+                    }
             }
+            Some(RegClass::JobsCounter) => v.jobs_finished,
+            Some(
+                RegClass::Error
+                | RegClass::Context
+                | RegClass::Result
+                | RegClass::Local
+                | RegClass::Priority,
+            ) => v.regs.get(&reg).copied().unwrap_or(0),
             Some(RegClass::Doorbell | RegClass::PassRead | RegClass::PassWrite) | None => 0,
         }
     }
@@ -898,18 +1023,33 @@ impl Mediator {
     fn vm_read(&mut self, i: usize, now: Instant, r: MmioRead) {
         let reply = |m: &mut Self, status, data| {
             if let Some(s) = m.vms[i].session.as_mut() {
-                s.send(Message::MmioReadResp(MmioReadResp { tag: r.tag, status, data }));
+                s.send(Message::MmioReadResp(MmioReadResp {
+                    tag: r.tag,
+                    status,
+                    data,
+                }));
             }
         };
         if r.bar != self.bar {
             self.stats.other_bar_accesses += 1;
             reply(self, Status::UnsupportedRequest, r.size.mask());
-        } else if access_regs(r.offset, r.size).any(|reg| self.class(reg).is_some_and(RegClass::reads_rtl)) {
+        } else if access_regs(r.offset, r.size)
+            .any(|reg| self.class(reg).is_some_and(RegClass::reads_rtl))
+        {
             self.vms[i].stats.passthrough_reads += 1;
             match self.sim.mmio_read(r.bar, r.offset, r.size) {
                 Some(tag) => {
                     let epoch = self.vms[i].epoch;
-                    self.pass_reads.insert(tag, PassRead { vm: i, epoch, tag: r.tag, offset: r.offset, size: r.size });
+                    self.pass_reads.insert(
+                        tag,
+                        PassRead {
+                            vm: i,
+                            epoch,
+                            tag: r.tag,
+                            offset: r.offset,
+                            size: r.size,
+                        },
+                    );
                     self.drain_sim(now);
                 }
                 None => reply(self, Status::CompleterAbort, r.size.mask()),
@@ -952,12 +1092,22 @@ impl Mediator {
                         for b in 0..4 {
                             if mask >> (8 * b) & 0xff != 0 {
                                 let data = u64::from((val >> (8 * b)) & 0xff);
-                                self.sim.send(Message::MmioWrite(MmioWrite { bar: w.bar, size: AccessSize::B1, offset: reg + b, data }));
+                                self.sim.send(Message::MmioWrite(MmioWrite {
+                                    bar: w.bar,
+                                    size: AccessSize::B1,
+                                    offset: reg + b,
+                                    data,
+                                }));
                             }
                         }
                         continue;
                     };
-                    self.sim.send(Message::MmioWrite(MmioWrite { bar: w.bar, size, offset, data }));
+                    self.sim.send(Message::MmioWrite(MmioWrite {
+                        bar: w.bar,
+                        size,
+                        offset,
+                        data,
+                    }));
                 }
                 // Read-only to the VM: status, error, results, counters, passthrough_read.
                 _ => {}
@@ -987,19 +1137,32 @@ impl Mediator {
         }
         v.status_bits &= !(s.done | s.error);
         v.regs.insert(e.offset, 0);
-        let requested = m.priority.as_ref().and_then(|p| Priority::from_register(v.regs.get(&p.offset).copied().unwrap_or(0)));
+        let requested = m
+            .priority
+            .as_ref()
+            .and_then(|p| Priority::from_register(v.regs.get(&p.offset).copied().unwrap_or(0)));
         let (priority, capped) = effective(requested, v.cfg.priority, v.cfg.max());
         if capped {
             v.stats.capped += 1;
         }
-        let context: Vec<(u64, u32)> = m.context.iter().map(|&o| (o, v.regs.get(&o).copied().unwrap_or(0))).collect();
+        let context: Vec<(u64, u32)> = m
+            .context
+            .iter()
+            .map(|&o| (o, v.regs.get(&o).copied().unwrap_or(0)))
+            .collect();
         let vector = m
             .interrupt
             .as_ref()
             .and_then(|x| x.vector_register)
             .map_or(0, |o| v.regs.get(&o).copied().unwrap_or(0) as u16);
         let irq = d.irq_enable == 0 || bits & d.irq_enable != 0;
-        let ctx = JobCtx { epoch: v.epoch, submitted: now, context, irq, vector };
+        let ctx = JobCtx {
+            epoch: v.epoch,
+            submitted: now,
+            context,
+            irq,
+            vector,
+        };
         let seq = self.sched.submit(i, priority, ctx);
         let v = &mut self.vms[i];
         v.job = Some(seq);

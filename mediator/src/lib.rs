@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod core;
+pub mod joblog;
 pub mod model;
 pub mod sched;
 

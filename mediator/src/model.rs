@@ -211,15 +211,23 @@ impl RegClass {
 impl JobModel {
     /// Reads and validates a job model file.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates a job model; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ModelError> {
-        let m: JobModel =
-            toml::from_str(text).map_err(|e| ModelError::Parse { path: origin.to_string(), source: Box::new(e) })?;
-        m.validate().map_err(|reason| ModelError::Invalid { path: origin.to_string(), reason })?;
+        let m: JobModel = toml::from_str(text).map_err(|e| ModelError::Parse {
+            path: origin.to_string(),
+            source: Box::new(e),
+        })?;
+        m.validate().map_err(|reason| ModelError::Invalid {
+            path: origin.to_string(),
+            reason,
+        })?;
         Ok(m)
     }
 
@@ -228,11 +236,16 @@ impl JobModel {
     pub fn classes(&self) -> Result<BTreeMap<u64, RegClass>, String> {
         let mut map = BTreeMap::new();
         let mut add = |off: u64, class: RegClass, what: &str| -> Result<(), String> {
-            if off % REG_BYTES != 0 || off + REG_BYTES > self.bar_size {
-                return Err(format!("{what} at {off:#x} is not a 4-byte aligned register inside the {:#x}-byte BAR", self.bar_size));
+            if !off.is_multiple_of(REG_BYTES) || off + REG_BYTES > self.bar_size {
+                return Err(format!(
+                    "{what} at {off:#x} is not a 4-byte aligned register inside the {:#x}-byte BAR",
+                    self.bar_size
+                ));
             }
             if let Some(prev) = map.insert(off, class) {
-                return Err(format!("register {off:#x} is named twice ({prev:?} and {what})"));
+                return Err(format!(
+                    "register {off:#x} is named twice ({prev:?} and {what})"
+                ));
             }
             Ok(())
         };
@@ -249,8 +262,16 @@ impl JobModel {
             (&self.context, RegClass::Context, "context"),
             (&self.results, RegClass::Result, "results"),
             (&self.local, RegClass::Local, "local"),
-            (&self.passthrough_read, RegClass::PassRead, "passthrough_read"),
-            (&self.passthrough_write, RegClass::PassWrite, "passthrough_write"),
+            (
+                &self.passthrough_read,
+                RegClass::PassRead,
+                "passthrough_read",
+            ),
+            (
+                &self.passthrough_write,
+                RegClass::PassWrite,
+                "passthrough_write",
+            ),
         ] {
             for &off in list {
                 add(off, class, what)?;
@@ -264,22 +285,32 @@ impl JobModel {
             return Err(format!("bar = {} is not a BAR number (0 to 5)", self.bar));
         }
         if self.bar_size < REG_BYTES || !self.bar_size.is_power_of_two() {
-            return Err(format!("bar_size = {:#x} is not a power of two of at least 4", self.bar_size));
+            return Err(format!(
+                "bar_size = {:#x} is not a power of two of at least 4",
+                self.bar_size
+            ));
         }
         let classes = self.classes()?;
         if self.doorbell.start == 0 {
             return Err("doorbell.start has no bit set".into());
         }
-        if self.doorbell.start & (self.doorbell.irq_enable | self.doorbell.clear) != 0 || self.doorbell.irq_enable & self.doorbell.clear != 0 {
+        if self.doorbell.start & (self.doorbell.irq_enable | self.doorbell.clear) != 0
+            || self.doorbell.irq_enable & self.doorbell.clear != 0
+        {
             return Err("doorbell.start, irq_enable and clear must be different bits".into());
         }
         let s = &self.status;
         if s.busy == 0 || s.done == 0 || s.busy & s.done != 0 || (s.busy | s.done) & s.error != 0 {
-            return Err("status.busy and status.done must be set, and busy, done and error different bits".into());
+            return Err(
+                "status.busy and status.done must be set, and busy, done and error different bits"
+                    .into(),
+            );
         }
         if let Some(v) = self.interrupt.as_ref().and_then(|i| i.vector_register) {
             if classes.get(&v) != Some(&RegClass::Context) {
-                return Err(format!("interrupt.vector_register {v:#x} must be one of the context registers"));
+                return Err(format!(
+                    "interrupt.vector_register {v:#x} must be one of the context registers"
+                ));
             }
         }
         if let Some(c) = &self.counters {
@@ -291,7 +322,10 @@ impl JobModel {
                 }
             }
         }
-        for (off, what) in [(self.report.cycles, "report.cycles"), (self.report.dma_wait, "report.dma_wait")] {
+        for (off, what) in [
+            (self.report.cycles, "report.cycles"),
+            (self.report.dma_wait, "report.dma_wait"),
+        ] {
             let Some(off) = off else { continue };
             for half in [off, off + REG_BYTES] {
                 if classes.get(&half) != Some(&RegClass::Result) {
@@ -304,7 +338,9 @@ impl JobModel {
 }
 
 /// A job priority. Ordered: `Low < Medium < High`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Runs when nothing of higher priority waits.
