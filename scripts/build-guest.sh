@@ -5,7 +5,7 @@
 #
 # Output (in $BUILD/guest, default <repo>/build/guest):
 #   bzImage            the Debian kernel
-#   initramfs.cpio.gz  busybox + /init + cosim_accel.ko + accel-tool + NIC modules
+#   initramfs.cpio.gz  busybox + /init + cosim_accel.ko + accel-tool + NIC and virtio modules
 #   kernel-version     e.g. 6.1.0-56-amd64
 # Cache: $COSIM_CACHE/guest-kernel/<kernel version>_<package version>/ holds the kernel and the
 # NIC modules extracted from the linux-image package, so a rebuild downloads nothing.
@@ -62,10 +62,11 @@ fi
 log "guest kernel: linux-image-$KVER ($KPKGVER)"
 
 # ---------------------------------------------------------------- 2. kernel + NIC modules (cached)
-# Modules copied into the initramfs (with their dependencies, found by modinfo).
-NIC_MODULES=(virtio_net e1000 e1000e)
-# The cache layout version (v2) is part of the key: bump it when the cached contents change.
-KCACHE=$COSIM_CACHE/guest-kernel/${KVER}_${KPKGVER}_v2
+# Modules copied into the initramfs (with their dependencies, found by modinfo): the NICs, and
+# the virtio PCI transport with virtio-serial (the channel of `accel-tool serve`, docs/guest.md).
+NIC_MODULES=(virtio_net e1000 e1000e virtio_pci virtio_console)
+# The cache layout version (v3) is part of the key: bump it when the cached contents change.
+KCACHE=$COSIM_CACHE/guest-kernel/${KVER}_${KPKGVER}_v3
 if [ ! -f "$KCACHE/.complete" ]; then
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/cosim-kernel.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT

@@ -11,6 +11,11 @@
 //! With `--connect ENDPOINT` (one per device) it starts no simulation: QEMU connects to
 //! simulations that already run, on this machine or another one (docs/user-guide.md, "Two hosts").
 //!
+//! With `--serve` the guest runs `accel-tool serve` instead of a workload, reachable from the host
+//! on 127.0.0.1 through QEMU user networking; once it answers an INFO the launcher prints one line
+//! `COSIM-SERVE {"host":"127.0.0.1","port":P,"devices":N}` on stdout and keeps everything up until
+//! SIGINT or SIGTERM (docs/guest.md, "Serve mode").
+//!
 //! This file is the command line and the order of the run; process supervision, the stages, QEMU's
 //! command line, the marker lines and the stray injector are the library's (`cosim_launch`, which
 //! holds the crate's only `unsafe`).
@@ -49,11 +54,21 @@ between the machines). A tcp link beyond loopback needs a shared key: set COSIM_
 (mode 600) for the simulation and for this launcher (QEMU inherits it); the launcher refuses to start without \
 it. If the link drops, QEMU declares the device lost after 1 s (MMIO reads return all ones, the guest's job \
 fails with an error) and resumes the session when the link is back. See docs/user-guide.md, \"Two hosts\".\n\n\
-Exit status: 0 every workload item passed; 1 the workload ran but an item failed; 2 usage error; \
-3 setup error (missing artifact, cannot start a process); 4 a stage timed out or a process died early; \
-130 interrupted (Ctrl-C, SIGTERM).",
+Serve mode (--serve): instead of a workload the guest runs `accel-tool serve` (docs/serve-protocol.md), \
+reachable on 127.0.0.1:PORT through QEMU user networking (a host forward; the guest reaches nothing else). \
+Stages: sim start, QEMU start, boot, then serve start (until the server answers an INFO from the host, \
+--timeout-serve-start); the launcher then prints exactly one line on stdout, \
+COSIM-SERVE {\"host\":\"127.0.0.1\",\"port\":PORT,\"devices\":N}, and keeps the simulations and QEMU up \
+(no timeout) until SIGINT or SIGTERM, then stops them and exits 0. Its simulations run with the modelled DMA \
+read latency (+cosim_dma_latency=100 unless a --sim-arg sets it), so cycle counts are reproducible and the \
+performance models in each reply use the same latency.\n\n\
+Exit status: 0 every workload item passed (serve mode: stopped by SIGINT or SIGTERM after serving); 1 the \
+workload ran but an item failed; 2 usage error; 3 setup error (missing artifact, cannot start a process); \
+4 a stage timed out or a process died early (serve mode: also QEMU or a simulation ending while serving); \
+130 interrupted (Ctrl-C, SIGTERM) before the end.",
     after_help = "Examples:\n  cosim-launch --devices 2 --run 'gemm --m 64 --n 64 --k 64 --check --device all' --run info\n  \
-COSIM_KEY_FILE=~/cosim.key cosim-launch --connect 'tcp://10.0.0.1:7000?peer=10.0.0.2' --run 'gemm --m 64 --n 64 --k 64 --check'"
+COSIM_KEY_FILE=~/cosim.key cosim-launch --connect 'tcp://10.0.0.1:7000?peer=10.0.0.2' --run 'gemm --m 64 --n 64 --k 64 --check'\n  \
+cosim-launch --serve --devices 2 --serve-port 7070   # then connect a client (python/cosim) to 127.0.0.1:7070"
 )]
 struct Cli {
     /// Number of accelerator-pcie devices, each backed by its own simulation (0: no accelerator).
@@ -183,6 +198,21 @@ struct Cli {
     #[arg(long, value_name = "RATE")]
     inject_stray: Option<u32>,
 
+    /// Serve mode: run `accel-tool serve` in the guest instead of a workload and keep it up until
+    /// SIGINT/SIGTERM; prints `COSIM-SERVE {"host":"127.0.0.1","port":P,"devices":N}` on stdout
+    /// once the server answers (docs/guest.md, "Serve mode").
+    #[arg(long, conflicts_with_all = ["runs", "kill_sim_after", "inject_stray", "nic", "json"])]
+    serve: bool,
+
+    /// Serve mode: the port on 127.0.0.1 forwarded to the server [default: a free port picked at
+    /// run time].
+    #[arg(long, value_name = "PORT", requires = "serve")]
+    serve_port: Option<u16>,
+
+    /// Serve mode: seconds from COSIM-BOOT until the server answers an INFO from the host.
+    #[arg(long, default_value_t = 60)]
+    timeout_serve_start: u64,
+
     /// Print the guest console on stderr as it arrives.
     #[arg(long, short)]
     verbose: bool,
@@ -236,6 +266,41 @@ fn check_connect_key(endpoints: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Serve mode's modelled DMA read latency when no `--sim-arg=+cosim_dma_latency=N` sets one.
+const SERVE_DMA_LATENCY: u32 = 100;
+
+/// The modelled read latency `+cosim_dma_latency=N` among the simulation arguments, if any.
+fn sim_dma_latency(sim_args: &[String]) -> Option<u32> {
+    sim_args.iter().rev().find_map(|a| a.strip_prefix("+cosim_dma_latency=")?.parse().ok())
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for QEMU to take).
+fn free_loopback_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0 to pick a port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Sends an INFO to the server at 127.0.0.1:`port`; the number of devices it reports, or why not.
+/// Each step has a short timeout (QEMU accepts the host side of a forward before the guest listens).
+fn serve_probe(port: u16) -> std::result::Result<u32, String> {
+    use accel_tool::serve_codec::{self as codec, Reply};
+    use std::io::{Read, Write};
+    let t = Duration::from_secs(2);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, t).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(t)).and_then(|()| s.set_write_timeout(Some(t))).map_err(|e| e.to_string())?;
+    s.write_all(&codec::encode_info(1)).map_err(|e| format!("send INFO: {e}"))?;
+    let mut h = [0u8; codec::HEADER_LEN];
+    s.read_exact(&mut h).map_err(|e| format!("INFO reply header: {e}"))?;
+    let h = codec::decode_header(&h).map_err(|e| e.error.to_string())?;
+    let mut p = vec![0u8; h.length as usize];
+    s.read_exact(&mut p).map_err(|e| format!("INFO reply payload: {e}"))?;
+    match codec::decode_reply(&h, &p) {
+        Some(Reply::Info(devs)) if h.id == 1 => Ok(devs.len() as u32),
+        other => Err(format!("unexpected reply to INFO: kind {:#x}, {other:?}", h.kind)),
+    }
 }
 
 /// Failure of the run, with the exit code it maps to.
@@ -292,7 +357,23 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     require_file(&qemu_bin, "QEMU binary", "make qemu")?;
     require_file(&kernel, "guest kernel", "make guest")?;
     require_file(&initrd, "guest initramfs", "make guest")?;
-    let workload = qemu::workload(&cli.runs)?;
+    let workload = if cli.serve { String::new() } else { qemu::workload(&cli.runs)? };
+    // Serve mode: the forwarded port, and the read latency the models assume (the simulations'
+    // when we start them; unknown, so 0, with --connect).
+    let serve = if cli.serve {
+        let port = match cli.serve_port {
+            Some(p) => p,
+            None => free_loopback_port()?,
+        };
+        let latency = match (cli.connect.is_empty(), sim_dma_latency(&cli.sim_args)) {
+            (_, Some(l)) => l,
+            (true, None) => SERVE_DMA_LATENCY,
+            (false, None) => 0,
+        };
+        Some((qemu::ServeNet { host_port: port }, latency))
+    } else {
+        None
+    };
 
     // Endpoints, private to this user (docs/protocol.md, "Access control").
     let mut key_file = None;
@@ -340,6 +421,9 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
             cmd.arg("--stats");
         }
         cmd.args(&cli.sim_args);
+        if cli.serve && sim_dma_latency(&cli.sim_args).is_none() {
+            cmd.arg(format!("+cosim_dma_latency={SERVE_DMA_LATENCY}"));
+        }
         let logp = run.stages.sim_log(i);
         log(format!("starting simulation {i}: {} --endpoint {ep} (log {})", sim_bin.display(), logp.display()));
         pids.insert(format!("sim{i}"), json!(run.stages.spawn_sim(cmd)?));
@@ -356,9 +440,15 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         firmware_dirs: qemu::FIRMWARE_DIRS.iter().map(PathBuf::from).collect(),
         kernel,
         initrd,
-        append: qemu::kernel_append(&workload, cli.nic.is_some(), &cli.append)?,
+        append: qemu::kernel_append(&workload, cli.nic.is_some(), &{
+            match &serve {
+                Some((_, latency)) => format!("{} {}", qemu::serve_append(*latency), cli.append).trim_end().to_string(),
+                None => cli.append.clone(),
+            }
+        })?,
         accel_netdev: cli.accel_netdev.clone(),
         nic: cli.nic.clone(),
+        serve: serve.map(|(s, _)| s),
         accelerators: (run.endpoints.iter().enumerate())
             .map(|(i, ep)| Accelerator { endpoint: ep.clone(), uart_log: log_dir.join(format!("accel{i}-uart.log")) })
             .collect(),
@@ -386,6 +476,10 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         if seen != cli.device_count() {
             tracing::warn!("the guest sees {seen} accelerator(s), {} were configured", cli.device_count());
         }
+    }
+
+    if let Some((sv, _)) = serve {
+        return serve_until_stopped(cli, run, sv.host_port);
     }
 
     let t_work = Duration::from_secs(cli.timeout_workload);
@@ -431,6 +525,54 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Serve mode after boot: wait (bounded) until the server answers an INFO through the forward,
+/// print the COSIM-SERVE line, then keep everything up until SIGINT or SIGTERM (a clean stop).
+fn serve_until_stopped(cli: &Cli, run: &mut Run, port: u16) -> Result<(), RunError> {
+    let t_serve = Duration::from_secs(cli.timeout_serve_start);
+    let devices = std::cell::Cell::new(None);
+    let mut last_error = String::new();
+    let mut next_probe = Duration::ZERO;
+    log(format!("serve start: waiting for the server's INFO reply on 127.0.0.1:{port}"));
+    let started = run.stages.wait(
+        Stage::Workload,
+        t_serve,
+        |_| devices.get().is_some(),
+        |_, elapsed| {
+            if elapsed >= next_probe {
+                next_probe = elapsed + Duration::from_millis(500);
+                match serve_probe(port) {
+                    Ok(n) => devices.set(Some(n)),
+                    Err(e) => last_error = e,
+                }
+            }
+        },
+    );
+    if let Err(mut e) = started {
+        if e.code == exit::STAGE {
+            e.message = format!("serve start: the server did not answer an INFO on 127.0.0.1:{port} (last: {last_error}); {}", e.message);
+        }
+        return Err(e.into());
+    }
+    let n = devices.get().unwrap_or(0);
+    if n as usize != cli.device_count() {
+        tracing::warn!("the server reports {n} device(s), {} were configured", cli.device_count());
+    }
+    println!("COSIM-SERVE {}", json!({"host": "127.0.0.1", "port": port, "devices": n}));
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    log(format!("serving on 127.0.0.1:{port} with {n} device(s); stop with Ctrl-C or SIGTERM"));
+    // No timeout: only a signal (a clean stop) or a process that ends (an error) ends it.
+    let forever = Duration::from_secs(100 * 365 * 24 * 3600);
+    match run.stages.wait(Stage::Workload, forever, |_| false, |_, _| {}) {
+        Err(e) if e.code == exit::INTERRUPTED => {
+            log("serve: stopping (signal)");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(log_dir) = cosim_launch::start_supervisor(cli.log_dir.clone(), "run") else {
@@ -447,7 +589,8 @@ fn main() -> ExitCode {
 
     let (code, stage, error) = match &outcome {
         Ok(()) => {
-            let code = if run.stages.report.all_ok() { exit::OK } else { exit::FAILED };
+            // Serve mode has no workload results: reaching Ok means it served and was stopped.
+            let code = if cli.serve || run.stages.report.all_ok() { exit::OK } else { exit::FAILED };
             (code, None, None)
         }
         Err(e) => (e.code, Some(e.stage), Some(e.message.clone())),
@@ -470,7 +613,13 @@ fn main() -> ExitCode {
     if let Some(e) = &error {
         tracing::error!("{e}");
     }
-    if cli.json {
+    if cli.serve {
+        // stdout carries only the COSIM-SERVE line; the outcome goes to the log.
+        match code {
+            exit::OK => log(format!("serve: stopped cleanly (logs in {})", log_dir.display())),
+            _ => tracing::error!("serve: ended in stage {} (logs in {})", stage.unwrap_or("?"), log_dir.display()),
+        }
+    } else if cli.json {
         println!("{summary}");
     } else {
         print!("{}", markers::table(&run.stages.report));

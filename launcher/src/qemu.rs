@@ -6,6 +6,8 @@
 //! firmware, no VGA. Per accelerator `N`: `-chardev file,id=accuartN,path=<uart log>` for its
 //! UART and `-device accelerator-pcie,id=accelN,endpoint=<endpoint>,chardev=accuartN`, plus
 //! `netdev=accnet0` for accelerator 0 when its NIC channel has a netdev, plus the device options.
+//! Serve mode ([`ServeNet`]): a virtio-net NIC on QEMU user networking, restricted (the guest
+//! reaches nothing), with one host forward from 127.0.0.1 to `accel-tool serve` in the guest.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,39 @@ pub const APPEND_MAX: usize = 2047;
 
 /// The workload when no `--run` item is given.
 pub const DEFAULT_RUN: &str = "gemm --m 64 --n 64 --k 64 --seed 1 --check";
+
+/// Serve mode's channel: the guest's NIC (MAC, address) and the server's port, defined here
+/// once; the guest's /init gets them on the kernel command line ([`serve_append`]).
+pub mod serve {
+    /// MAC address of the serve NIC (/init finds the interface by it).
+    pub const MAC: &str = "52:54:00:c5:00:01";
+    /// The guest's address on QEMU user networking (its default DHCP address).
+    pub const GUEST_IP: &str = "10.0.2.15";
+    /// Prefix length of the user network (10.0.2.0/24).
+    pub const PREFIX: u8 = 24;
+    /// TCP port `accel-tool serve` listens on in the guest.
+    pub const GUEST_PORT: u16 = 7000;
+}
+
+/// Serve mode: `-netdev user,...,hostfwd=tcp:127.0.0.1:<host_port>-<guest>:<port>` and a
+/// virtio-net NIC on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeNet {
+    /// Port on 127.0.0.1 that QEMU forwards to the server.
+    pub host_port: u16,
+}
+
+/// The kernel command line's serve-mode part: `accel-tool serve`'s arguments (its port and the
+/// simulation's modelled read latency, for the models) and the NIC's MAC and address.
+pub fn serve_append(read_latency: u32) -> String {
+    format!(
+        "cosim.serve=\"--port {} --read-latency {read_latency}\" cosim.serve_mac={} cosim.serve_ip={}/{}",
+        serve::GUEST_PORT,
+        serve::MAC,
+        serve::GUEST_IP,
+        serve::PREFIX
+    )
+}
 
 /// One `accelerator-pcie` device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +82,8 @@ pub struct QemuSpec {
     pub accel_netdev: Option<String>,
     /// Netdev for an e1000 in the guest: `-netdev <spec>,id=guestnet0 -device e1000,...`.
     pub nic: Option<String>,
+    /// Serve mode's channel (`-netdev user,id=servenet0,...` and its virtio-net NIC).
+    pub serve: Option<ServeNet>,
     /// One device per simulation, in order (`accel0`, `accel1`, ...).
     pub accelerators: Vec<Accelerator>,
     /// Extra `KEY=VALUE` options for every `accelerator-pcie`.
@@ -78,6 +115,16 @@ impl QemuSpec {
         if let Some(nd) = &self.nic {
             a.extend(["-netdev".into(), format!("{nd},id=guestnet0").into()]);
             a.extend(["-device".into(), "e1000,netdev=guestnet0".into()]);
+        }
+        if let Some(sv) = &self.serve {
+            let fwd = format!(
+                "user,id=servenet0,restrict=on,hostfwd=tcp:127.0.0.1:{}-{}:{}",
+                sv.host_port,
+                serve::GUEST_IP,
+                serve::GUEST_PORT
+            );
+            a.extend(["-netdev".into(), fwd.into()]);
+            a.extend(["-device".into(), format!("virtio-net-pci,netdev=servenet0,mac={}", serve::MAC).into()]);
         }
         for (i, acc) in self.accelerators.iter().enumerate() {
             a.push("-chardev".into());
@@ -155,6 +202,7 @@ mod tests {
             append: kernel_append(&workload(&[]).unwrap(), false, "").unwrap(),
             accel_netdev: None,
             nic: None,
+            serve: None,
             accelerators: vec![Accelerator {
                 endpoint: "ipc:///run/x/accel0".into(),
                 uart_log: "/l/accel0-uart.log".into(),
@@ -262,6 +310,27 @@ mod tests {
             "-s",
             "a b",
         ];
+        assert_eq!(argv(&s), want);
+    }
+
+    #[test]
+    fn serve_mode_forwards_one_loopback_port_to_the_server() {
+        let mut s = spec();
+        s.serve = Some(ServeNet { host_port: 41234 });
+        s.append = kernel_append("", false, &serve_append(100)).unwrap();
+        let mut want = DEFAULTS.to_vec();
+        want.extend([
+            "console=ttyS0 panic=-1 cosim.run=\"\" cosim.serve=\"--port 7000 --read-latency 100\" \
+             cosim.serve_mac=52:54:00:c5:00:01 cosim.serve_ip=10.0.2.15/24",
+            "-netdev",
+            "user,id=servenet0,restrict=on,hostfwd=tcp:127.0.0.1:41234-10.0.2.15:7000",
+            "-device",
+            "virtio-net-pci,netdev=servenet0,mac=52:54:00:c5:00:01",
+            "-chardev",
+            "file,id=accuart0,path=/l/accel0-uart.log",
+            "-device",
+            "accelerator-pcie,id=accel0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
+        ]);
         assert_eq!(argv(&s), want);
     }
 

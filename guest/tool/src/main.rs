@@ -12,11 +12,13 @@
 //! ioctls) and `net` (the raw AF_PACKET socket); the rest of the tool denies it.
 #![deny(unsafe_code)]
 
-mod gemm;
 #[allow(unsafe_code)]
 mod ioctl;
 #[allow(unsafe_code)]
 mod net;
+mod serve;
+
+use accel_tool::gemm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,6 +96,20 @@ enum Cmd {
         /// Give up after this many ms.
         #[arg(long, default_value_t = 120_000)]
         timeout_ms: u64,
+    },
+    /// Serve GEMM and LINEAR jobs to a client on the host over TCP (docs/serve-protocol.md):
+    /// runs until killed, jobs spread over every /dev/accelN.
+    Serve {
+        /// TCP port to listen on (every guest address).
+        #[arg(long, default_value_t = 7000)]
+        port: u16,
+        /// The simulation's modelled DMA read latency in cycles (+cosim_dma_latency), for the
+        /// performance models in each reply (0: free-running).
+        #[arg(long, default_value_t = 0)]
+        read_latency: u32,
+        /// Per-job timeout in ms (0: the driver's default).
+        #[arg(long, default_value_t = 0)]
+        timeout_ms: u32,
     },
     /// Clear the device's status and try a PCI function reset.
     Reset {
@@ -659,6 +675,10 @@ fn main() -> ExitCode {
             ("wait-nic", cmd_wait_nic(&mut out, device.as_deref(), *frames, *timeout_ms))
         }
         Cmd::Reset { device } => ("reset", cmd_reset(&mut out, device.as_deref())),
+        Cmd::Serve { port, read_latency, timeout_ms } => {
+            let opts = serve::ServeOptions { port: *port, read_latency: *read_latency, timeout_ms: *timeout_ms };
+            ("serve", serve::serve(&opts, &list_devices()).map(|()| true))
+        }
         Cmd::Net { iface, count, size, timeout_ms } => {
             ("net", cmd_net(&mut out, iface.as_deref(), *count, *size, *timeout_ms))
         }
