@@ -106,10 +106,8 @@ impl MediatorConfig {
     /// Reads and checks a configuration; `job_model` becomes a path usable from here.
     pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
-            path: origin.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: origin.clone(), source })?;
         let mut c = Self::parse(&text, &origin)?;
         if c.job_model.is_relative() {
             let dir = path.parent().unwrap_or(Path::new("."));
@@ -120,14 +118,9 @@ impl MediatorConfig {
 
     /// Parses and checks; `origin` names the text in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigFileError> {
-        let c: MediatorConfig = toml::from_str(text).map_err(|e| ConfigFileError::Parse {
-            path: origin.into(),
-            source: Box::new(e),
-        })?;
-        c.check().map_err(|reason| ConfigFileError::Invalid {
-            path: origin.into(),
-            reason,
-        })?;
+        let c: MediatorConfig =
+            toml::from_str(text).map_err(|e| ConfigFileError::Parse { path: origin.into(), source: Box::new(e) })?;
+        c.check().map_err(|reason| ConfigFileError::Invalid { path: origin.into(), reason })?;
         Ok(c)
     }
 
@@ -148,12 +141,7 @@ impl MediatorConfig {
                 ));
             }
             if v.priority > v.max() {
-                return Err(format!(
-                    "VM {}: priority {} is above its max_priority {}",
-                    v.name,
-                    v.priority,
-                    v.max()
-                ));
+                return Err(format!("VM {}: priority {} is above its max_priority {}", v.name, v.priority, v.max()));
             }
         }
         if self.job_timeout_ms == 0 || self.handshake_timeout_ms == 0 {
@@ -198,24 +186,12 @@ endpoint = "ipc:///tmp/x/b"
 
     #[test]
     fn mistakes_are_named() {
-        let e = |from: &str, to: &str| {
-            MediatorConfig::parse(&OK.replacen(from, to, 1), "t")
-                .unwrap_err()
-                .to_string()
-        };
+        let e = |from: &str, to: &str| MediatorConfig::parse(&OK.replacen(from, to, 1), "t").unwrap_err().to_string();
         assert!(e("name = \"b\"", "name = \"a\"").contains("used twice"));
         assert!(e("ipc:///tmp/x/b", "ipc:///tmp/x/sim").contains("used twice"));
-        assert!(e(
-            "max_priority = \"high\"",
-            "max_priority = \"low\"\npriority2 = 1"
-        )
-        .contains("unknown field"));
+        assert!(e("max_priority = \"high\"", "max_priority = \"low\"\npriority2 = 1").contains("unknown field"));
         assert!(
-            e(
-                "priority = \"low\"\nmax",
-                "priority = \"high\"\nmax_priority = \"medium\"\nx"
-            )
-            .contains("unknown field")
+            e("priority = \"low\"\nmax", "priority = \"high\"\nmax_priority = \"medium\"\nx").contains("unknown field")
                 || e("priority = \"low\"", "priority = \"urgent\"").contains("unknown variant")
         );
         let c = OK.replacen(
@@ -223,14 +199,8 @@ endpoint = "ipc:///tmp/x/b"
             "priority = \"high\"\nmax_priority = \"medium\"",
             1,
         );
-        assert!(MediatorConfig::parse(&c, "t")
-            .unwrap_err()
-            .to_string()
-            .contains("above its max_priority"));
+        assert!(MediatorConfig::parse(&c, "t").unwrap_err().to_string().contains("above its max_priority"));
         let none = "job_model = \"m\"\nsimulation = \"ipc:///s\"\nvm = []\n";
-        assert!(MediatorConfig::parse(none, "t")
-            .unwrap_err()
-            .to_string()
-            .contains("no [[vm]]"));
+        assert!(MediatorConfig::parse(none, "t").unwrap_err().to_string().contains("no [[vm]]"));
     }
 }

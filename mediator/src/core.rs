@@ -21,12 +21,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use cosim_protocol::session::{
-    describe_down, DeviceEvent, DeviceSession, DeviceSessionConfig, HostEvent, HostSession,
-    HostSessionConfig, Timing,
+    describe_down, DeviceEvent, DeviceSession, DeviceSessionConfig, HostEvent, HostSession, HostSessionConfig, Timing,
 };
 use cosim_protocol::{
-    AccessSize, BarIndex, Caps, DecodeError, DeviceConfig, DmaReadResp, Message, MmioRead,
-    MmioReadResp, MmioWrite, Msix, Status,
+    AccessSize, BarIndex, Caps, DecodeError, DeviceConfig, DmaReadResp, Message, MmioRead, MmioReadResp, MmioWrite,
+    Msix, Status,
 };
 use serde::Serialize;
 
@@ -240,7 +239,15 @@ pub struct Mediator {
     vms: Vec<Vm>,
     sched: Scheduler<JobCtx>,
     running: Option<Running>,
+    /// The job whose results are being read (its interrupt arrived).
+    collecting: Option<Running>,
+    /// The job model's `interrupt.completion_only`: start the next job behind the result reads.
+    pipelined: bool,
     pass_reads: HashMap<u32, PassRead>,
+    /// Values of the model's `constant` registers, once read from the RTL.
+    constants: BTreeMap<u64, u32>,
+    /// Outstanding reads that fill [`Self::constants`]: tag -> offset.
+    constant_reads: HashMap<u32, u64>,
     /// RTL DMA read tag -> (VM, epoch) it was forwarded to.
     dma_owner: HashMap<u32, (usize, u64)>,
     out: VecDeque<(Peer, Message)>,
@@ -304,7 +311,11 @@ impl Mediator {
             vms,
             sched: Scheduler::new(),
             running: None,
+            collecting: None,
+            pipelined: false,
             pass_reads: HashMap::new(),
+            constants: BTreeMap::new(),
+            constant_reads: HashMap::new(),
             dma_owner: HashMap::new(),
             out: VecDeque::new(),
             records: VecDeque::new(),
@@ -313,6 +324,7 @@ impl Mediator {
             stats: MediatorStats::default(),
             fatal: None,
         };
+        m.pipelined = m.model.interrupt.as_ref().is_some_and(|i| i.completion_only);
         m.drain_sim(now);
         m
     }
@@ -343,15 +355,10 @@ impl Mediator {
 
     /// True while VM `i`'s QEMU has a live session.
     pub fn vm_up(&self, i: usize) -> bool {
-        self.vms[i].session.as_ref().is_some_and(|s| {
-            matches!(
-                s.state(),
-                cosim_protocol::session::DeviceState::Up {
-                    host_alive: true,
-                    ..
-                }
-            )
-        })
+        self.vms[i]
+            .session
+            .as_ref()
+            .is_some_and(|s| matches!(s.state(), cosim_protocol::session::DeviceState::Up { host_alive: true, .. }))
     }
 
     /// Number of VMs.
@@ -379,11 +386,7 @@ impl Mediator {
                 RtlCounters {
                     busy_cycles: busy,
                     idle_cycles: idle,
-                    busy_fraction: if total == 0 {
-                        0.0
-                    } else {
-                        busy as f64 / total as f64
-                    },
+                    busy_fraction: if total == 0 { 0.0 } else { busy as f64 / total as f64 },
                 }
             }
             _ => RtlCounters::default(),
@@ -392,7 +395,7 @@ impl Mediator {
 
     /// Jobs waiting per priority (high, medium, low), and whether one runs.
     pub fn queue_depth(&self) -> ([usize; 3], bool) {
-        (self.sched.depth(), self.running.is_some())
+        (self.sched.depth(), self.running.is_some() || self.collecting.is_some())
     }
 
     /// When [`Self::handle_timeout`] should run next.
@@ -403,7 +406,7 @@ impl Mediator {
                 t = t.min(s.next_timeout(now));
             }
         }
-        if let Some(r) = &self.running {
+        for r in self.running.iter().chain(self.collecting.iter()) {
             t = t.min(r.started + self.job_timeout);
         }
         t
@@ -421,8 +424,9 @@ impl Mediator {
         }
         let overdue = self
             .running
-            .as_ref()
-            .is_some_and(|r| now.saturating_duration_since(r.started) >= self.job_timeout);
+            .iter()
+            .chain(self.collecting.iter())
+            .any(|r| now.saturating_duration_since(r.started) >= self.job_timeout);
         if overdue {
             self.job_timed_out(now);
         }
@@ -454,12 +458,7 @@ impl Mediator {
     /// VM `i` does not take messages (its queue is full: the QEMU is stopped or stuck). Its job
     /// is cancelled as if it had gone; it gets a new context when it starts a session again.
     pub fn vm_unreachable(&mut self, i: usize, now: Instant, why: &str) {
-        if self.vms[i].job.is_some()
-            || self.vms[i]
-                .session
-                .as_ref()
-                .is_some_and(|s| s.session().is_some())
-        {
+        if self.vms[i].job.is_some() || self.vms[i].session.as_ref().is_some_and(|s| s.session().is_some()) {
             tracing::warn!(target: LOG_TARGET, "{}: cannot send to its QEMU ({why}); its job is cancelled", self.vms[i].cfg.name);
         }
         self.vm_gone(i, now);
@@ -497,9 +496,7 @@ impl Mediator {
                 HostEvent::Send(m) => self.out.push_back((Peer::Sim, m)),
                 HostEvent::Up(cfg) => self.sim_came_up(now, cfg.caps, cfg.device),
                 HostEvent::ReadDone(r) => self.sim_read_done(now, r.tag, r.status, r.data),
-                HostEvent::ReadAborted { tag } => {
-                    self.sim_read_done(now, tag, Status::CompleterAbort, u64::MAX)
-                }
+                HostEvent::ReadAborted { tag } => self.sim_read_done(now, tag, Status::CompleterAbort, u64::MAX),
                 HostEvent::Deliver(m) => self.on_rtl_message(now, m),
                 HostEvent::Down(why) => self.sim_went_down(now, &describe_down(&why)),
                 HostEvent::Failed(e) => {
@@ -528,15 +525,22 @@ impl Mediator {
         } else {
             tracing::info!(target: LOG_TARGET, "simulation back; {} job(s) queued", self.sched.len());
         }
+        // The constant registers, once per simulation session (answered by the RTL until then).
+        self.constants.clear();
+        for off in self.model.constant.clone() {
+            if let Some(tag) = self.sim.mmio_read(self.bar, off, AccessSize::B4) {
+                self.constant_reads.insert(tag, off);
+            }
+        }
+        self.drain_sim(now);
         self.try_start(now);
     }
 
     fn sim_went_down(&mut self, now: Instant, why: &str) {
         tracing::error!(target: LOG_TARGET, "simulation lost: {why}; queued jobs wait for it to come back");
         self.dma_owner.clear();
-        if self.running.is_some() {
-            self.fail_running(now, "the simulation went away during the job");
-        }
+        self.fail_collecting(now, "the simulation went away before the results were read");
+        self.fail_running(now, "the simulation went away during the job");
     }
 
     fn on_rtl_message(&mut self, now: Instant, m: Message) {
@@ -544,10 +548,7 @@ impl Mediator {
             Message::DmaRead(r) => {
                 if let Some(vm) = self.dma_target() {
                     let v = &mut self.vms[vm];
-                    if v.session
-                        .as_mut()
-                        .is_some_and(|s| s.send(Message::DmaRead(r)))
-                    {
+                    if v.session.as_mut().is_some_and(|s| s.send(Message::DmaRead(r))) {
                         v.stats.dma_read_bytes += u64::from(r.len);
                         self.dma_owner.insert(r.tag, (vm, v.epoch));
                         self.drain_vm(vm, now);
@@ -567,10 +568,7 @@ impl Mediator {
                 if let Some(vm) = self.dma_target() {
                     let v = &mut self.vms[vm];
                     let len = w.data.len() as u64;
-                    if v.session
-                        .as_mut()
-                        .is_some_and(|s| s.send(Message::DmaWrite(w)))
-                    {
+                    if v.session.as_mut().is_some_and(|s| s.send(Message::DmaWrite(w))) {
                         v.stats.dma_write_bytes += len;
                         self.drain_vm(vm, now);
                         return;
@@ -594,72 +592,71 @@ impl Mediator {
     }
 
     fn rtl_interrupt(&mut self, now: Instant, vector: u16) {
-        match self.running.as_mut() {
-            None => {
-                self.stats.stray_interrupts += 1;
-                tracing::debug!(target: LOG_TARGET, "RTL interrupt {vector} while no job runs: dropped");
-                return;
-            }
-            Some(r) if r.phase != Phase::Running => return,
-            Some(r) => {
-                r.phase = Phase::Collecting;
-                r.values.clear();
-            }
+        let Some(mut r) = self.running.take() else {
+            self.stats.stray_interrupts += 1;
+            tracing::debug!(target: LOG_TARGET, "RTL interrupt {vector} while no job runs: dropped");
+            return;
+        };
+        if self.collecting.is_some() {
+            // The previous job's results are still being read (cannot happen with MMIO in order).
+            tracing::warn!(target: LOG_TARGET, "RTL interrupt {vector} before the previous job's results were read: dropped");
+            self.running = Some(r);
+            return;
         }
         let m = &self.model;
-        let mut wanted: Vec<(u64, AccessSize)> = vec![
-            (m.status.offset, AccessSize::B4),
-            (m.error.offset, AccessSize::B4),
-        ];
+        let mut wanted: Vec<(u64, AccessSize)> =
+            vec![(m.status.offset, AccessSize::B4), (m.error.offset, AccessSize::B4)];
         wanted.extend(m.results.iter().map(|&o| (o, AccessSize::B4)));
         if let Some(c) = &m.counters {
             wanted.push((c.busy, AccessSize::B8));
             wanted.push((c.idle, AccessSize::B8));
         }
-        let mut reads = HashMap::new();
+        r.phase = Phase::Collecting;
+        r.values.clear();
+        r.reads.clear();
         for (off, size) in wanted {
             let Some(tag) = self.sim.mmio_read(self.bar, off, size) else {
+                self.collecting = Some(r);
                 self.drain_sim(now);
-                self.fail_running(now, "the simulation went away while the results were read");
+                self.fail_collecting(now, "the simulation went away while the results were read");
                 return;
             };
-            reads.insert(tag, (off, size));
+            r.reads.insert(tag, (off, size));
         }
-        if let Some(r) = self.running.as_mut() {
-            r.reads = reads;
-        }
+        self.collecting = Some(r);
         self.drain_sim(now);
+        if self.pipelined {
+            self.try_start(now);
+        }
     }
 
     fn sim_read_done(&mut self, now: Instant, tag: u32, status: Status, data: u64) {
+        if let Some(off) = self.constant_reads.remove(&tag) {
+            if status == Status::Ok {
+                self.constants.insert(off, data as u32);
+            }
+            return;
+        }
         if let Some(p) = self.pass_reads.remove(&tag) {
             let v = &mut self.vms[p.vm];
             if v.epoch != p.epoch {
                 return;
             }
-            let data = if status == Status::Ok {
-                self.overlay(p.vm, p.offset, p.size, data)
-            } else {
-                p.size.mask()
-            };
+            let data = if status == Status::Ok { self.overlay(p.vm, p.offset, p.size, data) } else { p.size.mask() };
             if let Some(s) = self.vms[p.vm].session.as_mut() {
-                s.send(Message::MmioReadResp(MmioReadResp {
-                    tag: p.tag,
-                    status,
-                    data,
-                }));
+                s.send(Message::MmioReadResp(MmioReadResp { tag: p.tag, status, data }));
             }
             self.drain_vm(p.vm, now);
             return;
         }
-        let Some(r) = self.running.as_mut() else {
+        let Some(r) = self.collecting.as_mut() else {
             return;
         };
         let Some((off, size)) = r.reads.remove(&tag) else {
             return;
         };
         if status != Status::Ok {
-            self.fail_running(now, "a result register read failed");
+            self.fail_collecting(now, "a result register read failed");
             return;
         }
         r.values.insert(off, data as u32);
@@ -673,19 +670,18 @@ impl Mediator {
 
     /// All result reads of the running job are back.
     fn results_read(&mut self, now: Instant) {
-        let Some(mut r) = self.running.take() else {
+        let Some(mut r) = self.collecting.take() else {
             return;
         };
         let m = &self.model;
         let rtl_status = r.values.get(&m.status.offset).copied().unwrap_or(0);
         if let Some(c) = &m.counters {
-            let get64 =
-                |o: u64| u64::from(r.values[&o]) | (u64::from(r.values[&(o + REG_BYTES)]) << 32);
+            let get64 = |o: u64| u64::from(r.values[&o]) | (u64::from(r.values[&(o + REG_BYTES)]) << 32);
             let now_c = (get64(c.busy), get64(c.idle));
             self.counters_first.get_or_insert(now_c);
             self.counters_last = Some(now_c);
         }
-        if rtl_status & m.status.busy != 0 {
+        if rtl_status & m.status.busy != 0 && self.running.is_none() {
             // Not the completion (an interrupt of another kind): keep waiting.
             r.phase = Phase::Running;
             r.reads.clear();
@@ -702,17 +698,9 @@ impl Mediator {
         let cycles = get64(m.report.cycles);
         let dma_wait = get64(m.report.dma_wait);
         let failed = m.status.error != 0 && rtl_status & m.status.error != 0;
-        let results: Vec<(u64, u32)> = m
-            .results
-            .iter()
-            .map(|o| (*o, r.values.get(o).copied().unwrap_or(0)))
-            .collect();
+        let results: Vec<(u64, u32)> = m.results.iter().map(|o| (*o, r.values.get(o).copied().unwrap_or(0))).collect();
         let err_bit = if failed { m.status.error } else { 0 };
-        let outcome = if failed {
-            Outcome::Failed
-        } else {
-            Outcome::Done
-        };
+        let outcome = if failed { Outcome::Failed } else { Outcome::Done };
         self.finish(now, r, outcome, error, err_bit, &results, cycles, dma_wait);
     }
 
@@ -743,21 +731,12 @@ impl Mediator {
             v.status_bits = done_bit | err_bit;
             v.jobs_finished = v.jobs_finished.wrapping_add(1);
             v.job = None;
-            if r.ctx.irq
-                && v.session.as_mut().is_some_and(|s| {
-                    s.send(Message::Msix(Msix {
-                        vector: r.ctx.vector,
-                    }))
-                })
-            {
+            if r.ctx.irq && v.session.as_mut().is_some_and(|s| s.send(Message::Msix(Msix { vector: r.ctx.vector }))) {
                 v.stats.interrupts += 1;
             }
         }
         self.dma_owner.retain(|_, (vm, _)| *vm != r.vm);
-        let queued = r
-            .started
-            .saturating_duration_since(r.ctx.submitted)
-            .as_micros() as u64;
+        let queued = r.started.saturating_duration_since(r.ctx.submitted).as_micros() as u64;
         let rec = JobRecord {
             seq: r.seq,
             vm: v.cfg.name.clone(),
@@ -788,7 +767,19 @@ impl Mediator {
 
     /// The running job is lost: its VM sees it fail with the model's `lost_code`.
     fn fail_running(&mut self, now: Instant, why: &str) {
-        let Some(r) = self.running.take() else { return };
+        if let Some(r) = self.running.take() {
+            self.fail(now, r, why);
+        }
+    }
+
+    /// The job whose results are being read is lost.
+    fn fail_collecting(&mut self, now: Instant, why: &str) {
+        if let Some(r) = self.collecting.take() {
+            self.fail(now, r, why);
+        }
+    }
+
+    fn fail(&mut self, now: Instant, r: Running, why: &str) {
         tracing::error!(target: LOG_TARGET, "job {} of {} failed: {why}", r.seq, self.vms[r.vm].cfg.name);
         let lost = self.model.error.lost_code;
         let err_bit = self.model.status.error;
@@ -812,27 +803,22 @@ impl Mediator {
                 }
             }
         }
-        if let Some(r) = &self.running {
+        for r in self.running.iter().chain(self.collecting.iter()) {
             for tag in r.reads.keys() {
                 self.sim.abandon_read(*tag);
             }
         }
         self.dma_owner.clear();
         self.drain_sim(now);
-        self.fail_running(
-            now,
-            &format!(
-                "no completion within {:?} (the RTL was reset)",
-                self.job_timeout
-            ),
-        );
+        self.fail_collecting(now, "the RTL was reset before the results were read");
+        self.fail_running(now, &format!("no completion within {:?} (the RTL was reset)", self.job_timeout));
         for i in 0..self.vms.len() {
             self.drain_vm(i, now);
         }
     }
 
     fn try_start(&mut self, now: Instant) {
-        if self.running.is_some() || !self.sim.is_up() {
+        if self.running.is_some() || (self.collecting.is_some() && !self.pipelined) || !self.sim.is_up() {
             return;
         }
         while let Some(q) = self.sched.pop() {
@@ -875,11 +861,7 @@ impl Mediator {
 
     fn drain_vm(&mut self, i: usize, now: Instant) {
         loop {
-            let Some(ev) = self.vms[i]
-                .session
-                .as_mut()
-                .and_then(DeviceSession::poll_event)
-            else {
+            let Some(ev) = self.vms[i].session.as_mut().and_then(DeviceSession::poll_event) else {
                 return;
             };
             match ev {
@@ -941,11 +923,7 @@ impl Mediator {
             !mine
         });
         for tag in failed {
-            self.sim.send(Message::DmaReadResp(DmaReadResp {
-                tag,
-                status: Status::CompleterAbort,
-                data: Vec::new(),
-            }));
+            self.sim.send(Message::DmaReadResp(DmaReadResp { tag, status: Status::CompleterAbort, data: Vec::new() }));
         }
         self.pass_reads.retain(|_, p| p.vm != i);
         self.drain_sim(now);
@@ -984,23 +962,23 @@ impl Mediator {
     fn local_value(&self, i: usize, reg: u64) -> u32 {
         let v = &self.vms[i];
         match self.class(reg) {
-            Some(RegClass::Status) => {
-                v.status_bits
-                    | if v.job.is_some() {
-                        self.model.status.busy
-                    } else {
-                        0
-                    }
-            }
+            Some(RegClass::Status) => v.status_bits | if v.job.is_some() { self.model.status.busy } else { 0 },
             Some(RegClass::JobsCounter) => v.jobs_finished,
-            Some(
-                RegClass::Error
-                | RegClass::Context
-                | RegClass::Result
-                | RegClass::Local
-                | RegClass::Priority,
-            ) => v.regs.get(&reg).copied().unwrap_or(0),
+            Some(RegClass::Error | RegClass::Context | RegClass::Result | RegClass::Local | RegClass::Priority) => {
+                v.regs.get(&reg).copied().unwrap_or(0)
+            }
+            Some(RegClass::Constant) => self.constants.get(&reg).copied().unwrap_or(0),
             Some(RegClass::Doorbell | RegClass::PassRead | RegClass::PassWrite) | None => 0,
+        }
+    }
+
+    /// True if a read of `reg` must go to the RTL: pass-through registers, and constants not
+    /// read yet.
+    fn read_from_rtl(&self, reg: u64) -> bool {
+        match self.class(reg) {
+            Some(RegClass::Constant) => !self.constants.contains_key(&reg),
+            Some(c) => c.reads_rtl(),
+            None => false,
         }
     }
 
@@ -1010,7 +988,7 @@ impl Mediator {
         for b in 0..size.bytes() as u64 {
             let addr = offset + b;
             let reg = addr & !(REG_BYTES - 1);
-            let byte = if self.class(reg).is_some_and(RegClass::reads_rtl) {
+            let byte = if self.read_from_rtl(reg) {
                 (rtl >> (8 * b)) & 0xff
             } else {
                 u64::from(self.local_value(i, reg) >> (8 * (addr - reg))) & 0xff
@@ -1023,33 +1001,18 @@ impl Mediator {
     fn vm_read(&mut self, i: usize, now: Instant, r: MmioRead) {
         let reply = |m: &mut Self, status, data| {
             if let Some(s) = m.vms[i].session.as_mut() {
-                s.send(Message::MmioReadResp(MmioReadResp {
-                    tag: r.tag,
-                    status,
-                    data,
-                }));
+                s.send(Message::MmioReadResp(MmioReadResp { tag: r.tag, status, data }));
             }
         };
         if r.bar != self.bar {
             self.stats.other_bar_accesses += 1;
             reply(self, Status::UnsupportedRequest, r.size.mask());
-        } else if access_regs(r.offset, r.size)
-            .any(|reg| self.class(reg).is_some_and(RegClass::reads_rtl))
-        {
+        } else if access_regs(r.offset, r.size).any(|reg| self.read_from_rtl(reg)) {
             self.vms[i].stats.passthrough_reads += 1;
             match self.sim.mmio_read(r.bar, r.offset, r.size) {
                 Some(tag) => {
                     let epoch = self.vms[i].epoch;
-                    self.pass_reads.insert(
-                        tag,
-                        PassRead {
-                            vm: i,
-                            epoch,
-                            tag: r.tag,
-                            offset: r.offset,
-                            size: r.size,
-                        },
-                    );
+                    self.pass_reads.insert(tag, PassRead { vm: i, epoch, tag: r.tag, offset: r.offset, size: r.size });
                     self.drain_sim(now);
                 }
                 None => reply(self, Status::CompleterAbort, r.size.mask()),
@@ -1102,12 +1065,7 @@ impl Mediator {
                         }
                         continue;
                     };
-                    self.sim.send(Message::MmioWrite(MmioWrite {
-                        bar: w.bar,
-                        size,
-                        offset,
-                        data,
-                    }));
+                    self.sim.send(Message::MmioWrite(MmioWrite { bar: w.bar, size, offset, data }));
                 }
                 // Read-only to the VM: status, error, results, counters, passthrough_read.
                 _ => {}
@@ -1137,32 +1095,20 @@ impl Mediator {
         }
         v.status_bits &= !(s.done | s.error);
         v.regs.insert(e.offset, 0);
-        let requested = m
-            .priority
-            .as_ref()
-            .and_then(|p| Priority::from_register(v.regs.get(&p.offset).copied().unwrap_or(0)));
+        let requested =
+            m.priority.as_ref().and_then(|p| Priority::from_register(v.regs.get(&p.offset).copied().unwrap_or(0)));
         let (priority, capped) = effective(requested, v.cfg.priority, v.cfg.max());
         if capped {
             v.stats.capped += 1;
         }
-        let context: Vec<(u64, u32)> = m
-            .context
-            .iter()
-            .map(|&o| (o, v.regs.get(&o).copied().unwrap_or(0)))
-            .collect();
+        let context: Vec<(u64, u32)> = m.context.iter().map(|&o| (o, v.regs.get(&o).copied().unwrap_or(0))).collect();
         let vector = m
             .interrupt
             .as_ref()
             .and_then(|x| x.vector_register)
             .map_or(0, |o| v.regs.get(&o).copied().unwrap_or(0) as u16);
         let irq = d.irq_enable == 0 || bits & d.irq_enable != 0;
-        let ctx = JobCtx {
-            epoch: v.epoch,
-            submitted: now,
-            context,
-            irq,
-            vector,
-        };
+        let ctx = JobCtx { epoch: v.epoch, submitted: now, context, irq, vector };
         let seq = self.sched.submit(i, priority, ctx);
         let v = &mut self.vms[i];
         v.job = Some(seq);

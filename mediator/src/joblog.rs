@@ -11,14 +11,11 @@ use crate::core::JobRecord;
 
 /// Reads a job log (one JSON object per line; blank lines are skipped).
 pub fn read(path: &Path) -> Result<Vec<JobRecord>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read job log {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read job log {}: {e}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
-        })
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1)))
         .collect()
 }
 
@@ -34,10 +31,7 @@ fn waiting_at(x: &JobRecord, t: u64) -> bool {
 pub fn check_order(records: &[JobRecord]) -> Result<(), String> {
     for s in records {
         let Some(t) = s.started_us else { continue };
-        for x in records
-            .iter()
-            .filter(|x| x.seq != s.seq && waiting_at(x, t))
-        {
+        for x in records.iter().filter(|x| x.seq != s.seq && waiting_at(x, t)) {
             let before = x.priority > s.priority || (x.priority == s.priority && x.seq < s.seq);
             if before {
                 return Err(format!(
@@ -60,10 +54,7 @@ pub fn overtakes(records: &[JobRecord]) -> Vec<(&JobRecord, &JobRecord)> {
             records
                 .iter()
                 .find(|x| {
-                    x.seq != s.seq
-                        && waiting_at(x, t)
-                        && x.priority < s.priority
-                        && x.submitted_us < s.submitted_us
+                    x.seq != s.seq && waiting_at(x, t) && x.priority < s.priority && x.submitted_us < s.submitted_us
                 })
                 .map(|x| (s, x))
         })
@@ -109,11 +100,7 @@ mod tests {
     fn priority_inversion_and_fifo_violation_are_reported() {
         let inverted = [rec(1, Low, 0, 0), rec(2, Low, 1, 10), rec(3, High, 2, 30)];
         assert!(check_order(&inverted).unwrap_err().contains("job 2"));
-        let unfair = [
-            rec(1, Low, 0, 0),
-            rec(2, Medium, 1, 30),
-            rec(3, Medium, 2, 10),
-        ];
+        let unfair = [rec(1, Low, 0, 0), rec(2, Medium, 1, 30), rec(3, Medium, 2, 10)];
         assert!(check_order(&unfair).unwrap_err().contains("job 3"));
         // Submitted in the same microsecond as the start: not known to have waited.
         let same = [rec(1, Low, 0, 0), rec(2, Low, 10, 20), rec(3, High, 20, 30)];
@@ -126,10 +113,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("jobs.jsonl");
         let log = [rec(1, Low, 0, 0), rec(2, High, 1, 10)];
-        let text: String = log
-            .iter()
-            .map(|r| serde_json::to_string(r).unwrap() + "\n")
-            .collect();
+        let text: String = log.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
         std::fs::write(&p, text + "\n").unwrap();
         assert_eq!(read(&p).unwrap(), log);
         std::fs::write(&p, "{\"seq\":1}\n").unwrap();

@@ -69,8 +69,7 @@ struct Cli {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("COSIM_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,cosim::mediator=info"));
+    let filter = EnvFilter::try_from_env("COSIM_LOG").unwrap_or_else(|_| EnvFilter::new("warn,cosim::mediator=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -104,27 +103,15 @@ struct Links {
 
 fn open_links(cfg: &MediatorConfig) -> Result<Links> {
     let ep = Endpoint::parse(&cfg.simulation).context("simulation endpoint")?;
-    let sim = ZmqTransport::open(
-        &ep,
-        Side::Host,
-        &ZmqOptions {
-            send_timeout: Duration::from_secs(1),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("link to the simulation at {ep}"))?;
+    let sim =
+        ZmqTransport::open(&ep, Side::Host, &ZmqOptions { send_timeout: Duration::from_secs(1), ..Default::default() })
+            .with_context(|| format!("link to the simulation at {ep}"))?;
     let mut vms = Vec::new();
     for v in &cfg.vm {
-        let ep =
-            Endpoint::parse(&v.endpoint).with_context(|| format!("endpoint of VM {}", v.name))?;
-        let opts = ZmqOptions {
-            send_timeout: Duration::ZERO,
-            hwm: VM_QUEUE,
-            ..Default::default()
-        };
+        let ep = Endpoint::parse(&v.endpoint).with_context(|| format!("endpoint of VM {}", v.name))?;
+        let opts = ZmqOptions { send_timeout: Duration::ZERO, hwm: VM_QUEUE, ..Default::default() };
         vms.push(
-            ZmqTransport::open(&ep, Side::Device, &opts)
-                .with_context(|| format!("link to VM {} at {ep}", v.name))?,
+            ZmqTransport::open(&ep, Side::Device, &opts).with_context(|| format!("link to VM {} at {ep}", v.name))?,
         );
     }
     Ok(Links { sim, vms })
@@ -135,9 +122,7 @@ fn run(cli: &Cli) -> Result<()> {
     let model = JobModel::load(&cfg.job_model)?;
     let mut links = open_links(&cfg)?;
     let mut job_log = match &cli.job_log {
-        Some(p) => Some(BufWriter::new(
-            File::create(p).with_context(|| format!("job log {}", p.display()))?,
-        )),
+        Some(p) => Some(BufWriter::new(File::create(p).with_context(|| format!("job log {}", p.display()))?)),
         None => None,
     };
     let start = Instant::now();
@@ -184,20 +169,12 @@ fn run(cli: &Cli) -> Result<()> {
             bail!("{f}");
         }
         if !announced && med.sim_up() {
-            println!(
-                "cosim-mediator: ready: simulation {}, {} VMs",
-                cfg.simulation,
-                cfg.vm.len()
-            );
+            println!("cosim-mediator: ready: simulation {}, {} VMs", cfg.simulation, cfg.vm.len());
             let _ = std::io::stdout().flush();
             announced = true;
         }
-        let wait = next_tick
-            .saturating_duration_since(Instant::now())
-            .min(MAX_WAIT);
-        let all: Vec<&ZmqTransport> = std::iter::once(&links.sim)
-            .chain(links.vms.iter())
-            .collect();
+        let wait = next_tick.saturating_duration_since(Instant::now()).min(MAX_WAIT);
+        let all: Vec<&ZmqTransport> = std::iter::once(&links.sim).chain(links.vms.iter()).collect();
         wait_any(&all, wait)?;
     }
     tracing::info!(target: LOG_TARGET, "stopping (signal)");
@@ -268,8 +245,21 @@ fn print_stats(med: &Mediator) {
     println!("cosim-mediator: per-VM statistics");
     println!(
         "{:<10} {:<8} {:<6} {:<6} {:>5} {:>5} {:>6} {:>9} {:>7} {:>12} {:>10} {:>10} {:>9} {:>9} {:>5}",
-        "vm", "pool", "prio", "max", "jobs", "done", "failed", "cancelled", "refused", "rtl_cycles", "queued_ms", "queue_max", "dma_rd_KiB",
-        "dma_wr_KiB", "irqs"
+        "vm",
+        "pool",
+        "prio",
+        "max",
+        "jobs",
+        "done",
+        "failed",
+        "cancelled",
+        "refused",
+        "rtl_cycles",
+        "queued_ms",
+        "queue_max",
+        "dma_rd_KiB",
+        "dma_wr_KiB",
+        "irqs"
     );
     for i in 0..med.vm_count() {
         let (c, s) = med.vm_stats(i);

@@ -95,6 +95,13 @@ pub struct Interrupt {
     /// A context register whose value is the MSI-X vector the job raises (absent: vector 0).
     #[serde(default)]
     pub vector_register: Option<u64>,
+    /// The design raises an interrupt only when a job ends. The mediator then starts the next
+    /// job right behind the reads of the results (MMIO reaches the design one at a time, in
+    /// order, so the reads see the finished job), saving a round trip per job. Without it the
+    /// mediator waits for the results, and an interrupt while STATUS still says busy is not
+    /// taken as the end of the job.
+    #[serde(default)]
+    pub completion_only: bool,
 }
 
 /// The register through which a job asks for a priority.
@@ -162,7 +169,11 @@ pub struct JobModel {
     /// Read and written in the VM's copy only.
     #[serde(default)]
     pub local: Vec<u64>,
-    /// Reads go to the RTL (identity, configuration, global counters); writes are ignored.
+    /// Registers the RTL never changes (identity, configuration): read from the RTL once when
+    /// the simulation comes up, then answered by the mediator; writes are ignored.
+    #[serde(default)]
+    pub constant: Vec<u64>,
+    /// Reads go to the RTL (global counters, ...); writes are ignored.
     #[serde(default)]
     pub passthrough_read: Vec<u64>,
     /// Reads and writes go to the RTL (only registers that cannot affect another VM's job).
@@ -195,6 +206,8 @@ pub enum RegClass {
     JobsCounter,
     /// The VM's copy only.
     Local,
+    /// Read from the RTL once, then from the mediator's copy; writes ignored.
+    Constant,
     /// Reads from the RTL, writes ignored.
     PassRead,
     /// Reads and writes to the RTL.
@@ -211,23 +224,16 @@ impl RegClass {
 impl JobModel {
     /// Reads and validates a job model file.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ModelError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates a job model; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ModelError> {
-        let m: JobModel = toml::from_str(text).map_err(|e| ModelError::Parse {
-            path: origin.to_string(),
-            source: Box::new(e),
-        })?;
-        m.validate().map_err(|reason| ModelError::Invalid {
-            path: origin.to_string(),
-            reason,
-        })?;
+        let m: JobModel =
+            toml::from_str(text).map_err(|e| ModelError::Parse { path: origin.to_string(), source: Box::new(e) })?;
+        m.validate().map_err(|reason| ModelError::Invalid { path: origin.to_string(), reason })?;
         Ok(m)
     }
 
@@ -243,9 +249,7 @@ impl JobModel {
                 ));
             }
             if let Some(prev) = map.insert(off, class) {
-                return Err(format!(
-                    "register {off:#x} is named twice ({prev:?} and {what})"
-                ));
+                return Err(format!("register {off:#x} is named twice ({prev:?} and {what})"));
             }
             Ok(())
         };
@@ -262,16 +266,9 @@ impl JobModel {
             (&self.context, RegClass::Context, "context"),
             (&self.results, RegClass::Result, "results"),
             (&self.local, RegClass::Local, "local"),
-            (
-                &self.passthrough_read,
-                RegClass::PassRead,
-                "passthrough_read",
-            ),
-            (
-                &self.passthrough_write,
-                RegClass::PassWrite,
-                "passthrough_write",
-            ),
+            (&self.constant, RegClass::Constant, "constant"),
+            (&self.passthrough_read, RegClass::PassRead, "passthrough_read"),
+            (&self.passthrough_write, RegClass::PassWrite, "passthrough_write"),
         ] {
             for &off in list {
                 add(off, class, what)?;
@@ -285,10 +282,7 @@ impl JobModel {
             return Err(format!("bar = {} is not a BAR number (0 to 5)", self.bar));
         }
         if self.bar_size < REG_BYTES || !self.bar_size.is_power_of_two() {
-            return Err(format!(
-                "bar_size = {:#x} is not a power of two of at least 4",
-                self.bar_size
-            ));
+            return Err(format!("bar_size = {:#x} is not a power of two of at least 4", self.bar_size));
         }
         let classes = self.classes()?;
         if self.doorbell.start == 0 {
@@ -301,16 +295,11 @@ impl JobModel {
         }
         let s = &self.status;
         if s.busy == 0 || s.done == 0 || s.busy & s.done != 0 || (s.busy | s.done) & s.error != 0 {
-            return Err(
-                "status.busy and status.done must be set, and busy, done and error different bits"
-                    .into(),
-            );
+            return Err("status.busy and status.done must be set, and busy, done and error different bits".into());
         }
         if let Some(v) = self.interrupt.as_ref().and_then(|i| i.vector_register) {
             if classes.get(&v) != Some(&RegClass::Context) {
-                return Err(format!(
-                    "interrupt.vector_register {v:#x} must be one of the context registers"
-                ));
+                return Err(format!("interrupt.vector_register {v:#x} must be one of the context registers"));
             }
         }
         if let Some(c) = &self.counters {
@@ -322,14 +311,13 @@ impl JobModel {
                 }
             }
         }
-        for (off, what) in [
-            (self.report.cycles, "report.cycles"),
-            (self.report.dma_wait, "report.dma_wait"),
-        ] {
+        for (off, what) in [(self.report.cycles, "report.cycles"), (self.report.dma_wait, "report.dma_wait")] {
             let Some(off) = off else { continue };
             for half in [off, off + REG_BYTES] {
                 if classes.get(&half) != Some(&RegClass::Result) {
-                    return Err(format!("{what}: register {half:#x} must be a result register (64-bit count at its _LO offset)"));
+                    return Err(format!(
+                        "{what}: register {half:#x} must be a result register (64-bit count at its _LO offset)"
+                    ));
                 }
             }
         }
@@ -338,9 +326,7 @@ impl JobModel {
 }
 
 /// A job priority. Ordered: `Low < Medium < High`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Runs when nothing of higher priority waits.

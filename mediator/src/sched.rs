@@ -34,10 +34,7 @@ pub struct Scheduler<T> {
 
 impl<T> Default for Scheduler<T> {
     fn default() -> Self {
-        Self {
-            queues: Default::default(),
-            next_seq: 1,
-        }
+        Self { queues: Default::default(), next_seq: 1 }
     }
 }
 
@@ -51,11 +48,7 @@ fn index(p: Priority) -> usize {
 
 /// The priority a job gets: what it asked for (or the VM's default), capped at the VM's highest
 /// allowed. Returns the effective priority and whether a request was capped.
-pub fn effective(
-    requested: Option<Priority>,
-    default: Priority,
-    max: Priority,
-) -> (Priority, bool) {
+pub fn effective(requested: Option<Priority>, default: Priority, max: Priority) -> (Priority, bool) {
     let want = requested.unwrap_or(default);
     if want > max {
         (max, true)
@@ -74,12 +67,7 @@ impl<T> Scheduler<T> {
     pub fn submit(&mut self, vm: usize, priority: Priority, job: T) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queues[index(priority)].push_back(Queued {
-            seq,
-            vm,
-            priority,
-            job,
-        });
+        self.queues[index(priority)].push_back(Queued { seq, vm, priority, job });
         seq
     }
 
@@ -112,11 +100,7 @@ impl<T> Scheduler<T> {
 
     /// Jobs waiting per priority (high, medium, low).
     pub fn depth(&self) -> [usize; 3] {
-        [
-            self.queues[0].len(),
-            self.queues[1].len(),
-            self.queues[2].len(),
-        ]
+        [self.queues[0].len(), self.queues[1].len(), self.queues[2].len()]
     }
 }
 
@@ -127,9 +111,7 @@ mod tests {
     use Priority::*;
 
     fn order(s: &mut Scheduler<()>) -> Vec<(usize, Priority)> {
-        std::iter::from_fn(|| s.pop())
-            .map(|j| (j.vm, j.priority))
-            .collect()
+        std::iter::from_fn(|| s.pop()).map(|j| (j.vm, j.priority)).collect()
     }
 
     #[test]
@@ -140,10 +122,7 @@ mod tests {
         s.submit(2, Low, ());
         s.submit(3, High, ());
         s.submit(4, Medium, ());
-        assert_eq!(
-            order(&mut s),
-            vec![(3, High), (1, Medium), (4, Medium), (0, Low), (2, Low)]
-        );
+        assert_eq!(order(&mut s), vec![(3, High), (1, Medium), (4, Medium), (0, Low), (2, Low)]);
         assert!(s.is_empty());
     }
 

@@ -9,9 +9,8 @@ use cosim_gemm_abi::{ctrl, pci, regs, status, ErrorCode};
 use cosim_mediator::{JobModel, JobRecord, Mediator, Outcome, Peer, Priority, Settings, VmConfig};
 use cosim_protocol::session::Timing;
 use cosim_protocol::{
-    AccessSize, BarDesc, BarIndex, Caps, Config, DeviceConfig, DmaRead, DmaReadResp, DmaWrite,
-    GuestAddr, Heartbeat, Init, Message, MmioRead, MmioReadResp, MmioWrite, Msix, MsixConfig,
-    Status, VERSION_MAJOR, VERSION_MINOR,
+    AccessSize, BarDesc, BarIndex, Caps, Config, DeviceConfig, DmaRead, DmaReadResp, DmaWrite, GuestAddr, Heartbeat,
+    Init, Message, MmioRead, MmioReadResp, MmioWrite, Msix, MsixConfig, Status, VERSION_MAJOR, VERSION_MINOR,
 };
 
 fn model() -> JobModel {
@@ -29,13 +28,7 @@ fn device() -> DeviceConfig {
     };
     d.bars[0] = BarDesc::mem32(pci::BAR0_SIZE);
     d.bars[2] = BarDesc::mem64(pci::BAR2_SIZE, false);
-    d.msix = MsixConfig {
-        vectors: 4,
-        table_bar: 2,
-        table_offset: 0,
-        pba_bar: 2,
-        pba_offset: 0x2000,
-    };
+    d.msix = MsixConfig { vectors: 4, table_bar: 2, table_offset: 0, pba_bar: 2, pba_offset: 0x2000 };
     d
 }
 
@@ -56,6 +49,10 @@ struct World {
 
 impl World {
     fn new(vms: &[(&str, &str, Priority, Priority)]) -> Self {
+        Self::with_model(vms, model())
+    }
+
+    fn with_model(vms: &[(&str, &str, Priority, Priority)], model: JobModel) -> Self {
         let now = Instant::now();
         let vms = vms
             .iter()
@@ -69,7 +66,7 @@ impl World {
             .collect();
         let m = Mediator::new(
             Settings {
-                model: model(),
+                model,
                 vms,
                 sim_name: "sim".into(),
                 handshake_timeout: Duration::from_secs(10),
@@ -80,13 +77,7 @@ impl World {
             },
             now,
         );
-        let mut w = World {
-            m,
-            now,
-            sim_session: 0,
-            sent: Vec::new(),
-            records: Vec::new(),
-        };
+        let mut w = World { m, now, sim_session: 0, sent: Vec::new(), records: Vec::new() };
         w.pump();
         w
     }
@@ -160,34 +151,15 @@ impl World {
     }
 
     fn write(&mut self, i: usize, offset: u64, data: u32) {
-        self.vm(
-            i,
-            Message::MmioWrite(MmioWrite {
-                bar: BAR0,
-                size: AccessSize::B4,
-                offset,
-                data: u64::from(data),
-            }),
-        );
+        self.vm(i, Message::MmioWrite(MmioWrite { bar: BAR0, size: AccessSize::B4, offset, data: u64::from(data) }));
     }
 
     /// A read answered by the mediator itself (fails if it went to the simulation).
     fn read_local(&mut self, i: usize, offset: u64, size: AccessSize) -> u64 {
         let tag = 77;
-        self.vm(
-            i,
-            Message::MmioRead(MmioRead {
-                tag,
-                bar: BAR0,
-                size,
-                offset,
-            }),
-        );
+        self.vm(i, Message::MmioRead(MmioRead { tag, bar: BAR0, size, offset }));
         let sent = self.take();
-        assert!(
-            !sent.iter().any(|(p, _)| *p == Peer::Sim),
-            "read of {offset:#x} went to the simulation: {sent:?}"
-        );
+        assert!(!sent.iter().any(|(p, _)| *p == Peer::Sim), "read of {offset:#x} went to the simulation: {sent:?}");
         match sent.as_slice() {
             [(Peer::Vm(j), Message::MmioReadResp(r))] if *j == i && r.tag == tag => r.data,
             other => panic!("expected one read completion for VM {i}, got {other:?}"),
@@ -218,21 +190,20 @@ impl World {
             .collect()
     }
 
-    /// The RTL finishes the running job: interrupt, then the result reads are answered.
+    /// The RTL finishes the running job: interrupt, then the result reads are answered. Returns
+    /// everything sent meanwhile, in order (with `completion_only`, the next job's start comes
+    /// right behind the reads, before their answers).
     fn rtl_done(&mut self, vector: u16, error: u32, cycles: u64) -> Vec<(Peer, Message)> {
         self.sim(Message::Msix(Msix { vector }));
-        let reads: Vec<MmioRead> = self
-            .take()
-            .into_iter()
+        let mut sent = self.take();
+        let reads: Vec<MmioRead> = sent
+            .iter()
             .filter_map(|(p, m)| match (p, m) {
-                (Peer::Sim, Message::MmioRead(r)) => Some(r),
+                (Peer::Sim, Message::MmioRead(r)) => Some(*r),
                 _ => None,
             })
             .collect();
-        assert!(
-            !reads.is_empty(),
-            "no result reads after the completion interrupt"
-        );
+        assert!(!reads.is_empty(), "no result reads after the completion interrupt");
         for r in reads {
             let st = status::DONE | if error != 0 { status::ERROR } else { 0 };
             let data = match r.offset {
@@ -245,16 +216,11 @@ impl World {
                 o if o == regs::IDLE_CYCLES_LO => 100,
                 _ => 0,
             };
-            self.m.handle_sim(
-                self.now,
-                Ok(Message::MmioReadResp(MmioReadResp {
-                    tag: r.tag,
-                    status: Status::Ok,
-                    data,
-                })),
-            );
+            self.m
+                .handle_sim(self.now, Ok(Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data })));
         }
-        self.take()
+        sent.extend(self.take());
+        sent
     }
 
     fn advance(&mut self, d: Duration) {
@@ -268,27 +234,19 @@ impl World {
 
     /// Keeps the simulation's session alive (its heartbeat) while time passes.
     fn sim_heartbeat(&mut self) {
-        let hb = Heartbeat {
-            instance: 9,
-            session: self.sim_session,
-        };
+        let hb = Heartbeat { instance: 9, session: self.sim_session };
         self.m.handle_sim(self.now, Ok(Message::Heartbeat(hb)));
     }
 
     fn vm_heartbeat(&mut self, i: usize) {
-        let hb = Heartbeat {
-            instance: 0x200 + i as u64,
-            session: 0x100 + i as u64,
-        };
+        let hb = Heartbeat { instance: 0x200 + i as u64, session: 0x100 + i as u64 };
         self.m.handle_vm(i, self.now, Ok(Message::Heartbeat(hb)));
     }
 }
 
 fn world(n: usize) -> World {
-    let vms: Vec<(&str, &str, Priority, Priority)> = ["vm0", "vm1", "vm2", "vm3"][..n]
-        .iter()
-        .map(|&name| (name, "A", Priority::Low, Priority::High))
-        .collect();
+    let vms: Vec<(&str, &str, Priority, Priority)> =
+        ["vm0", "vm1", "vm2", "vm3"][..n].iter().map(|&name| (name, "A", Priority::Low, Priority::High)).collect();
     let mut w = World::new(&vms);
     w.sim_config();
     for i in 0..n {
@@ -326,10 +284,7 @@ fn context_is_per_vm_and_written_to_the_rtl_just_before_its_job() {
     w.submit(0, 3);
     let writes = World::rtl_writes(&w.take());
     assert_eq!(writes.first(), Some(&(regs::CTRL, ctrl::CLEAR)));
-    assert_eq!(
-        writes.last(),
-        Some(&(regs::CTRL, ctrl::START | ctrl::IRQ_EN))
-    );
+    assert_eq!(writes.last(), Some(&(regs::CTRL, ctrl::START | ctrl::IRQ_EN)));
     assert!(
         writes.contains(&(regs::M, 3))
             && writes.contains(&(regs::N, 8))
@@ -339,10 +294,7 @@ fn context_is_per_vm_and_written_to_the_rtl_just_before_its_job() {
 
     // VM1's job waits; its registers are its own, answered without the RTL.
     w.submit(1, 7);
-    assert!(
-        World::rtl_writes(&w.take()).is_empty(),
-        "VM1's job must wait while VM0's runs"
-    );
+    assert!(World::rtl_writes(&w.take()).is_empty(), "VM1's job must wait while VM0's runs");
     assert_eq!(w.status(1), status::BUSY);
     assert_eq!(w.read_local(1, regs::M, AccessSize::B4), 7);
     assert_eq!(w.read_local(0, regs::M, AccessSize::B4), 3);
@@ -350,35 +302,20 @@ fn context_is_per_vm_and_written_to_the_rtl_just_before_its_job() {
     // VM0's job ends: VM0 gets its results and its interrupt; then VM1's context and START.
     let sent = w.rtl_done(0, 0, 0x1_0000_0002);
     assert!(sent.contains(&(Peer::Vm(0), Message::Msix(Msix { vector: 0 }))));
-    assert!(!sent
-        .iter()
-        .any(|(p, m)| *p == Peer::Vm(1) && matches!(m, Message::Msix(_))));
+    assert!(!sent.iter().any(|(p, m)| *p == Peer::Vm(1) && matches!(m, Message::Msix(_))));
     let writes = World::rtl_writes(&sent);
     assert!(writes.contains(&(regs::M, 7)) && writes.contains(&(regs::C_ADDR_LO, 0x20_0000)));
     assert_eq!(w.status(0), status::DONE);
-    assert_eq!(
-        w.read_local(0, regs::CYCLES_LO, AccessSize::B8),
-        0x1_0000_0002
-    );
+    assert_eq!(w.read_local(0, regs::CYCLES_LO, AccessSize::B8), 0x1_0000_0002);
     assert_eq!(w.read_local(0, regs::JOBS_DONE, AccessSize::B4), 1);
     assert_eq!(w.read_local(1, regs::JOBS_DONE, AccessSize::B4), 0);
-    assert_eq!(
-        w.read_local(1, regs::CYCLES_LO, AccessSize::B8),
-        0,
-        "VM1 never sees VM0's results"
-    );
+    assert_eq!(w.read_local(1, regs::CYCLES_LO, AccessSize::B8), 0, "VM1 never sees VM0's results");
 
     let sent = w.rtl_done(1, 0, 99);
     assert!(sent.contains(&(Peer::Vm(1), Message::Msix(Msix { vector: 1 }))));
     assert_eq!(
-        w.records
-            .iter()
-            .map(|r| (r.vm.as_str(), r.outcome, r.cycles))
-            .collect::<Vec<_>>(),
-        vec![
-            ("vm0", Outcome::Done, 0x1_0000_0002),
-            ("vm1", Outcome::Done, 99)
-        ]
+        w.records.iter().map(|r| (r.vm.as_str(), r.outcome, r.cycles)).collect::<Vec<_>>(),
+        vec![("vm0", Outcome::Done, 0x1_0000_0002), ("vm1", Outcome::Done, 99)]
     );
 }
 
@@ -387,51 +324,21 @@ fn dma_and_interrupts_reach_only_the_vm_whose_job_runs() {
     let mut w = world(3);
     w.submit(1, 4);
     w.take();
-    w.sim(Message::DmaRead(DmaRead {
-        tag: 7,
-        addr: GuestAddr(0x1000),
-        len: 64,
-    }));
-    w.sim(Message::DmaWrite(DmaWrite {
-        addr: GuestAddr(0x20_0000),
-        data: vec![0xab; 16],
-    }));
+    w.sim(Message::DmaRead(DmaRead { tag: 7, addr: GuestAddr(0x1000), len: 64 }));
+    w.sim(Message::DmaWrite(DmaWrite { addr: GuestAddr(0x20_0000), data: vec![0xab; 16] }));
     let sent = w.take();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent.iter().all(|(p, _)| *p == Peer::Vm(1)));
     // Another VM answering that read is ignored; the owner's answer goes to the RTL.
-    w.vm(
-        0,
-        Message::DmaReadResp(DmaReadResp {
-            tag: 7,
-            status: Status::Ok,
-            data: vec![0; 64],
-        }),
-    );
+    w.vm(0, Message::DmaReadResp(DmaReadResp { tag: 7, status: Status::Ok, data: vec![0; 64] }));
     assert!(w.take().is_empty());
-    w.vm(
-        1,
-        Message::DmaReadResp(DmaReadResp {
-            tag: 7,
-            status: Status::Ok,
-            data: vec![1; 64],
-        }),
-    );
+    w.vm(1, Message::DmaReadResp(DmaReadResp { tag: 7, status: Status::Ok, data: vec![1; 64] }));
     let sent = w.take();
-    assert!(
-        matches!(sent.as_slice(), [(Peer::Sim, Message::DmaReadResp(r))] if r.tag == 7 && r.data == vec![1; 64])
-    );
+    assert!(matches!(sent.as_slice(), [(Peer::Sim, Message::DmaReadResp(r))] if r.tag == 7 && r.data == vec![1; 64]));
     w.rtl_done(1, 0, 10);
     // No job runs: DMA writes are dropped, reads refused, interrupts dropped.
-    w.sim(Message::DmaWrite(DmaWrite {
-        addr: GuestAddr(0x20_0000),
-        data: vec![1; 8],
-    }));
-    w.sim(Message::DmaRead(DmaRead {
-        tag: 8,
-        addr: GuestAddr(0x1000),
-        len: 8,
-    }));
+    w.sim(Message::DmaWrite(DmaWrite { addr: GuestAddr(0x20_0000), data: vec![1; 8] }));
+    w.sim(Message::DmaRead(DmaRead { tag: 8, addr: GuestAddr(0x1000), len: 8 }));
     w.sim(Message::Msix(Msix { vector: 0 }));
     let sent = w.take();
     assert!(
@@ -439,14 +346,7 @@ fn dma_and_interrupts_reach_only_the_vm_whose_job_runs() {
         "{sent:?}"
     );
     let s = w.m.stats();
-    assert_eq!(
-        (
-            s.dma_writes_dropped,
-            s.dma_reads_refused,
-            s.stray_interrupts
-        ),
-        (1, 1, 1)
-    );
+    assert_eq!((s.dma_writes_dropped, s.dma_reads_refused, s.stray_interrupts), (1, 1, 1));
     assert_eq!(w.m.vm_stats(1).1.dma_read_bytes, 64);
 }
 
@@ -491,18 +391,8 @@ fn strict_priority_first_come_first_served_within_one_and_caps() {
     w.rtl_done(0, 0, 1);
     w.rtl_done(0, 0, 1);
     w.rtl_done(0, 0, 1);
-    let order: Vec<_> = w.records[v..]
-        .iter()
-        .map(|r| (r.vm.as_str(), r.priority))
-        .collect();
-    assert_eq!(
-        order,
-        [
-            ("busy", Priority::Low),
-            ("low2", Priority::High),
-            ("low1", Priority::Low)
-        ]
-    );
+    let order: Vec<_> = w.records[v..].iter().map(|r| (r.vm.as_str(), r.priority)).collect();
+    assert_eq!(order, [("busy", Priority::Low), ("low2", Priority::High), ("low1", Priority::Low)]);
 }
 
 #[test]
@@ -513,25 +403,14 @@ fn a_start_while_the_vms_own_job_waits_is_refused_in_its_context_only() {
     w.write(1, regs::CTRL, ctrl::START);
     w.take();
     assert_eq!(w.status(1), status::BUSY | status::ERROR);
-    assert_eq!(
-        w.read_local(1, regs::ERROR, AccessSize::B4),
-        u64::from(ErrorCode::Busy.code())
-    );
+    assert_eq!(w.read_local(1, regs::ERROR, AccessSize::B4), u64::from(ErrorCode::Busy.code()));
     assert_eq!(w.read_local(0, regs::ERROR, AccessSize::B4), 0);
     assert_eq!(w.m.vm_stats(1).1.refused, 1);
-    assert_eq!(
-        w.m.vm_stats(1).1.jobs,
-        1,
-        "the refused start queued nothing"
-    );
+    assert_eq!(w.m.vm_stats(1).1.jobs, 1, "the refused start queued nothing");
     w.rtl_done(0, 0, 1);
     let sent = w.rtl_done(0, 0, 1);
     assert!(sent.contains(&(Peer::Vm(1), Message::Msix(Msix { vector: 1 }))));
-    assert_eq!(
-        w.status(1),
-        status::DONE,
-        "success clears the error, as on the device"
-    );
+    assert_eq!(w.status(1), status::DONE, "success clears the error, as on the device");
 }
 
 #[test]
@@ -543,11 +422,7 @@ fn a_vm_that_resets_while_queued_loses_only_its_job() {
     w.vm(1, Message::Reset);
     w.take();
     assert_eq!(w.status(1), 0);
-    assert_eq!(
-        w.read_local(1, regs::M, AccessSize::B4),
-        0,
-        "a reset clears the VM's registers"
-    );
+    assert_eq!(w.read_local(1, regs::M, AccessSize::B4), 0, "a reset clears the VM's registers");
     assert!(
         matches!(w.records.as_slice(), [r] if r.vm == "vm1" && r.outcome == Outcome::Cancelled && r.started_us.is_none())
     );
@@ -564,35 +439,20 @@ fn a_vm_that_resets_while_its_job_runs_gets_nothing_of_it() {
     w.submit(0, 1);
     w.submit(1, 1);
     w.take();
-    w.sim(Message::DmaRead(DmaRead {
-        tag: 3,
-        addr: GuestAddr(0x1000),
-        len: 64,
-    }));
+    w.sim(Message::DmaRead(DmaRead { tag: 3, addr: GuestAddr(0x1000), len: 64 }));
     w.take();
     w.vm(0, Message::Reset);
     // The RTL's outstanding read from the gone context fails at once, so the job ends soon.
     let sent = w.take();
-    assert!(sent.iter().any(|(p, m)| *p == Peer::Sim
-        && matches!(m, Message::DmaReadResp(r) if r.tag == 3 && r.status != Status::Ok)));
+    assert!(sent
+        .iter()
+        .any(|(p, m)| *p == Peer::Sim && matches!(m, Message::DmaReadResp(r) if r.tag == 3 && r.status != Status::Ok)));
     // Late traffic of that job reaches no one: not the reset VM, not the other one.
-    w.vm(
-        0,
-        Message::DmaReadResp(DmaReadResp {
-            tag: 3,
-            status: Status::Ok,
-            data: vec![0; 64],
-        }),
-    );
-    w.sim(Message::DmaWrite(DmaWrite {
-        addr: GuestAddr(0x10_0000),
-        data: vec![7; 64],
-    }));
+    w.vm(0, Message::DmaReadResp(DmaReadResp { tag: 3, status: Status::Ok, data: vec![0; 64] }));
+    w.sim(Message::DmaWrite(DmaWrite { addr: GuestAddr(0x10_0000), data: vec![7; 64] }));
     assert!(w.take().is_empty());
     let sent = w.rtl_done(0, ErrorCode::DmaError.code(), 1);
-    assert!(!sent
-        .iter()
-        .any(|(p, m)| *p == Peer::Vm(0) && matches!(m, Message::Msix(_))));
+    assert!(!sent.iter().any(|(p, m)| *p == Peer::Vm(0) && matches!(m, Message::Msix(_))));
     assert_eq!(w.records[0].outcome, Outcome::Cancelled);
     assert_eq!(w.status(0), 0);
     // VM1's job runs next, unaffected.
@@ -613,17 +473,11 @@ fn a_silent_vm_is_lost_and_its_job_cancelled_others_go_on() {
         w.advance(Duration::from_millis(100));
     }
     assert!(!w.m.vm_up(1) && w.m.vm_up(0));
-    assert!(w
-        .records
-        .iter()
-        .any(|r| r.vm == "vm1" && r.outcome == Outcome::Cancelled));
+    assert!(w.records.iter().any(|r| r.vm == "vm1" && r.outcome == Outcome::Cancelled));
     w.take();
     let sent = w.rtl_done(0, 0, 1);
     assert!(sent.contains(&(Peer::Vm(0), Message::Msix(Msix { vector: 0 }))));
-    assert!(
-        World::rtl_writes(&sent).is_empty(),
-        "the lost VM's job must not start"
-    );
+    assert!(World::rtl_writes(&sent).is_empty(), "the lost VM's job must not start");
 }
 
 #[test]
@@ -641,42 +495,19 @@ fn the_simulation_going_away_fails_the_running_job_and_keeps_the_queue() {
     let sent = w.take();
     assert!(sent.contains(&(Peer::Vm(0), Message::Msix(Msix { vector: 0 }))));
     assert_eq!(w.status(0), status::DONE | status::ERROR);
-    assert_eq!(
-        w.read_local(0, regs::ERROR, AccessSize::B4),
-        u64::from(ErrorCode::DmaError.code())
-    );
-    assert_eq!(
-        w.status(1),
-        status::BUSY,
-        "VM1's job waits for the simulation"
-    );
+    assert_eq!(w.read_local(0, regs::ERROR, AccessSize::B4), u64::from(ErrorCode::DmaError.code()));
+    assert_eq!(w.status(1), status::BUSY, "VM1's job waits for the simulation");
     // A pass-through read while the simulation is away: all ones, at once.
-    w.vm(
-        1,
-        Message::MmioRead(MmioRead {
-            tag: 5,
-            bar: BAR0,
-            size: AccessSize::B4,
-            offset: regs::ID,
-        }),
-    );
-    assert!(w.take().iter().any(|(p, m)| *p == Peer::Vm(1)
-        && matches!(m, Message::MmioReadResp(r) if r.tag == 5 && r.data == 0xffff_ffff)));
+    w.vm(1, Message::MmioRead(MmioRead { tag: 5, bar: BAR0, size: AccessSize::B4, offset: regs::ID }));
+    assert!(w.take().iter().any(
+        |(p, m)| *p == Peer::Vm(1) && matches!(m, Message::MmioReadResp(r) if r.tag == 5 && r.data == 0xffff_ffff)
+    ));
     // The simulation restarts: heard again, a new handshake, and VM1's job starts.
-    w.m.handle_sim(
-        w.now,
-        Ok(Message::Heartbeat(Heartbeat {
-            instance: 10,
-            session: 0,
-        })),
-    );
+    w.m.handle_sim(w.now, Ok(Message::Heartbeat(Heartbeat { instance: 10, session: 0 })));
     w.advance(Duration::from_millis(50));
     w.sim_config();
     let writes = World::rtl_writes(&w.take());
-    assert!(
-        writes.contains(&(regs::CTRL, ctrl::START | ctrl::IRQ_EN)),
-        "{writes:?}"
-    );
+    assert!(writes.contains(&(regs::CTRL, ctrl::START | ctrl::IRQ_EN)), "{writes:?}");
 }
 
 #[test]
@@ -692,11 +523,7 @@ fn a_job_that_never_completes_is_failed_and_the_rtl_reset() {
         w.advance(Duration::from_secs(1));
     }
     let sent = w.take();
-    assert!(
-        sent.iter()
-            .any(|(p, m)| *p == Peer::Sim && matches!(m, Message::Reset)),
-        "no reset of the RTL"
-    );
+    assert!(sent.iter().any(|(p, m)| *p == Peer::Sim && matches!(m, Message::Reset)), "no reset of the RTL");
     assert!(sent.contains(&(Peer::Vm(0), Message::Msix(Msix { vector: 0 }))));
     assert_eq!(w.m.stats().job_timeouts, 1);
     assert!(
@@ -708,58 +535,31 @@ fn a_job_that_never_completes_is_failed_and_the_rtl_reset() {
 #[test]
 fn pass_through_reads_go_to_the_rtl_and_back_to_the_reader_only() {
     let mut w = world(2);
-    w.vm(
-        1,
-        Message::MmioRead(MmioRead {
-            tag: 40,
-            bar: BAR0,
-            size: AccessSize::B8,
-            offset: regs::ID,
-        }),
-    );
+    // ID is a constant, but the simulation has not answered the mediator's reads of the
+    // constants in this test: until it does, reads of ID go to the RTL.
+    w.vm(1, Message::MmioRead(MmioRead { tag: 40, bar: BAR0, size: AccessSize::B8, offset: regs::ID }));
     let sent = w.take();
     let Some(tag) = sent.iter().find_map(|(p, m)| match (p, m) {
-        (Peer::Sim, Message::MmioRead(r)) if r.offset == regs::ID && r.size == AccessSize::B8 => {
-            Some(r.tag)
-        }
+        (Peer::Sim, Message::MmioRead(r)) if r.offset == regs::ID && r.size == AccessSize::B8 => Some(r.tag),
         _ => None,
     }) else {
         panic!("ID read not forwarded: {sent:?}")
     };
-    w.sim(Message::MmioReadResp(MmioReadResp {
-        tag,
-        status: Status::Ok,
-        data: 0x0001_0001_4745_4d4d,
-    }));
+    w.sim(Message::MmioReadResp(MmioReadResp { tag, status: Status::Ok, data: 0x0001_0001_4745_4d4d }));
     let sent = w.take();
     assert_eq!(
         sent,
         vec![(
             Peer::Vm(1),
-            Message::MmioReadResp(MmioReadResp {
-                tag: 40,
-                status: Status::Ok,
-                data: 0x0001_0001_4745_4d4d
-            })
+            Message::MmioReadResp(MmioReadResp { tag: 40, status: Status::Ok, data: 0x0001_0001_4745_4d4d })
         )]
     );
     // SCRATCH is each VM's own; an 8-byte read of JOBS_DONE + SCRATCH stays local.
     w.write(0, regs::SCRATCH, 0x1234);
-    assert_eq!(
-        w.read_local(0, regs::JOBS_DONE, AccessSize::B8),
-        0x1234 << 32
-    );
+    assert_eq!(w.read_local(0, regs::JOBS_DONE, AccessSize::B8), 0x1234 << 32);
     assert_eq!(w.read_local(1, regs::SCRATCH, AccessSize::B4), 0);
     // Sub-word accesses: a byte write and a 2-byte read.
-    w.vm(
-        0,
-        Message::MmioWrite(MmioWrite {
-            bar: BAR0,
-            size: AccessSize::B1,
-            offset: regs::SCRATCH + 1,
-            data: 0xff,
-        }),
-    );
+    w.vm(0, Message::MmioWrite(MmioWrite { bar: BAR0, size: AccessSize::B1, offset: regs::SCRATCH + 1, data: 0xff }));
     assert_eq!(w.read_local(0, regs::SCRATCH + 1, AccessSize::B2), 0xff);
     assert_eq!(w.read_local(0, regs::SCRATCH, AccessSize::B4), 0xff34);
     // Writes to read-only registers change nothing anywhere.
@@ -767,4 +567,84 @@ fn pass_through_reads_go_to_the_rtl_and_back_to_the_reader_only() {
     w.write(0, regs::CYCLES_LO, 1);
     assert!(w.take().is_empty());
     assert_eq!(w.read_local(0, regs::CYCLES_LO, AccessSize::B4), 0);
+}
+
+#[test]
+fn with_completion_only_the_next_job_starts_right_behind_the_result_reads() {
+    let mut w = world(2);
+    w.submit(0, 1);
+    w.submit(1, 2);
+    w.take();
+    w.sim(Message::Msix(Msix { vector: 0 }));
+    // Before any read is answered: the reads of job 1, then job 2's CLEAR, context and START,
+    // in this order on the one channel (the RTL takes MMIO one at a time, in order).
+    let sent = w.take();
+    let last_read = sent.iter().rposition(|(p, m)| *p == Peer::Sim && matches!(m, Message::MmioRead(_)));
+    let first_write = sent.iter().position(|(p, m)| *p == Peer::Sim && matches!(m, Message::MmioWrite(_)));
+    match (last_read, first_write) {
+        (Some(r), Some(wr)) => assert!(r < wr, "a write of the next job precedes a result read: {sent:?}"),
+        other => panic!("want result reads and the next job's writes, got {other:?}: {sent:?}"),
+    }
+    assert!(World::rtl_writes(&sent).contains(&(regs::M, 2)));
+}
+
+#[test]
+fn without_completion_only_an_interrupt_while_busy_is_not_the_end_of_the_job() {
+    let mut model = model();
+    model.interrupt.as_mut().expect("interrupt").completion_only = false;
+    let mut w = World::with_model(
+        &[("vm0", "A", Priority::Low, Priority::Low), ("vm1", "A", Priority::Low, Priority::Low)],
+        model,
+    );
+    w.sim_config();
+    w.connect(0);
+    w.connect(1);
+    w.submit(0, 1);
+    w.submit(1, 2);
+    w.take();
+    w.sim(Message::Msix(Msix { vector: 0 }));
+    let sent = w.take();
+    assert!(World::rtl_writes(&sent).is_empty(), "the next job must wait for the results: {sent:?}");
+    for (_, m) in sent {
+        if let Message::MmioRead(r) = m {
+            let data = if r.offset == regs::STATUS { u64::from(status::BUSY) } else { 0 };
+            w.sim(Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }));
+        }
+    }
+    assert!(w.take().is_empty() && w.records.is_empty(), "a busy RTL's interrupt ended the job");
+    assert_eq!(w.status(0), status::BUSY);
+    let sent = w.rtl_done(0, 0, 9);
+    assert!(sent.contains(&(Peer::Vm(0), Message::Msix(Msix { vector: 0 }))));
+    assert!(World::rtl_writes(&sent).contains(&(regs::M, 2)));
+}
+
+#[test]
+fn constants_are_read_once_per_simulation_session_then_answered_by_the_mediator() {
+    let mut w = World::new(&[("vm0", "A", Priority::Low, Priority::Low)]);
+    w.sim_config();
+    let reads: Vec<MmioRead> = w
+        .take()
+        .into_iter()
+        .filter_map(|(p, m)| match (p, m) {
+            (Peer::Sim, Message::MmioRead(r)) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let offsets: Vec<u64> = reads.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, model().constant);
+    for r in reads {
+        let data = if r.offset == regs::ID { u64::from(regs::ID_VALUE) } else { r.offset + 1 };
+        w.sim(Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }));
+    }
+    w.connect(0);
+    w.take();
+    assert_eq!(w.read_local(0, regs::ID, AccessSize::B4), u64::from(regs::ID_VALUE));
+    assert_eq!(w.read_local(0, regs::VERSION, AccessSize::B4), regs::VERSION + 1);
+    assert_eq!(w.read_local(0, regs::ID, AccessSize::B8), u64::from(regs::ID_VALUE) | ((regs::VERSION + 1) << 32));
+    // A pass-through register still goes to the RTL.
+    w.vm(0, Message::MmioRead(MmioRead { tag: 3, bar: BAR0, size: AccessSize::B4, offset: regs::BUSY_CYCLES_LO }));
+    assert!(w
+        .take()
+        .iter()
+        .any(|(p, m)| *p == Peer::Sim && matches!(m, Message::MmioRead(r) if r.offset == regs::BUSY_CYCLES_LO)));
 }
