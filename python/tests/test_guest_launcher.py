@@ -41,6 +41,11 @@ def test_launches_connects_and_stops(tmp_path):
         pid = g.proc.pid
     assert not alive(pid) and g.exit_status == 0
     assert "fake launcher: stopped" in g.output_tail()
+    assert g not in cosim.guest._current  # (the session's real guest may be open: make test-ml)
+
+
+def test_no_guest_open_is_an_error(monkeypatch):
+    monkeypatch.setattr(cosim.guest, "_current", [])
     with pytest.raises(RuntimeError, match="no cosim guest is open"):
         cosim.guest.current_client()
 
