@@ -54,7 +54,7 @@ priority=P      default priority of its jobs: low, medium or high [default: low]
 max=P           highest priority a job of this VM may ask for (JOB_PRIORITY register) [default: priority]\n  \
 run=ITEMS       its workload: accel-tool arguments or sh:COMMAND, items separated by ';' \
 [default: the --run items, else `gemm --m 64 --n 64 --k 64 --seed I+1 --check --repeat 4`]\n\
---vms N gives N VMs with every default.\n\n\
+--vms N gives N VMs with every default (4 when no --vm is given).\n\n\
 Stages, each with its own timeout: sim start (until the simulation prints its ready line), mediator start \
 (until the mediator's session with the simulation is up), VMs (until every launcher has ended; each enforces \
 its own stage timeouts as well), mediator stop (until the mediator has written its statistics and exited).\n\n\
@@ -78,7 +78,7 @@ struct Cli {
     #[arg(long = "vm", value_name = "SPEC")]
     vms: Vec<String>,
 
-    /// N VMs with the defaults (instead of --vm).
+    /// N VMs with the defaults, instead of --vm [default without --vm: 4].
     #[arg(long = "vms", value_name = "N", conflicts_with = "vms", value_parser = clap::value_parser!(u32).range(1..=16))]
     count: Option<u32>,
 
@@ -429,7 +429,7 @@ fn tables(vms: &[VmSpec], rows: &[VmRow], results: &[String], jobs: &[Job], rtl:
     if let Some(f) = rtl["busy_fraction"].as_f64() {
         let _ = writeln!(
             s,
-            "RTL busy {:.1}% of the mediator's time ({} busy cycles, {} idle)",
+            "RTL busy {:.1}% ({} busy, {} idle cycles, as the mediator counts them: docs/mediator.md)",
             f * 100.0,
             rtl["busy_cycles"],
             rtl["idle_cycles"]
@@ -556,6 +556,18 @@ impl Share {
         }
     }
 
+    /// Handles lines until none arrives for 100 ms (at most 1 s): what a process wrote before it
+    /// ended, which the pump threads deliver a moment later.
+    fn drain(&mut self) {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(1) {
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => self.handle(l),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// The simulation's or the mediator's exit, if it ended, with its last lines.
     fn died(&mut self) -> Option<String> {
         let sim = self.sim.as_mut().and_then(Proc::poll);
@@ -563,7 +575,7 @@ impl Share {
         if sim.is_none() && med.is_none() {
             return None;
         }
-        self.pump(Duration::from_millis(300));
+        self.drain();
         let (what, st, tail, log) = match (sim, med) {
             (Some(st), _) => ("the simulation", st, &self.sim_tail, "sim.log"),
             (None, Some(st)) => ("the mediator", st, &self.mediator_tail, "mediator.log"),
@@ -752,7 +764,7 @@ fn execute(
     tracing::info!("stage mediator stop: SIGTERM (timeout {} s)", t_stop.as_secs());
     let Some(m) = share.mediator.as_mut() else { return Ok(()) };
     let st = m.terminate(t_stop);
-    share.pump(Duration::from_millis(300));
+    share.drain();
     match st {
         None => {
             return Err(StageFail {
@@ -828,7 +840,7 @@ fn run(cli: &Cli, vms: &[VmSpec], log_dir: &Path) -> Outcome {
     };
     share.stop_all(&why);
     drop(tmp);
-    share.pump(Duration::from_millis(300));
+    share.drain();
 
     // What the VMs, the mediator and its job log say.
     let (jobs, bad_lines) = parse_job_log(&std::fs::read_to_string(log_dir.join("jobs.jsonl")).unwrap_or_default());
