@@ -16,13 +16,15 @@ SHARE := $(ROOT)/target/release/cosim-share
 share-artifacts: e2e-artifacts
 	$(CARGO) build --release -p cosim-mediator
 
-# Pool A: two low-priority VMs, one allowed to ask for medium (JOB_PRIORITY); pool B: a medium
-# and a high one. The high VM waits a moment after its boot, so its jobs meet a busy queue.
+# Pool A: two low-priority VMs (one allowed to ask for medium through JOB_PRIORITY) with long
+# series of GEMMs; pool B: a medium one, and a high one that submits three short bursts (1, 3 and
+# 5 s after its boot) into the others' queue. About 80 jobs; the job order shows the overtakes.
+SHARE_HIGH := sh:sleep 1;gemm --m 32 --n 32 --k 32 --seed 4 --check --repeat 2;sh:sleep 2;gemm --m 32 --n 32 --k 32 --seed 5 --check --repeat 2;sh:sleep 2;gemm --m 32 --n 32 --k 32 --seed 6 --check --repeat 2;info
 SHARE_VMS ?= \
-	--vm 'name=a0,pool=A,priority=low,run=gemm --m 64 --n 64 --k 64 --seed 1 --check --repeat 8' \
-	--vm 'name=a1,pool=A,priority=low,max=medium,run=gemm --m 48 --n 40 --k 64 --seed 2 --check --repeat 8' \
-	--vm 'name=b0,pool=B,priority=medium,run=gemm --m 32 --n 32 --k 32 --seed 3 --check --repeat 8' \
-	--vm 'name=b1,pool=B,priority=high,run=sh:sleep 3;gemm --m 16 --n 16 --k 16 --seed 4 --check --repeat 4;info'
+	--vm 'name=a0,pool=A,priority=low,run=gemm --m 128 --n 128 --k 128 --seed 1 --check --repeat 24' \
+	--vm 'name=a1,pool=A,priority=low,max=medium,run=gemm --m 100 --n 80 --k 128 --seed 2 --check --repeat 24' \
+	--vm 'name=b0,pool=B,priority=medium,run=gemm --m 64 --n 64 --k 64 --seed 3 --check --repeat 24' \
+	--vm 'name=b1,pool=B,priority=high,run=$(SHARE_HIGH)'
 
 share: share-artifacts
 	@echo "== cosim share: four guests share one GEMM simulation through cosim-mediator =="
