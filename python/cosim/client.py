@@ -147,7 +147,9 @@ class Client:
             return
         value = reply.value
         try:
-            if isinstance(value, GemmResult):
+            if ks is None:  # a raw frame (submit_raw, INFO): nothing to fill in
+                pass
+            elif isinstance(value, GemmResult):
                 value.k = ks[0]
             elif kind == p.BATCH:
                 if len(value) != len(ks):
@@ -214,7 +216,7 @@ class Client:
     def submit_raw(self, kind: int, payload: bytes, version: int = p.VERSION) -> cf.Future:
         """Sends a frame as given (for tests of the server's error handling)."""
         expected = kind if kind in _EXPECTED else p.GEMM
-        return self._submit(expected, lambda rid: p.encode_header(kind, rid, len(payload), version) + payload, [0])
+        return self._submit(expected, lambda rid: p.encode_header(kind, rid, len(payload), version) + payload)
 
     # ---- blocking calls -------------------------------------------------------------------------
 

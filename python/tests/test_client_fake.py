@@ -82,6 +82,7 @@ def test_error_reply_raises_the_reason_and_the_connection_keeps_serving(server):
             c.submit_raw(p.INFO, b"", version=2).result(timeout=10)
         with pytest.raises(cosim.DeviceError, match="BAD_FRAME"):
             c.submit_raw(p.GEMM, b"\x01\x00").result(timeout=10)
+        assert c.submit_raw(p.BATCH, (0).to_bytes(4, "little")).result(timeout=10) == []
         job = rand_job(2, 3, 4)
         assert np.array_equal(c.gemm(job.a, job.b).c, expected(job))
 
