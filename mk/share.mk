@@ -7,6 +7,7 @@
 #                         SHARE_VMS: the VMs (cosim-share --vm specs)
 #   make test-share       the mediator's tests (cosim-mediator, some against the GEMM simulation),
 #                         then the end-to-end test (launcher/tests/share.rs: 4 guests, one simulation)
+#   make bench-share      pass-through read vs direct, RTL busy fraction, queue wait per priority
 #   make share-artifacts  what both need: QEMU, the GEMM simulation, the guest, the launchers and
 #                         cosim-mediator
 
@@ -35,3 +36,14 @@ test-share: share-artifacts
 	COSIM_BUILD=$(BUILD) $(CARGO) test --release -p cosim-launch --test share -- --include-ignored --test-threads 1
 
 TEST_TIERS += test-share
+
+# Shared-accelerator benchmark (mediator/examples/bench_share.rs): a pass-through MMIO read through
+# the mediator against the direct path, the RTL's busy fraction with four VMs submitting back to
+# back, and the queue wait per priority, as markdown for docs/benchmarks.md ("Shared accelerator").
+# Knobs: BENCH_READS, BENCH_JOBS, BENCH_SIZE.
+.PHONY: bench-share
+bench-share: deps sim-gemm
+	$(CARGO) build --release -p cosim-mediator
+	$(CARGO) run --release -p cosim-mediator --example bench_share
+
+BENCHES += bench-share
