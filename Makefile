@@ -20,9 +20,11 @@ help:
 	@echo
 	@echo "  build:       make deps | build | qemu | sim-gemm | sim-test | guest | launcher | gen-gemm-abi | clean"
 	@echo "  test tiers:  make test-unit | test-msrv | test-protocol | fuzz-smoke | test-hdl | test-gemm | abi-gemm"
-	@echo "               | test-qemu | test-guest | test-e2e   (make test runs them all)"
-	@echo "  runs:        make demo | dual | fuzz"
+	@echo "               | test-qemu | test-guest | test-e2e | test-share | test-serve | test-ml (test-ml-pure)"
+	@echo "               (make test runs them all)"
+	@echo "  runs:        make demo | dual | share (several VMs, one accelerator) | serve | ml-demo (PyTorch on the RTL) | fuzz"
 	@echo "  benchmarks:  make bench (all) | bench-transport | bench-hdl | bench-gemm | bench-qemu | bench-two-hosts"
+	@echo "               | bench-share"
 
 deps:
 	@$(ROOT)/scripts/install-deps.sh
