@@ -44,6 +44,7 @@ lint-gemm:
 # read IDs, back-pressure, error responses). GEMM_TB_SEED picks the seed.
 GEMM_TB_SEED ?= 1
 $(GEMM_TB_DIR)/tb_gemm_accel: $(GEMM_CORE_SRC) $(GEMM_DIR)/tb/tb_gemm_accel.cpp $(GEMM_C_HEADERS)
+	@mkdir -p $(GEMM_TB_DIR)
 	verilator --cc --exe --build -O2 -j 2 --top-module gemm_accel -Mdir $(GEMM_TB_DIR) \
 	    -CFLAGS -I$(ROOT)/guest/driver \
 	    $(GEMM_CORE_SRC) $(GEMM_DIR)/tb/tb_gemm_accel.cpp -o tb_gemm_accel >$(GEMM_TB_DIR).log 2>&1 \
