@@ -70,6 +70,15 @@ def test_many_small_gemms_pipelined(guest):
         assert np.array_equal(f.result(timeout=120).c, reference.gemm(job.a, job.b))
 
 
+def test_matmul_above_max_dim_is_tiled_and_exact(guest):
+    k = guest.client.max_dim() + 7  # two k slices: summed on the host, the bias added once
+    a, b = rand_i8(3, k), rand_i8(k, 5)
+    bias = rng.integers(-(2**31), 2**31, 5, dtype=np.int64).astype(np.int32)
+    r = guest.client.matmul(a, b, bias)
+    assert r.jobs == 2 and np.array_equal(r.c, reference.linear(a, b, bias))
+    check_measured(r)
+
+
 def test_batch_with_a_bad_entry_and_the_server_keeps_serving(guest):
     max_dim = guest.client.max_dim()
     good = [p.make_job(rand_i8(5, 7), rand_i8(7, 3)), p.make_job(rand_i8(2, 9), rand_i8(9, 4), np.arange(4, dtype=np.int32))]
