@@ -55,10 +55,12 @@ between the machines). A tcp link beyond loopback needs a shared key: set COSIM_
 it. If the link drops, QEMU declares the device lost after 1 s (MMIO reads return all ones, the guest's job \
 fails with an error) and resumes the session when the link is back. See docs/user-guide.md, \"Two hosts\".\n\n\
 Serve mode (--serve): instead of a workload the guest runs `accel-tool serve` (docs/serve-protocol.md), \
-reachable on 127.0.0.1:PORT through QEMU user networking (a host forward; the guest reaches nothing else). \
-Stages: sim start, QEMU start, boot, then serve start (until the server answers an INFO from the host, \
---timeout-serve-start); the launcher then prints exactly one line on stdout, \
-COSIM-SERVE {\"host\":\"127.0.0.1\",\"port\":PORT,\"devices\":N}, and keeps the simulations and QEMU up \
+reachable on 127.0.0.1:PORT through QEMU user networking (--serve-channel tcp, the default; a host forward, \
+the guest reaches nothing else; PORT is --serve-port or a free port) or through a virtio-serial port on a Unix \
+socket (--serve-channel serial; in the run's private directory unless --serve-socket). Stages: sim start, \
+QEMU start, boot, then serve start (until the server answers an INFO from the host, --timeout-serve-start); \
+the launcher then prints exactly one line on stdout, COSIM-SERVE {\"host\":\"127.0.0.1\",\"port\":PORT,\"devices\":N} \
+(serial: {\"path\":SOCKET,\"devices\":N}), and keeps the simulations and QEMU up \
 (no timeout) until SIGINT or SIGTERM, then stops them and exits 0. Its simulations run with the modelled DMA \
 read latency (+cosim_dma_latency=100 unless a --sim-arg sets it), so cycle counts are reproducible and the \
 performance models in each reply use the same latency.\n\n\
@@ -199,15 +201,26 @@ struct Cli {
     inject_stray: Option<u32>,
 
     /// Serve mode: run `accel-tool serve` in the guest instead of a workload and keep it up until
-    /// SIGINT/SIGTERM; prints `COSIM-SERVE {"host":"127.0.0.1","port":P,"devices":N}` on stdout
-    /// once the server answers (docs/guest.md, "Serve mode").
+    /// SIGINT/SIGTERM; prints `COSIM-SERVE {"host":"127.0.0.1","port":P,"devices":N}` (or
+    /// `{"path":SOCKET,"devices":N}` over serial) on stdout once the server answers
+    /// (docs/guest.md, "Serve mode").
     #[arg(long, conflicts_with_all = ["runs", "kill_sim_after", "inject_stray", "nic", "json"])]
     serve: bool,
 
-    /// Serve mode: the port on 127.0.0.1 forwarded to the server [default: a free port picked at
-    /// run time].
+    /// Serve mode's channel: "tcp" (QEMU user networking, a forward from 127.0.0.1) or "serial"
+    /// (virtio-serial on a Unix socket: faster, but see docs/guest.md for its limit).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "serial"], requires = "serve")]
+    serve_channel: String,
+
+    /// Serve mode over tcp: the port on 127.0.0.1 forwarded to the server [default: a free port
+    /// picked at run time].
     #[arg(long, value_name = "PORT", requires = "serve")]
     serve_port: Option<u16>,
+
+    /// Serve mode over serial: the Unix socket to create [default: serve.sock in the run's
+    /// private directory (mode 0700)].
+    #[arg(long, value_name = "PATH", requires = "serve", conflicts_with = "serve_port")]
+    serve_socket: Option<PathBuf>,
 
     /// Serve mode: seconds from COSIM-BOOT until the server answers an INFO from the host.
     #[arg(long, default_value_t = 60)]
@@ -282,25 +295,53 @@ fn free_loopback_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Sends an INFO to the server at 127.0.0.1:`port`; the number of devices it reports, or why not.
-/// Each step has a short timeout (QEMU accepts the host side of a forward before the guest listens).
-fn serve_probe(port: u16) -> std::result::Result<u32, String> {
+/// Sends an INFO to the server over `channel`; the number of devices it reports, or why not.
+/// Each step has a short timeout (QEMU accepts the host side before the guest's server runs).
+fn serve_probe(channel: &qemu::ServeChannel) -> std::result::Result<u32, String> {
     use accel_tool::serve_codec::{self as codec, Reply};
     use std::io::{Read, Write};
-    let t = Duration::from_secs(2);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, t).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(t)).and_then(|()| s.set_write_timeout(Some(t))).map_err(|e| e.to_string())?;
-    s.write_all(&codec::encode_info(1)).map_err(|e| format!("send INFO: {e}"))?;
-    let mut h = [0u8; codec::HEADER_LEN];
-    s.read_exact(&mut h).map_err(|e| format!("INFO reply header: {e}"))?;
-    let h = codec::decode_header(&h).map_err(|e| e.error.to_string())?;
-    let mut p = vec![0u8; h.length as usize];
-    s.read_exact(&mut p).map_err(|e| format!("INFO reply payload: {e}"))?;
-    match codec::decode_reply(&h, &p) {
-        Some(Reply::Info(devs)) if h.id == 1 => Ok(devs.len() as u32),
-        other => Err(format!("unexpected reply to INFO: kind {:#x}, {other:?}", h.kind)),
+    fn info<S: Read + Write>(mut s: S) -> std::result::Result<u32, String> {
+        s.write_all(&codec::encode_info(1)).map_err(|e| format!("send INFO: {e}"))?;
+        let mut h = [0u8; codec::HEADER_LEN];
+        s.read_exact(&mut h).map_err(|e| format!("INFO reply header: {e}"))?;
+        let h = codec::decode_header(&h).map_err(|e| e.error.to_string())?;
+        let mut p = vec![0u8; h.length as usize];
+        s.read_exact(&mut p).map_err(|e| format!("INFO reply payload: {e}"))?;
+        match codec::decode_reply(&h, &p) {
+            Some(Reply::Info(devs)) if h.id == 1 => Ok(devs.len() as u32),
+            other => Err(format!("unexpected reply to INFO: kind {:#x}, {other:?}", h.kind)),
+        }
     }
+    let limit = Duration::from_secs(2);
+    let t = Some(limit);
+    match channel {
+        qemu::ServeChannel::Tcp { host_port } => {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *host_port));
+            let s = std::net::TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t)).map_err(|e| e.to_string())?;
+            info(s)
+        }
+        qemu::ServeChannel::Serial { socket } => {
+            let s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t)).map_err(|e| e.to_string())?;
+            info(s)
+        }
+    }
+}
+
+/// Where a client connects, as the COSIM-SERVE line says it.
+fn serve_where(channel: &qemu::ServeChannel) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    match channel {
+        qemu::ServeChannel::Tcp { host_port } => {
+            m.insert("host".into(), json!("127.0.0.1"));
+            m.insert("port".into(), json!(host_port));
+        }
+        qemu::ServeChannel::Serial { socket } => {
+            m.insert("path".into(), json!(socket.display().to_string()));
+        }
+    }
+    m
 }
 
 /// Failure of the run, with the exit code it maps to.
@@ -358,21 +399,12 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     require_file(&kernel, "guest kernel", "make guest")?;
     require_file(&initrd, "guest initramfs", "make guest")?;
     let workload = if cli.serve { String::new() } else { qemu::workload(&cli.runs)? };
-    // Serve mode: the forwarded port, and the read latency the models assume (the simulations'
-    // when we start them; unknown, so 0, with --connect).
-    let serve = if cli.serve {
-        let port = match cli.serve_port {
-            Some(p) => p,
-            None => free_loopback_port()?,
-        };
-        let latency = match (cli.connect.is_empty(), sim_dma_latency(&cli.sim_args)) {
-            (_, Some(l)) => l,
-            (true, None) => SERVE_DMA_LATENCY,
-            (false, None) => 0,
-        };
-        Some((qemu::ServeNet { host_port: port }, latency))
-    } else {
-        None
+    // Serve mode: the read latency the models assume (the simulations' when we start them;
+    // unknown, so 0, with --connect). The channel is set up with the private directory below.
+    let serve_latency = match (cli.connect.is_empty(), sim_dma_latency(&cli.sim_args)) {
+        (_, Some(l)) => l,
+        (true, None) => SERVE_DMA_LATENCY,
+        (false, None) => 0,
     };
 
     // Endpoints, private to this user (docs/protocol.md, "Access control").
@@ -401,6 +433,32 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         }
         run.tmp_dir = Some(dir);
     }
+
+    // Serve mode's channel: a Unix socket in the private directory (made here if no simulation
+    // needed one), or a loopback port.
+    let serve = if !cli.serve {
+        None
+    } else if cli.serve_channel == "tcp" {
+        Some(qemu::ServeChannel::Tcp {
+            host_port: match cli.serve_port {
+                Some(p) => p,
+                None => free_loopback_port()?,
+            },
+        })
+    } else {
+        let socket = match &cli.serve_socket {
+            Some(p) => p.clone(),
+            None => {
+                if run.tmp_dir.is_none() {
+                    run.tmp_dir = Some(
+                        cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?,
+                    );
+                }
+                run.tmp_dir.as_ref().expect("just made").path().join("serve.sock")
+            }
+        };
+        Some(qemu::ServeChannel::Serial { socket })
+    };
 
     // Stage: sim start (none with --connect).
     let mut pids = serde_json::Map::new();
@@ -442,13 +500,13 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         initrd,
         append: qemu::kernel_append(&workload, cli.nic.is_some(), &{
             match &serve {
-                Some((_, latency)) => format!("{} {}", qemu::serve_append(*latency), cli.append).trim_end().to_string(),
+                Some(ch) => format!("{} {}", qemu::serve_append(ch, serve_latency), cli.append).trim_end().to_string(),
                 None => cli.append.clone(),
             }
         })?,
         accel_netdev: cli.accel_netdev.clone(),
         nic: cli.nic.clone(),
-        serve: serve.map(|(s, _)| s),
+        serve: serve.clone(),
         accelerators: (run.endpoints.iter().enumerate())
             .map(|(i, ep)| Accelerator { endpoint: ep.clone(), uart_log: log_dir.join(format!("accel{i}-uart.log")) })
             .collect(),
@@ -478,8 +536,8 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         }
     }
 
-    if let Some((sv, _)) = serve {
-        return serve_until_stopped(cli, run, sv.host_port);
+    if let Some(ch) = serve {
+        return serve_until_stopped(cli, run, &ch);
     }
 
     let t_work = Duration::from_secs(cli.timeout_workload);
@@ -527,12 +585,13 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
 
 /// Serve mode after boot: wait (bounded) until the server answers an INFO through the forward,
 /// print the COSIM-SERVE line, then keep everything up until SIGINT or SIGTERM (a clean stop).
-fn serve_until_stopped(cli: &Cli, run: &mut Run, port: u16) -> Result<(), RunError> {
+fn serve_until_stopped(cli: &Cli, run: &mut Run, channel: &qemu::ServeChannel) -> Result<(), RunError> {
     let t_serve = Duration::from_secs(cli.timeout_serve_start);
     let devices = std::cell::Cell::new(None);
     let mut last_error = String::new();
     let mut next_probe = Duration::ZERO;
-    log(format!("serve start: waiting for the server's INFO reply on 127.0.0.1:{port}"));
+    let mut line = serve_where(channel);
+    log(format!("serve start: waiting for the server's INFO reply ({})", Value::Object(line.clone())));
     let started = run.stages.wait(
         Stage::Workload,
         t_serve,
@@ -540,7 +599,7 @@ fn serve_until_stopped(cli: &Cli, run: &mut Run, port: u16) -> Result<(), RunErr
         |_, elapsed| {
             if elapsed >= next_probe {
                 next_probe = elapsed + Duration::from_millis(500);
-                match serve_probe(port) {
+                match serve_probe(channel) {
                     Ok(n) => devices.set(Some(n)),
                     Err(e) => last_error = e,
                 }
@@ -549,7 +608,7 @@ fn serve_until_stopped(cli: &Cli, run: &mut Run, port: u16) -> Result<(), RunErr
     );
     if let Err(mut e) = started {
         if e.code == exit::STAGE {
-            e.message = format!("serve start: the server did not answer an INFO on 127.0.0.1:{port} (last: {last_error}); {}", e.message);
+            e.message = format!("serve start: the server did not answer an INFO (last: {last_error}); {}", e.message);
         }
         return Err(e.into());
     }
@@ -557,10 +616,11 @@ fn serve_until_stopped(cli: &Cli, run: &mut Run, port: u16) -> Result<(), RunErr
     if n as usize != cli.device_count() {
         tracing::warn!("the server reports {n} device(s), {} were configured", cli.device_count());
     }
-    println!("COSIM-SERVE {}", json!({"host": "127.0.0.1", "port": port, "devices": n}));
+    line.insert("devices".into(), json!(n));
+    println!("COSIM-SERVE {}", Value::Object(line));
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    log(format!("serving on 127.0.0.1:{port} with {n} device(s); stop with Ctrl-C or SIGTERM"));
+    log(format!("serving with {n} device(s); stop with Ctrl-C or SIGTERM"));
     // No timeout: only a signal (a clean stop) or a process that ends (an error) ends it.
     let forever = Duration::from_secs(100 * 365 * 24 * 3600);
     match run.stages.wait(Stage::Workload, forever, |_| false, |_, _| {}) {

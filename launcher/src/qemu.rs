@@ -6,8 +6,9 @@
 //! firmware, no VGA. Per accelerator `N`: `-chardev file,id=accuartN,path=<uart log>` for its
 //! UART and `-device accelerator-pcie,id=accelN,endpoint=<endpoint>,chardev=accuartN`, plus
 //! `netdev=accnet0` for accelerator 0 when its NIC channel has a netdev, plus the device options.
-//! Serve mode ([`ServeNet`]): a virtio-net NIC on QEMU user networking, restricted (the guest
-//! reaches nothing), with one host forward from 127.0.0.1 to `accel-tool serve` in the guest.
+//! Serve mode ([`ServeChannel`]): a virtio-net NIC on QEMU user networking, restricted (the guest
+//! reaches nothing), with one host forward from 127.0.0.1 to `accel-tool serve` in the guest (the
+//! default), or a virtio-serial port on a Unix socket.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -23,9 +24,12 @@ pub const APPEND_MAX: usize = 2047;
 /// The workload when no `--run` item is given.
 pub const DEFAULT_RUN: &str = "gemm --m 64 --n 64 --k 64 --seed 1 --check";
 
-/// Serve mode's channel: the guest's NIC (MAC, address) and the server's port, defined here
-/// once; the guest's /init gets them on the kernel command line ([`serve_append`]).
+/// Serve mode's channel: the virtio-serial port's name, the guest's NIC (MAC, address) and the
+/// server's TCP port, defined here once; the guest's /init and `accel-tool serve` get them on the
+/// kernel command line ([`serve_append`]).
 pub mod serve {
+    /// Name of the virtio-serial port (`virtserialport,name=`), which the server looks up.
+    pub const PORT_NAME: &str = "cosim.serve";
     /// MAC address of the serve NIC (/init finds the interface by it).
     pub const MAC: &str = "52:54:00:c5:00:01";
     /// The guest's address on QEMU user networking (its default DHCP address).
@@ -36,24 +40,58 @@ pub mod serve {
     pub const GUEST_PORT: u16 = 7000;
 }
 
-/// Serve mode: `-netdev user,...,hostfwd=tcp:127.0.0.1:<host_port>-<guest>:<port>` and a
-/// virtio-net NIC on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServeNet {
-    /// Port on 127.0.0.1 that QEMU forwards to the server.
-    pub host_port: u16,
+/// Serve mode's channel between the host's client and `accel-tool serve` (docs/guest.md, "Serve
+/// mode", says why TCP is the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeChannel {
+    /// `-device virtio-serial-pci`, a `socket` chardev listening on `socket` (a Unix socket) and
+    /// a `virtserialport` named [`serve::PORT_NAME`] on it.
+    Serial { socket: PathBuf },
+    /// `-netdev user,restrict=on,hostfwd=tcp:127.0.0.1:<host_port>-<guest>:<port>` and a
+    /// virtio-net NIC on it.
+    Tcp { host_port: u16 },
 }
 
-/// The kernel command line's serve-mode part: `accel-tool serve`'s arguments (its port and the
-/// simulation's modelled read latency, for the models) and the NIC's MAC and address.
-pub fn serve_append(read_latency: u32) -> String {
-    format!(
-        "cosim.serve=\"--port {} --read-latency {read_latency}\" cosim.serve_mac={} cosim.serve_ip={}/{}",
-        serve::GUEST_PORT,
-        serve::MAC,
-        serve::GUEST_IP,
-        serve::PREFIX
-    )
+impl ServeChannel {
+    fn args(&self) -> Vec<String> {
+        match self {
+            ServeChannel::Serial { socket } => vec![
+                "-device".into(),
+                "virtio-serial-pci,id=serveser0".into(),
+                "-chardev".into(),
+                format!("socket,id=serve0,path={},server=on,wait=off", socket.display()),
+                "-device".into(),
+                format!("virtserialport,bus=serveser0.0,chardev=serve0,name={}", serve::PORT_NAME),
+            ],
+            ServeChannel::Tcp { host_port } => vec![
+                "-netdev".into(),
+                format!(
+                    "user,id=servenet0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-{}:{}",
+                    serve::GUEST_IP,
+                    serve::GUEST_PORT
+                ),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=servenet0,mac={}", serve::MAC),
+            ],
+        }
+    }
+}
+
+/// The kernel command line's serve-mode part: `accel-tool serve`'s arguments (its channel and the
+/// simulation's modelled read latency, for the models) and, over TCP, the NIC's MAC and address.
+pub fn serve_append(channel: &ServeChannel, read_latency: u32) -> String {
+    match channel {
+        ServeChannel::Serial { .. } => {
+            format!("cosim.serve=\"--serial {} --read-latency {read_latency}\"", serve::PORT_NAME)
+        }
+        ServeChannel::Tcp { .. } => format!(
+            "cosim.serve=\"--port {} --read-latency {read_latency}\" cosim.serve_mac={} cosim.serve_ip={}/{}",
+            serve::GUEST_PORT,
+            serve::MAC,
+            serve::GUEST_IP,
+            serve::PREFIX
+        ),
+    }
 }
 
 /// One `accelerator-pcie` device.
@@ -82,8 +120,8 @@ pub struct QemuSpec {
     pub accel_netdev: Option<String>,
     /// Netdev for an e1000 in the guest: `-netdev <spec>,id=guestnet0 -device e1000,...`.
     pub nic: Option<String>,
-    /// Serve mode's channel (`-netdev user,id=servenet0,...` and its virtio-net NIC).
-    pub serve: Option<ServeNet>,
+    /// Serve mode's channel.
+    pub serve: Option<ServeChannel>,
     /// One device per simulation, in order (`accel0`, `accel1`, ...).
     pub accelerators: Vec<Accelerator>,
     /// Extra `KEY=VALUE` options for every `accelerator-pcie`.
@@ -117,14 +155,7 @@ impl QemuSpec {
             a.extend(["-device".into(), "e1000,netdev=guestnet0".into()]);
         }
         if let Some(sv) = &self.serve {
-            let fwd = format!(
-                "user,id=servenet0,restrict=on,hostfwd=tcp:127.0.0.1:{}-{}:{}",
-                sv.host_port,
-                serve::GUEST_IP,
-                serve::GUEST_PORT
-            );
-            a.extend(["-netdev".into(), fwd.into()]);
-            a.extend(["-device".into(), format!("virtio-net-pci,netdev=servenet0,mac={}", serve::MAC).into()]);
+            a.extend(sv.args().into_iter().map(OsString::from));
         }
         for (i, acc) in self.accelerators.iter().enumerate() {
             a.push("-chardev".into());
@@ -314,13 +345,37 @@ mod tests {
     }
 
     #[test]
-    fn serve_mode_forwards_one_loopback_port_to_the_server() {
+    fn serve_mode_over_virtio_serial_on_a_unix_socket() {
         let mut s = spec();
-        s.serve = Some(ServeNet { host_port: 41234 });
-        s.append = kernel_append("", false, &serve_append(100)).unwrap();
+        let ch = ServeChannel::Serial { socket: "/run/x/serve.sock".into() };
+        s.append = kernel_append("", false, &serve_append(&ch, 100)).unwrap();
+        s.serve = Some(ch);
         let mut want = DEFAULTS.to_vec();
         want.extend([
-            "console=ttyS0 panic=-1 cosim.run=\"\" cosim.serve=\"--port 7000 --read-latency 100\" \
+            "console=ttyS0 panic=-1 cosim.run=\"\" cosim.serve=\"--serial cosim.serve --read-latency 100\"",
+            "-device",
+            "virtio-serial-pci,id=serveser0",
+            "-chardev",
+            "socket,id=serve0,path=/run/x/serve.sock,server=on,wait=off",
+            "-device",
+            "virtserialport,bus=serveser0.0,chardev=serve0,name=cosim.serve",
+            "-chardev",
+            "file,id=accuart0,path=/l/accel0-uart.log",
+            "-device",
+            "accelerator-pcie,id=accel0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
+        ]);
+        assert_eq!(argv(&s), want);
+    }
+
+    #[test]
+    fn serve_mode_over_tcp_forwards_one_loopback_port_to_the_server() {
+        let mut s = spec();
+        let ch = ServeChannel::Tcp { host_port: 41234 };
+        s.append = kernel_append("", false, &serve_append(&ch, 0)).unwrap();
+        s.serve = Some(ch);
+        let mut want = DEFAULTS.to_vec();
+        want.extend([
+            "console=ttyS0 panic=-1 cosim.run=\"\" cosim.serve=\"--port 7000 --read-latency 0\" \
              cosim.serve_mac=52:54:00:c5:00:01 cosim.serve_ip=10.0.2.15/24",
             "-netdev",
             "user,id=servenet0,restrict=on,hostfwd=tcp:127.0.0.1:41234-10.0.2.15:7000",

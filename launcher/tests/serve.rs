@@ -1,9 +1,11 @@
 //! Serve mode end to end: `cosim-launch --serve` boots the guest with `accel-tool serve` against
 //! two GEMM simulations; this test is a client on the host (the codec of accel-tool,
-//! docs/serve-protocol.md): INFO, a GEMM 4x8 by 8x16 and a LINEAR with bias checked exactly
-//! against the CPU reference, bad requests answered with ERROR while the next request still works,
-//! pipelined requests answered once each and spread over both devices, a BATCH with a bad entry, a
-//! client that disconnects mid-job, then SIGTERM: the launcher stops everything and exits 0.
+//! docs/serve-protocol.md), over the default channel (TCP through QEMU's forward): INFO, a GEMM
+//! 4x8 by 8x16 and a LINEAR with bias checked exactly against the CPU reference, bad requests
+//! answered with ERROR while the next request still works, pipelined requests answered once each
+//! and spread over both devices, a BATCH with a bad entry, a client that disconnects mid-job, then
+//! SIGTERM: the launcher stops everything and exits 0. A shorter run checks the virtio-serial
+//! channel on a Unix socket.
 //!
 //! Needs `make qemu sim-gemm guest launcher`; run by `make test-serve` (`--include-ignored`).
 
@@ -12,6 +14,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -135,16 +138,51 @@ fn serve_line(l: &mut Launcher) -> Value {
     }
 }
 
+/// A stream to the server: a Unix socket (virtio-serial) or TCP.
+trait Stream: Read + Write {}
+impl Stream for UnixStream {}
+impl Stream for TcpStream {}
+
+/// Where the COSIM-SERVE line says the server is.
+#[derive(Clone)]
+enum Where {
+    Unix(std::path::PathBuf),
+    Tcp(u16),
+}
+
+impl Where {
+    fn of(line: &Value) -> Where {
+        match (line["path"].as_str(), line["port"].as_u64()) {
+            (Some(p), None) => Where::Unix(p.into()),
+            (None, Some(port)) => {
+                assert_eq!(line["host"], "127.0.0.1", "{line}");
+                Where::Tcp(u16::try_from(port).expect("a port"))
+            }
+            _ => panic!("COSIM-SERVE line with neither a path nor a port: {line}"),
+        }
+    }
+}
+
 /// A client connection.
 struct Client {
-    s: TcpStream,
+    s: Box<dyn Stream>,
 }
 
 impl Client {
-    fn connect(port: u16) -> Client {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
-        s.set_read_timeout(Some(REPLY_LIMIT)).expect("read timeout");
-        s.set_nodelay(true).expect("nodelay");
+    fn connect(to: &Where) -> Client {
+        let s: Box<dyn Stream> = match to {
+            Where::Unix(p) => {
+                let s = UnixStream::connect(p).expect("connect to the server's socket");
+                s.set_read_timeout(Some(REPLY_LIMIT)).expect("read timeout");
+                Box::new(s)
+            }
+            Where::Tcp(port) => {
+                let s = TcpStream::connect(("127.0.0.1", *port)).expect("connect to the server");
+                s.set_read_timeout(Some(REPLY_LIMIT)).expect("read timeout");
+                s.set_nodelay(true).expect("nodelay");
+                Box::new(s)
+            }
+        };
         Client { s }
     }
 
@@ -234,10 +272,13 @@ fn serve_mode_exact_results_errors_pipelining_and_a_clean_stop() {
     let dir = fresh_dir("serve");
     let mut l = start(&dir, &["--serve", "--devices", "2"]);
     let line = serve_line(&mut l);
-    assert_eq!(line["host"], "127.0.0.1", "{line}");
     assert_eq!(line["devices"], 2, "{line}");
-    let port = u16::try_from(line["port"].as_u64().expect("port")).expect("a port");
-    let mut c = Client::connect(port);
+    let to = Where::of(&line);
+    assert!(
+        matches!(to, Where::Tcp(_)),
+        "TCP is the default channel: {line}"
+    );
+    let mut c = Client::connect(&to);
 
     // INFO: two devices, the RTL's configuration and the simulations' read latency.
     match c.call(&codec::encode_info(1), 1) {
@@ -349,12 +390,12 @@ fn serve_mode_exact_results_errors_pipelining_and_a_clean_stop() {
     }
 
     // A client that leaves mid-job: the server serves the next connection.
-    let mut gone = Client::connect(port);
+    drop(c);
+    let mut gone = Client::connect(&to);
     gone.send(&codec::encode_job(1, &job(64, 64, 64, false, 40)));
     gone.send(&codec::encode_job(2, &job(64, 64, 64, false, 41)));
     drop(gone);
-    drop(c);
-    let mut c = Client::connect(port);
+    let mut c = Client::connect(&to);
     let g2 = job(64, 64, 64, true, 42);
     check_result(&g2, &expect_result(c.call(&codec::encode_job(10, &g2), 10)));
 
@@ -369,7 +410,7 @@ fn serve_mode_exact_results_errors_pipelining_and_a_clean_stop() {
         0,
         "the server closed the connection"
     );
-    let mut c = Client::connect(port);
+    let mut c = Client::connect(&to);
     assert!(matches!(c.call(&codec::encode_info(11), 11), Reply::Info(d) if d.len() == 2));
     drop(c);
 
@@ -388,4 +429,52 @@ fn serve_mode_exact_results_errors_pipelining_and_a_clean_stop() {
     )
     .expect("json");
     assert_eq!(results["ok"], true, "{results}");
+}
+
+#[test]
+#[ignore = "needs make qemu sim-gemm guest launcher: run by make test-serve"]
+fn serve_mode_over_virtio_serial_on_a_unix_socket() {
+    let dir = fresh_dir("serve-serial");
+    let mut l = start(
+        &dir,
+        &["--serve", "--serve-channel", "serial", "--devices", "1"],
+    );
+    let line = serve_line(&mut l);
+    assert_eq!(line["devices"], 1, "{line}");
+    let to = Where::of(&line);
+    assert!(matches!(to, Where::Unix(_)), "{line}");
+    let mut c = Client::connect(&to);
+    assert!(matches!(c.call(&codec::encode_info(1), 1), Reply::Info(d) if d.len() == 1));
+    let g = job(4, 16, 8, false, 1);
+    check_result(&g, &expect_result(c.call(&codec::encode_job(2, &g), 2)));
+    let lin = job(17, 33, 9, true, 2);
+    check_result(&lin, &expect_result(c.call(&codec::encode_job(3, &lin), 3)));
+    let mut v2 = codec::encode_info(4);
+    v2[4] = 9;
+    expect_error(c.call(&v2, 4), ErrorCode::Version);
+    // Pipelined, on one device: each answered once.
+    let jobs: Vec<Job> = (0..4u64)
+        .map(|i| job(8, 8, 8, i % 2 == 0, 20 + i))
+        .collect();
+    for (i, j) in jobs.iter().enumerate() {
+        c.send(&codec::encode_job(10 + i as u32, j));
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..jobs.len() {
+        let (id, r) = c.recv();
+        check_result(&jobs[(id - 10) as usize], &expect_result(r));
+        assert!(seen.insert(id), "second reply for {id}");
+    }
+    // The next client, after this one left with nothing outstanding.
+    drop(c);
+    let mut c = Client::connect(&to);
+    check_result(&g, &expect_result(c.call(&codec::encode_job(5, &g), 5)));
+    drop(c);
+    let st = l.terminate();
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "exit status after SIGTERM; stderr:\n{}",
+        l.stderr()
+    );
 }

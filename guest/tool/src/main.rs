@@ -97,12 +97,16 @@ enum Cmd {
         #[arg(long, default_value_t = 120_000)]
         timeout_ms: u64,
     },
-    /// Serve GEMM and LINEAR jobs to a client on the host over TCP (docs/serve-protocol.md):
-    /// runs until killed, jobs spread over every /dev/accelN.
+    /// Serve GEMM and LINEAR jobs to a client on the host (docs/serve-protocol.md) over a
+    /// virtio-serial port or TCP: runs until killed, jobs spread over every /dev/accelN.
     Serve {
-        /// TCP port to listen on (every guest address).
-        #[arg(long, default_value_t = 7000)]
-        port: u16,
+        /// Listen on this TCP port (every guest address) instead of a virtio-serial port.
+        #[arg(long, conflicts_with = "serial")]
+        port: Option<u16>,
+        /// The virtio-serial port: a path (/dev/vportNpM) or the port's name (QEMU's
+        /// virtserialport name=..., found in /sys/class/virtio-ports).
+        #[arg(long, default_value = "cosim.serve")]
+        serial: String,
         /// The simulation's modelled DMA read latency in cycles (+cosim_dma_latency), for the
         /// performance models in each reply (0: free-running).
         #[arg(long, default_value_t = 0)]
@@ -675,9 +679,16 @@ fn main() -> ExitCode {
             ("wait-nic", cmd_wait_nic(&mut out, device.as_deref(), *frames, *timeout_ms))
         }
         Cmd::Reset { device } => ("reset", cmd_reset(&mut out, device.as_deref())),
-        Cmd::Serve { port, read_latency, timeout_ms } => {
-            let opts = serve::ServeOptions { port: *port, read_latency: *read_latency, timeout_ms: *timeout_ms };
-            ("serve", serve::serve(&opts, &list_devices()).map(|()| true))
+        Cmd::Serve { port, serial, read_latency, timeout_ms } => {
+            let listen = match port {
+                Some(p) => Ok(serve::Listen::Tcp(*p)),
+                None => serve::serial_port(serial).map(serve::Listen::Serial),
+            };
+            let r = listen.and_then(|listen| {
+                let opts = serve::ServeOptions { listen, read_latency: *read_latency, timeout_ms: *timeout_ms };
+                serve::serve(&opts, &list_devices()).map(|()| true)
+            });
+            ("serve", r)
         }
         Cmd::Net { iface, count, size, timeout_ms } => {
             ("net", cmd_net(&mut out, iface.as_deref(), *count, *size, *timeout_ms))

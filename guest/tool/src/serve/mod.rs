@@ -25,14 +25,32 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use crate::ioctl::{device_error_name, Device};
 
+#[allow(unsafe_code)]
+mod port;
+
 /// Options of `accel-tool serve`.
 pub struct ServeOptions {
-    /// TCP port to listen on (all guest addresses; the host reaches it through QEMU's forward).
-    pub port: u16,
+    /// Where to listen.
+    pub listen: Listen,
     /// The simulation's modelled DMA read latency in cycles, for the models (0: free-running).
     pub read_latency: u32,
     /// Per-job timeout in ms (0: the driver's default).
     pub timeout_ms: u32,
+}
+
+/// Where the server listens.
+pub enum Listen {
+    /// TCP on every guest address (the host reaches it through QEMU user networking).
+    Tcp(u16),
+    /// A virtio-serial port (`/dev/vportNpM`; the host side is QEMU's chardev on a Unix socket).
+    Serial(PathBuf),
+}
+
+/// The kind of session, for what its end means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Tcp,
+    Serial,
 }
 
 /// One device as the workers and INFO see it.
@@ -170,7 +188,7 @@ fn worker(dev: Device, slot: DeviceSlot, tasks: Receiver<Task>, timeout_ms: u32)
 
 /// Writes the replies of one connection until every sender is gone, flushing whenever no
 /// other reply waits. After a failed write it marks the connection closed and discards the rest.
-fn writer(stream: TcpStream, replies: Receiver<Vec<u8>>, closed: Arc<AtomicBool>) {
+fn writer<W: Write>(stream: W, replies: Receiver<Vec<u8>>, closed: Arc<AtomicBool>) {
     let mut w = BufWriter::with_capacity(1 << 16, stream);
     while let Ok(frame) = replies.recv() {
         if closed.load(Ordering::Acquire) {
@@ -213,8 +231,8 @@ struct Server {
 }
 
 impl Server {
-    /// Serves one connection until the client closes it (or breaks the framing).
-    fn connection(&self, stream: TcpStream) {
+    /// Serves one TCP connection until the client closes it (or breaks the framing).
+    fn tcp_connection(&self, stream: TcpStream) {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())
@@ -224,17 +242,30 @@ impl Server {
             eprintln!("accel-tool serve: {peer}: cannot clone the socket; closing");
             return;
         };
+        // A client may half-close (shutdown its sending side) and still read its replies.
+        self.connection(stream, wstream, &format!("client {peer}"), Channel::Tcp);
+    }
+
+    /// Serves one session: reads frames in order, queues jobs, hands replies to a writer thread;
+    /// returns once the session's last reply was written or discarded.
+    fn connection<R: Read, W: Write + Send + 'static>(
+        &self,
+        reader: R,
+        wr: W,
+        peer: &str,
+        channel: Channel,
+    ) {
         let (tx, rx) = unbounded();
         let closed = Arc::new(AtomicBool::new(false));
         let conn = Arc::new(Conn {
             replies: tx,
             closed: closed.clone(),
         });
-        let w = std::thread::spawn(move || writer(wstream, rx, closed));
-        eprintln!("accel-tool serve: client {peer} connected");
+        let w = std::thread::spawn(move || writer(wr, rx, closed));
+        eprintln!("accel-tool serve: {peer} connected");
         let t0 = Instant::now();
         let mut frames = 0u64;
-        let mut r = BufReader::with_capacity(1 << 16, stream);
+        let mut r = BufReader::with_capacity(1 << 16, reader);
         let mut header = [0u8; codec::HEADER_LEN];
         let mut payload = Vec::new();
         let end = loop {
@@ -247,17 +278,23 @@ impl Server {
                 Ok(h) => h,
                 Err(fatal) => {
                     conn.send(codec::encode_error(fatal.id, &fatal.error));
+                    if channel == Channel::Serial {
+                        // The server cannot hang up a virtio-serial port: it discards what
+                        // the client sends until the client disconnects.
+                        let _ = std::io::copy(&mut r, &mut std::io::sink());
+                    }
                     break format!("{}", fatal.error);
                 }
             };
             payload.resize(h.length as usize, 0);
-            if let Err(e) = read_full(&mut r, &mut payload).and_then(|full| {
+            let full = read_full(&mut r, &mut payload).and_then(|full| {
                 if full || payload.is_empty() {
                     Ok(())
                 } else {
                     Err(ErrorKind::UnexpectedEof.into())
                 }
-            }) {
+            });
+            if let Err(e) = full {
                 break format!("read of a {}-byte payload: {e}", h.length);
             }
             frames += 1;
@@ -266,14 +303,19 @@ impl Server {
                 break "a reply could not be written".to_string();
             }
         };
+        if channel == Channel::Serial {
+            // The end of a virtio-serial session is the client's disconnection: nobody reads
+            // what is still to come, and a write would wait for the next client.
+            conn.closed.store(true, Ordering::Release);
+        }
         // Ends the writer once the jobs still queued or running have handed in their replies.
         drop(conn);
         eprintln!(
-            "accel-tool serve: client {peer}: {end} after {frames} frame(s) in {:.1} s",
+            "accel-tool serve: {peer}: {end} after {frames} frame(s) in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
-        // Wait for the writer (it ends when the last job of this connection is done), so replies
-        // of one connection never interleave with the next one's on a shared device queue.
+        // Wait for the writer (it ends when the last job of this session is done), so replies of
+        // one session never reach the next one.
         let _ = w.join();
     }
 
@@ -375,21 +417,74 @@ pub fn serve(opts: &ServeOptions, devices: &[PathBuf]) -> Result<(), String> {
         max_dim,
         tasks: (started > 0).then_some(task_tx),
     };
-    let listener = TcpListener::bind(("0.0.0.0", opts.port))
-        .map_err(|e| format!("cannot listen on port {}: {e}", opts.port))?;
+    let what = match &opts.listen {
+        Listen::Tcp(port) => format!("TCP port {port}"),
+        Listen::Serial(p) => format!("virtio-serial port {}", p.display()),
+    };
     eprintln!(
-        "accel-tool serve: listening on {} with {started} device(s), protocol version {}, read latency {} cycles",
-        listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "accel-tool serve: {what} with {started} device(s), protocol version {}, read latency {} cycles",
         codec::VERSION,
         opts.read_latency
     );
-    for stream in listener.incoming() {
-        match stream {
-            Ok(s) => server.connection(s),
-            Err(e) => eprintln!("accel-tool serve: accept: {e}"),
+    match &opts.listen {
+        Listen::Tcp(port) => {
+            let listener = TcpListener::bind(("0.0.0.0", *port))
+                .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => server.tcp_connection(s),
+                    Err(e) => eprintln!("accel-tool serve: accept: {e}"),
+                }
+            }
+        }
+        Listen::Serial(path) => {
+            let port = port::Port::open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let mut sessions = 0u64;
+            loop {
+                port.wait_for_host()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                sessions += 1;
+                let (r, w) = port.halves();
+                server.connection(
+                    r,
+                    w,
+                    &format!("session {sessions} on {}", path.display()),
+                    Channel::Serial,
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// The virtio-serial port `name_or_path`: a path as is, else the `/dev/<vportNpM>` whose
+/// `/sys/class/virtio-ports/<vportNpM>/name` is it (waiting up to 5 s for the driver to create it).
+pub fn serial_port(name_or_path: &str) -> Result<PathBuf, String> {
+    if name_or_path.starts_with('/') {
+        return Ok(PathBuf::from(name_or_path));
+    }
+    let t0 = Instant::now();
+    loop {
+        let found = std::fs::read_dir("/sys/class/virtio-ports")
+            .ok()
+            .and_then(|rd| {
+                rd.filter_map(|e| e.ok()).find_map(|e| {
+                    let name = std::fs::read_to_string(e.path().join("name")).ok()?;
+                    (name.trim() == name_or_path).then(|| Path::new("/dev").join(e.file_name()))
+                })
+            });
+        match found {
+            Some(p) if p.exists() => return Ok(p),
+            _ if t0.elapsed().as_secs() >= 5 => {
+                return Err(format!(
+                    "no virtio-serial port named {name_or_path:?} in /sys/class/virtio-ports (is virtio_console loaded, \
+                     and does QEMU have -device virtserialport,name={name_or_path}?)"
+                ))
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 fn open_device(path: &Path, read_latency: u32) -> Result<(Device, DeviceSlot), String> {
