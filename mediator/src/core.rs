@@ -736,7 +736,8 @@ impl Mediator {
             }
         }
         self.dma_owner.retain(|_, (vm, _)| *vm != r.vm);
-        let queued = r.started.saturating_duration_since(r.ctx.submitted).as_micros() as u64;
+        // From the logged times, so queued_us == started_us - submitted_us exactly.
+        let queued = us(self.epoch0, r.started) - us(self.epoch0, r.ctx.submitted);
         let rec = JobRecord {
             seq: r.seq,
             vm: v.cfg.name.clone(),
@@ -907,7 +908,7 @@ impl Mediator {
                 submitted_us: us(self.epoch0, q.job.submitted),
                 started_us: None,
                 finished_us: us(self.epoch0, now),
-                queued_us: now.saturating_duration_since(q.job.submitted).as_micros() as u64,
+                queued_us: us(self.epoch0, now) - us(self.epoch0, q.job.submitted),
                 cycles: 0,
                 dma_wait: 0,
                 error: 0,
