@@ -23,7 +23,7 @@ use accel_tool::serve_codec::{
 use cosim_perf_model::{predict, Engine, Gemm};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use crate::ioctl::{device_error_name, Device};
+use crate::ioctl::{device_error_name, Device, GemmError, GemmOutcome};
 
 #[allow(unsafe_code)]
 mod port;
@@ -124,9 +124,34 @@ fn deliver(task: &Task, r: Result<JobResult, WireError>) {
     task.conn.send(frame);
 }
 
+/// What a worker needs of a device: its GEMM ioctl ([`Device`]; tests use a fake).
+pub trait Accel: Send + 'static {
+    fn gemm(
+        &self,
+        dims: (u32, u32, u32),
+        a: &[i8],
+        b: &[i8],
+        c: &mut [i32],
+        timeout_ms: u32,
+    ) -> Result<GemmOutcome, GemmError>;
+}
+
+impl Accel for Device {
+    fn gemm(
+        &self,
+        dims: (u32, u32, u32),
+        a: &[i8],
+        b: &[i8],
+        c: &mut [i32],
+        timeout_ms: u32,
+    ) -> Result<GemmOutcome, GemmError> {
+        Device::gemm(self, dims, a, b, c, timeout_ms)
+    }
+}
+
 /// Runs one job on `dev`: the RTL's GEMM, the bias, the models' predictions.
 fn run_job(
-    dev: &Device,
+    dev: &impl Accel,
     slot: &DeviceSlot,
     job: &Job,
     timeout_ms: u32,
@@ -176,7 +201,7 @@ fn run_job(
     }
 }
 
-fn worker(dev: Device, slot: DeviceSlot, tasks: Receiver<Task>, timeout_ms: u32) {
+fn worker(dev: impl Accel, slot: DeviceSlot, tasks: Receiver<Task>, timeout_ms: u32) {
     for task in tasks {
         if task.conn.closed.load(Ordering::Acquire) {
             continue;
@@ -231,6 +256,32 @@ struct Server {
 }
 
 impl Server {
+    /// One worker thread per device, all taking jobs from one queue.
+    fn start(devices: Vec<(impl Accel, DeviceSlot)>, timeout_ms: u32) -> Result<Server, String> {
+        let (task_tx, task_rx) = unbounded::<Task>();
+        let mut infos = Vec::new();
+        let mut max_dim = cosim_gemm_abi::defaults::MAX_DIM;
+        for (i, (dev, slot)) in devices.into_iter().enumerate() {
+            max_dim = if i == 0 {
+                slot.engine.max_dim
+            } else {
+                max_dim.min(slot.engine.max_dim)
+            };
+            infos.push(slot.engine);
+            let rx = task_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("accel{}", slot.index))
+                .spawn(move || worker(dev, slot, rx, timeout_ms))
+                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+        }
+        let tasks = (!infos.is_empty()).then_some(task_tx);
+        Ok(Server {
+            devices: infos,
+            max_dim,
+            tasks,
+        })
+    }
+
     /// Serves one TCP connection until the client closes it (or breaks the framing).
     fn tcp_connection(&self, stream: TcpStream) {
         let peer = stream
@@ -391,32 +442,12 @@ fn no_device() -> WireError {
 
 /// Opens every `/dev/accelN` and starts its worker; listens and serves connections forever.
 pub fn serve(opts: &ServeOptions, devices: &[PathBuf]) -> Result<(), String> {
-    let (task_tx, task_rx) = unbounded::<Task>();
-    let mut infos = Vec::new();
-    let mut max_dim = cosim_gemm_abi::defaults::MAX_DIM;
-    let mut started = 0;
+    let mut opened = Vec::new();
     for path in devices {
-        let (dev, slot) = open_device(path, opts.read_latency)?;
-        max_dim = if started == 0 {
-            slot.engine.max_dim
-        } else {
-            max_dim.min(slot.engine.max_dim)
-        };
-        infos.push(slot.engine);
-        let rx = task_rx.clone();
-        let timeout = opts.timeout_ms;
-        std::thread::Builder::new()
-            .name(format!("accel{}", slot.index))
-            .spawn(move || worker(dev, slot, rx, timeout))
-            .map_err(|e| format!("cannot start a worker thread: {e}"))?;
-        started += 1;
+        opened.push(open_device(path, opts.read_latency)?);
     }
-    drop(task_rx);
-    let server = Server {
-        devices: infos,
-        max_dim,
-        tasks: (started > 0).then_some(task_tx),
-    };
+    let started = opened.len();
+    let server = Server::start(opened, opts.timeout_ms)?;
     let what = match &opts.listen {
         Listen::Tcp(port) => format!("TCP port {port}"),
         Listen::Serial(p) => format!("virtio-serial port {}", p.display()),
@@ -501,4 +532,251 @@ fn open_device(path: &Path, read_latency: u32) -> Result<(Device, DeviceSlot), S
             engine,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use accel_tool::serve_codec::Reply;
+    use std::io::Cursor;
+
+    /// A device that computes the reference, and fails a job with M = 3 as the RTL fails one
+    /// (EIO, ERROR 6 DMA_ERROR).
+    struct Fake;
+
+    impl Accel for Fake {
+        fn gemm(
+            &self,
+            (m, n, k): (u32, u32, u32),
+            a: &[i8],
+            b: &[i8],
+            c: &mut [i32],
+            _timeout_ms: u32,
+        ) -> Result<GemmOutcome, GemmError> {
+            let o = GemmOutcome {
+                cycles: 100 + u64::from(m),
+                dma_wait_cycles: 10,
+                device_ns: 1000,
+                dev_error: 0,
+            };
+            if m == 3 {
+                let outcome = GemmOutcome { dev_error: 6, ..o };
+                return Err(GemmError {
+                    err: std::io::Error::from_raw_os_error(libc::EIO),
+                    outcome,
+                });
+            }
+            c.copy_from_slice(&accel_tool::gemm::reference(
+                m as usize, n as usize, k as usize, a, b,
+            ));
+            Ok(o)
+        }
+    }
+
+    fn fakes(n: u32) -> Vec<(Fake, DeviceSlot)> {
+        (0..n)
+            .map(|i| {
+                let slot = DeviceSlot {
+                    path: format!("/dev/accel{i}").into(),
+                    index: i,
+                    engine: Engine::reported(4, 4, 64, 100),
+                };
+                (Fake, slot)
+            })
+            .collect()
+    }
+
+    /// Collects what the server writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A client that is gone: every write fails.
+    struct Gone;
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    /// Serves `input` as one session that the client half-closes after sending; the replies.
+    fn session(server: &Server, input: Vec<u8>) -> Vec<(u32, Reply)> {
+        let sink = Sink::default();
+        server.connection(Cursor::new(input), sink.clone(), "test", Channel::Tcp);
+        let out = sink.0.lock().unwrap().clone();
+        let mut replies = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let h = codec::decode_header(rest[..codec::HEADER_LEN].try_into().unwrap())
+                .expect("reply header");
+            let end = codec::HEADER_LEN + h.length as usize;
+            let r = codec::decode_reply(&h, &rest[codec::HEADER_LEN..end]).expect("reply decodes");
+            replies.push((h.id, r));
+            rest = &rest[end..];
+        }
+        replies.sort_by_key(|(id, _)| *id);
+        replies
+    }
+
+    fn job(m: u32, n: u32, k: u32, bias: bool) -> Job {
+        let a = (0..m * k).map(|i| (i % 7) as i8 - 3).collect();
+        let b = (0..k * n).map(|i| (i % 5) as i8 - 2).collect();
+        Job {
+            m,
+            n,
+            k,
+            a,
+            b,
+            bias: bias.then(|| (0..n as i32).map(|j| j * 1000 - 7).collect()),
+        }
+    }
+
+    fn error(r: &Reply) -> &WireError {
+        match r {
+            Reply::Error(e) => e,
+            other => panic!("want an ERROR, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jobs_errors_and_batches_on_two_devices() {
+        let server = Server::start(fakes(2), 0).unwrap();
+        let (g, lin, refused, big) = (
+            job(4, 16, 8, false),
+            job(5, 7, 3, true),
+            job(3, 4, 4, false),
+            job(1, 1, 65, false),
+        );
+        let mut input = codec::encode_info(1);
+        input.extend(codec::encode_job(2, &g));
+        input.extend(codec::encode_job(3, &lin));
+        input.extend(codec::encode_job(4, &refused));
+        input.extend(codec::encode_job(5, &big));
+        let mut v9 = codec::encode_info(6);
+        v9[4] = 9;
+        input.extend(v9);
+        input.extend(codec::encode_batch(
+            7,
+            &[g.clone(), refused.clone(), big.clone(), lin.clone()],
+        ));
+        input.extend(codec::encode_batch(8, &[]));
+        let r = session(&server, input);
+        let ids: Vec<u32> = r.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (1..=8).collect::<Vec<u32>>(), "one reply per request");
+        assert!(matches!(&r[0].1, Reply::Info(d) if d.len() == 2 && d[0].max_dim == 64));
+        for (i, j) in [(1, &g), (2, &lin)] {
+            match &r[i].1 {
+                Reply::Result(res) => {
+                    assert_eq!(res.c, codec::reference(j), "C of request {}", i + 1);
+                    assert_eq!(
+                        (res.cycles, res.dma_wait, res.device_ns),
+                        (100 + u64::from(j.m), 10, 1000)
+                    );
+                    let p = predict(&Engine::reported(4, 4, 64, 100), Gemm::new(j.m, j.n, j.k));
+                    assert_eq!(
+                        (res.roofline, res.tiled, res.systolic),
+                        (p.roofline, p.tiled, p.systolic)
+                    );
+                    assert!(res.device < 2);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let e = error(&r[3].1);
+        assert_eq!((e.code, e.device_error), (ErrorCode::Device, 6), "{e}");
+        assert!(e.message.contains("DMA_ERROR"), "{e}");
+        assert_eq!(
+            error(&r[4].1).code,
+            ErrorCode::BadSize,
+            "k above the devices' MAX_DIM"
+        );
+        assert_eq!(error(&r[5].1).code, ErrorCode::Version);
+        match &r[6].1 {
+            Reply::Batch(e) => {
+                assert_eq!(e.len(), 4);
+                assert_eq!(e[0].as_ref().unwrap().c, codec::reference(&g));
+                assert_eq!(e[1].as_ref().unwrap_err().code, ErrorCode::Device);
+                assert_eq!(e[2].as_ref().unwrap_err().code, ErrorCode::BadSize);
+                assert_eq!(e[3].as_ref().unwrap().c, codec::reference(&lin));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&r[7].1, Reply::Batch(e) if e.is_empty()));
+    }
+
+    #[test]
+    fn a_bad_magic_ends_the_session_after_its_error() {
+        let server = Server::start(fakes(1), 0).unwrap();
+        let mut input = codec::encode_info(1);
+        input.extend(b"XXXXXXXXXXXXXXXX");
+        input.extend(codec::encode_info(3));
+        let r = session(&server, input);
+        assert_eq!(r.len(), 2, "nothing after the bad frame is read");
+        assert_eq!((r[0].0, error(&r[0].1).code), (0, ErrorCode::BadFrame));
+        assert!(matches!(&r[1].1, Reply::Info(_)));
+        // A length above the limit: the ERROR has the frame's id.
+        let r = session(
+            &server,
+            codec::Header::new(codec::kind::GEMM, 5, codec::MAX_PAYLOAD + 1)
+                .encode()
+                .to_vec(),
+        );
+        assert_eq!((r[0].0, error(&r[0].1).code), (5, ErrorCode::BadSize));
+    }
+
+    #[test]
+    fn without_devices_every_job_is_no_device() {
+        let server = Server::start(Vec::<(Fake, DeviceSlot)>::new(), 0).unwrap();
+        let mut input = codec::encode_info(1);
+        input.extend(codec::encode_job(2, &job(2, 2, 2, false)));
+        input.extend(codec::encode_batch(
+            3,
+            &[job(2, 2, 2, true), job(1, 1, 2000, false)],
+        ));
+        let r = session(&server, input);
+        assert!(matches!(&r[0].1, Reply::Info(d) if d.is_empty()));
+        assert_eq!(error(&r[1].1).code, ErrorCode::NoDevice);
+        match &r[2].1 {
+            Reply::Batch(e) => {
+                assert_eq!(e[0].as_ref().unwrap_err().code, ErrorCode::NoDevice);
+                assert_eq!(
+                    e[1].as_ref().unwrap_err().code,
+                    ErrorCode::BadSize,
+                    "size errors come first"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_gone_mid_job_ends_its_session_and_the_server_serves_the_next() {
+        let server = Server::start(fakes(1), 0).unwrap();
+        let mut input = Vec::new();
+        for id in 0..50 {
+            input.extend(codec::encode_job(id, &job(8, 8, 8, false)));
+        }
+        // Returns (it does not hang on the replies nobody reads).
+        server.connection(Cursor::new(input), Gone, "gone", Channel::Tcp);
+        let r = session(&server, codec::encode_job(9, &job(2, 3, 4, true)));
+        assert_eq!(r.len(), 1);
+        assert!(
+            matches!(&r[0].1, Reply::Result(res) if res.c == codec::reference(&job(2, 3, 4, true)))
+        );
+    }
 }
