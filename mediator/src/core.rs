@@ -525,6 +525,9 @@ impl Mediator {
         } else {
             tracing::info!(target: LOG_TARGET, "simulation back; {} job(s) queued", self.sched.len());
         }
+        // The mediator owns the device: whatever a previous host left running is reset, so the
+        // first interrupt seen is the first job's.
+        self.sim.send(Message::Reset);
         // The constant registers, once per simulation session (answered by the RTL until then).
         self.constants.clear();
         for off in self.model.constant.clone() {

@@ -622,8 +622,10 @@ fn without_completion_only_an_interrupt_while_busy_is_not_the_end_of_the_job() {
 fn constants_are_read_once_per_simulation_session_then_answered_by_the_mediator() {
     let mut w = World::new(&[("vm0", "A", Priority::Low, Priority::Low)]);
     w.sim_config();
-    let reads: Vec<MmioRead> = w
-        .take()
+    let sent = w.take();
+    // First a reset (the mediator owns the device), then the reads of the constants.
+    assert!(matches!(sent.first(), Some((Peer::Sim, Message::Reset))), "{sent:?}");
+    let reads: Vec<MmioRead> = sent
         .into_iter()
         .filter_map(|(p, m)| match (p, m) {
             (Peer::Sim, Message::MmioRead(r)) => Some(r),
