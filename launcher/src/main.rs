@@ -329,19 +329,17 @@ fn serve_probe(channel: &qemu::ServeChannel) -> std::result::Result<u32, String>
     }
 }
 
-/// Where a client connects, as the COSIM-SERVE line says it.
-fn serve_where(channel: &qemu::ServeChannel) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    match channel {
-        qemu::ServeChannel::Tcp { host_port } => {
-            m.insert("host".into(), json!("127.0.0.1"));
-            m.insert("port".into(), json!(host_port));
-        }
-        qemu::ServeChannel::Serial { socket } => {
-            m.insert("path".into(), json!(socket.display().to_string()));
-        }
+/// The COSIM-SERVE line's JSON, keys in this order: `{"host":"127.0.0.1","port":P,"devices":N}`
+/// or `{"path":SOCKET,"devices":N}` (`devices` None: without it, for the log).
+fn serve_line(channel: &qemu::ServeChannel, devices: Option<u32>) -> String {
+    let place = match channel {
+        qemu::ServeChannel::Tcp { host_port } => format!("\"host\":\"127.0.0.1\",\"port\":{host_port}"),
+        qemu::ServeChannel::Serial { socket } => format!("\"path\":{}", json!(socket.display().to_string())),
+    };
+    match devices {
+        Some(n) => format!("{{{place},\"devices\":{n}}}"),
+        None => format!("{{{place}}}"),
     }
-    m
 }
 
 /// Failure of the run, with the exit code it maps to.
@@ -590,8 +588,7 @@ fn serve_until_stopped(cli: &Cli, run: &mut Run, channel: &qemu::ServeChannel) -
     let devices = std::cell::Cell::new(None);
     let mut last_error = String::new();
     let mut next_probe = Duration::ZERO;
-    let mut line = serve_where(channel);
-    log(format!("serve start: waiting for the server's INFO reply ({})", Value::Object(line.clone())));
+    log(format!("serve start: waiting for the server's INFO reply ({})", serve_line(channel, None)));
     let started = run.stages.wait(
         Stage::Workload,
         t_serve,
@@ -616,8 +613,7 @@ fn serve_until_stopped(cli: &Cli, run: &mut Run, channel: &qemu::ServeChannel) -
     if n as usize != cli.device_count() {
         tracing::warn!("the server reports {n} device(s), {} were configured", cli.device_count());
     }
-    line.insert("devices".into(), json!(n));
-    println!("COSIM-SERVE {}", Value::Object(line));
+    println!("COSIM-SERVE {}", serve_line(channel, Some(n)));
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     log(format!("serving with {n} device(s); stop with Ctrl-C or SIGTERM"));
@@ -690,4 +686,28 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cosim_serve_line_keeps_its_keys_in_order() {
+        let tcp = qemu::ServeChannel::Tcp { host_port: 7070 };
+        assert_eq!(serve_line(&tcp, Some(2)), r#"{"host":"127.0.0.1","port":7070,"devices":2}"#);
+        let unix = qemu::ServeChannel::Serial { socket: "/run/a \"b\"/serve.sock".into() };
+        assert_eq!(serve_line(&unix, Some(1)), r#"{"path":"/run/a \"b\"/serve.sock","devices":1}"#);
+        assert_eq!(serve_line(&tcp, None), r#"{"host":"127.0.0.1","port":7070}"#);
+        let v: Value = serde_json::from_str(&serve_line(&unix, Some(1))).unwrap();
+        assert_eq!(v["path"], "/run/a \"b\"/serve.sock");
+    }
+
+    #[test]
+    fn the_modelled_latency_comes_from_the_last_sim_argument_that_sets_it() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(sim_dma_latency(&args(&["--stats"])), None);
+        assert_eq!(sim_dma_latency(&args(&["+cosim_dma_latency=100", "--stats", "+cosim_dma_latency=7"])), Some(7));
+        assert_eq!(sim_dma_latency(&args(&["+cosim_dma_latency=x"])), None);
+    }
 }
