@@ -43,6 +43,17 @@ impl Launcher {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// SIGTERM, and the launcher exits 0 (a clean stop of a serve run).
+    fn stop_cleanly(&mut self) {
+        let st = self.terminate();
+        assert_eq!(
+            st.code(),
+            Some(0),
+            "exit status after SIGTERM; stderr:\n{}",
+            self.stderr()
+        );
+    }
+
     /// Waits for SIGTERM's effect: the exit status, within [`STOP_LIMIT`].
     fn terminate(&mut self) -> std::process::ExitStatus {
         assert!(
@@ -415,13 +426,7 @@ fn serve_mode_exact_results_errors_pipelining_and_a_clean_stop() {
     drop(c);
 
     // SIGTERM: a clean stop, nothing else on stdout.
-    let st = l.terminate();
-    assert_eq!(
-        st.code(),
-        Some(0),
-        "exit status after SIGTERM; stderr:\n{}",
-        l.stderr()
-    );
+    l.stop_cleanly();
     let extra: Vec<String> = l.stdout.try_iter().collect();
     assert!(extra.is_empty(), "stdout after COSIM-SERVE: {extra:?}");
     let results: Value = serde_json::from_str(
@@ -470,11 +475,5 @@ fn serve_mode_over_virtio_serial_on_a_unix_socket() {
     let mut c = Client::connect(&to);
     check_result(&g, &expect_result(c.call(&codec::encode_job(5, &g), 5)));
     drop(c);
-    let st = l.terminate();
-    assert_eq!(
-        st.code(),
-        Some(0),
-        "exit status after SIGTERM; stderr:\n{}",
-        l.stderr()
-    );
+    l.stop_cleanly();
 }
