@@ -437,6 +437,9 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let serve = if !cli.serve {
         None
     } else if cli.serve_channel == "tcp" {
+        if cli.serve_socket.is_some() {
+            return Err(anyhow::anyhow!("--serve-socket is for --serve-channel serial").into());
+        }
         Some(qemu::ServeChannel::Tcp {
             host_port: match cli.serve_port {
                 Some(p) => p,
@@ -444,6 +447,9 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
             },
         })
     } else {
+        if cli.serve_port.is_some() {
+            return Err(anyhow::anyhow!("--serve-port is for --serve-channel tcp").into());
+        }
         let socket = match &cli.serve_socket {
             Some(p) => p.clone(),
             None => {
