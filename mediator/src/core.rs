@@ -136,7 +136,7 @@ pub struct MediatorStats {
     pub job_timeouts: u64,
     /// Frames from VMs before the simulation's configuration was known.
     pub vm_frames_before_sim: u64,
-    /// Accesses outside the job model's registers (other BARs; ignored or answered as unsupported).
+    /// Accesses to other BARs or beyond the registers' BAR (reads answered as unsupported, writes ignored).
     pub other_bar_accesses: u64,
 }
 
@@ -248,12 +248,18 @@ pub struct Mediator {
     constants: BTreeMap<u64, u32>,
     /// Outstanding reads that fill [`Self::constants`]: tag -> offset.
     constant_reads: HashMap<u32, u64>,
+    /// After a reset of the RTL: the tag of a read sent behind the RESET. Until it completes,
+    /// whatever the RTL sent before it took the reset may still arrive (the device-to-host
+    /// channel is ordered), so DMA is refused, interrupts are dropped and no job starts.
+    fence: Option<u32>,
     /// RTL DMA read tag -> (VM, epoch) it was forwarded to.
     dma_owner: HashMap<u32, (usize, u64)>,
     out: VecDeque<(Peer, Message)>,
     records: VecDeque<JobRecord>,
-    counters_first: Option<(u64, u64)>,
-    counters_last: Option<(u64, u64)>,
+    /// The RTL's busy/idle counters at the last completion of this reset segment.
+    counters_prev: Option<(u64, u64)>,
+    /// Busy and idle cycles summed over the windows between completions.
+    counters_sum: (u64, u64),
     stats: MediatorStats,
     fatal: Option<String>,
 }
@@ -316,11 +322,12 @@ impl Mediator {
             pass_reads: HashMap::new(),
             constants: BTreeMap::new(),
             constant_reads: HashMap::new(),
+            fence: None,
             dma_owner: HashMap::new(),
             out: VecDeque::new(),
             records: VecDeque::new(),
-            counters_first: None,
-            counters_last: None,
+            counters_prev: None,
+            counters_sum: (0, 0),
             stats: MediatorStats::default(),
             fatal: None,
         };
@@ -376,20 +383,15 @@ impl Mediator {
         &self.stats
     }
 
-    /// How busy the RTL was between the first and the last job completion.
+    /// How busy the RTL was between job completions (summed over the windows between two
+    /// completions with no reset of the RTL in between).
     pub fn rtl_counters(&self) -> RtlCounters {
-        match (self.counters_first, self.counters_last) {
-            (Some((b0, i0)), Some((b1, i1))) => {
-                let busy = b1.wrapping_sub(b0);
-                let idle = i1.wrapping_sub(i0);
-                let total = busy + idle;
-                RtlCounters {
-                    busy_cycles: busy,
-                    idle_cycles: idle,
-                    busy_fraction: if total == 0 { 0.0 } else { busy as f64 / total as f64 },
-                }
-            }
-            _ => RtlCounters::default(),
+        let (busy, idle) = self.counters_sum;
+        let total = busy.saturating_add(idle);
+        RtlCounters {
+            busy_cycles: busy,
+            idle_cycles: idle,
+            busy_fraction: if total == 0 { 0.0 } else { busy as f64 / total as f64 },
         }
     }
 
@@ -466,8 +468,17 @@ impl Mediator {
         self.out.retain(|(p, _)| *p != Peer::Vm(i));
     }
 
-    /// Leaving: GOODBYE to the simulation and to every VM.
-    pub fn close(&mut self) {
+    /// Leaving: jobs still queued or running are logged as cancelled; GOODBYE to the simulation
+    /// and to every VM.
+    pub fn close(&mut self, now: Instant) {
+        for r in self.running.take().into_iter().chain(self.collecting.take()) {
+            self.record_cancelled(r.vm, r.seq, r.priority, r.ctx.submitted, Some(r.started), now);
+        }
+        for i in 0..self.vms.len() {
+            for q in self.sched.cancel_vm(i) {
+                self.record_cancelled(i, q.seq, q.priority, q.job.submitted, None, now);
+            }
+        }
         self.sim.close();
         while let Some(ev) = self.sim.poll_event() {
             if let HostEvent::Send(m) = ev {
@@ -525,23 +536,71 @@ impl Mediator {
         } else {
             tracing::info!(target: LOG_TARGET, "simulation back; {} job(s) queued", self.sched.len());
         }
-        // The mediator owns the device: whatever a previous host left running is reset, so the
-        // first interrupt seen is the first job's.
+        // The mediator owns the device: whatever a previous host (or this mediator before the
+        // link dropped) left running is reset.
+        self.reset_rtl(now, "the session with the simulation started");
+    }
+
+    /// Resets the RTL: fails the jobs on it, answers what was outstanding, reads the constants
+    /// again and fences: nothing the RTL sent before it took the reset reaches a VM, and the
+    /// next job starts when the fence read completes.
+    fn reset_rtl(&mut self, now: Instant, why: &str) {
+        tracing::debug!(target: LOG_TARGET, "resetting the RTL: {why}");
         self.sim.send(Message::Reset);
-        // The constant registers, once per simulation session (answered by the RTL until then).
+        for (tag, p) in std::mem::take(&mut self.pass_reads) {
+            self.sim.abandon_read(tag);
+            if self.vms[p.vm].epoch == p.epoch {
+                if let Some(s) = self.vms[p.vm].session.as_mut() {
+                    s.send(Message::MmioReadResp(MmioReadResp {
+                        tag: p.tag,
+                        status: Status::CompleterAbort,
+                        data: p.size.mask(),
+                    }));
+                }
+            }
+        }
+        for r in self.running.iter().chain(self.collecting.iter()) {
+            for tag in r.reads.keys() {
+                self.sim.abandon_read(*tag);
+            }
+        }
+        for tag in std::mem::take(&mut self.constant_reads).into_keys() {
+            self.sim.abandon_read(tag);
+        }
+        if let Some(tag) = self.fence.take() {
+            self.sim.abandon_read(tag);
+        }
+        // Tag 0 is never a read's: it holds the fence closed until the real one is sent below.
+        self.fence = Some(0);
+        self.dma_owner.clear();
+        self.counters_prev = None;
+        self.drain_sim(now);
+        let lost = format!("{why} (the RTL was reset)");
+        self.fail_collecting(now, &lost);
+        self.fail_running(now, &lost);
+        // The constant registers, read again (answered by the RTL until then).
         self.constants.clear();
         for off in self.model.constant.clone() {
             if let Some(tag) = self.sim.mmio_read(self.bar, off, AccessSize::B4) {
                 self.constant_reads.insert(tag, off);
             }
         }
+        self.fence = self.sim.mmio_read(self.bar, self.model.status.offset, AccessSize::B4);
+        if self.fence.is_none() {
+            tracing::debug!(target: LOG_TARGET, "no fence read: the simulation is not up");
+        }
         self.drain_sim(now);
+        for i in 0..self.vms.len() {
+            self.drain_vm(i, now);
+        }
         self.try_start(now);
     }
 
     fn sim_went_down(&mut self, now: Instant, why: &str) {
         tracing::error!(target: LOG_TARGET, "simulation lost: {why}; queued jobs wait for it to come back");
         self.dma_owner.clear();
+        self.fence = None;
+        self.constant_reads.clear();
         self.fail_collecting(now, "the simulation went away before the results were read");
         self.fail_running(now, "the simulation went away during the job");
     }
@@ -590,11 +649,20 @@ impl Mediator {
     /// The VM the running job's DMA goes to, if that job's VM context is still the one it was
     /// submitted in.
     fn dma_target(&self) -> Option<usize> {
-        let r = self.running.as_ref()?;
+        if self.fence.is_some() {
+            return None;
+        }
+        // Without completion_only, a job whose STATUS is being read may still be running.
+        let r = self.running.as_ref().or(if self.pipelined { None } else { self.collecting.as_ref() })?;
         (self.vms[r.vm].epoch == r.ctx.epoch).then_some(r.vm)
     }
 
     fn rtl_interrupt(&mut self, now: Instant, vector: u16) {
+        if self.fence.is_some() {
+            self.stats.stray_interrupts += 1;
+            tracing::debug!(target: LOG_TARGET, "RTL interrupt {vector} from before the reset: dropped");
+            return;
+        }
         let Some(mut r) = self.running.take() else {
             self.stats.stray_interrupts += 1;
             tracing::debug!(target: LOG_TARGET, "RTL interrupt {vector} while no job runs: dropped");
@@ -634,6 +702,11 @@ impl Mediator {
     }
 
     fn sim_read_done(&mut self, now: Instant, tag: u32, status: Status, data: u64) {
+        if self.fence == Some(tag) {
+            self.fence = None;
+            self.try_start(now);
+            return;
+        }
         if let Some(off) = self.constant_reads.remove(&tag) {
             if status == Status::Ok {
                 self.constants.insert(off, data as u32);
@@ -679,12 +752,30 @@ impl Mediator {
         let m = &self.model;
         let rtl_status = r.values.get(&m.status.offset).copied().unwrap_or(0);
         if let Some(c) = &m.counters {
-            let get64 = |o: u64| u64::from(r.values[&o]) | (u64::from(r.values[&(o + REG_BYTES)]) << 32);
+            let get64 = |o: u64| {
+                u64::from(r.values.get(&o).copied().unwrap_or(0))
+                    | (u64::from(r.values.get(&(o + REG_BYTES)).copied().unwrap_or(0)) << 32)
+            };
             let now_c = (get64(c.busy), get64(c.idle));
-            self.counters_first.get_or_insert(now_c);
-            self.counters_last = Some(now_c);
+            if let Some((b0, i0)) = self.counters_prev {
+                if now_c.0 >= b0 && now_c.1 >= i0 {
+                    self.counters_sum.0 = self.counters_sum.0.saturating_add(now_c.0 - b0);
+                    self.counters_sum.1 = self.counters_sum.1.saturating_add(now_c.1 - i0);
+                }
+            }
+            self.counters_prev = Some(now_c);
         }
-        if rtl_status & m.status.busy != 0 && self.running.is_none() {
+        let completed = rtl_status & m.status.busy == 0 && rtl_status & m.status.done != 0;
+        if !completed && self.pipelined {
+            // The design promised that its interrupt means completion, and the job already
+            // behind this one may have been refused: start over from a reset.
+            tracing::error!(target: LOG_TARGET,
+                "job {} of {}: interrupt, but STATUS is {rtl_status:#x} (not done): resetting the RTL", r.seq, self.vms[r.vm].cfg.name);
+            self.collecting = Some(r);
+            self.reset_rtl(now, "an interrupt that was not the job's completion");
+            return;
+        }
+        if !completed {
             // Not the completion (an interrupt of another kind): keep waiting.
             r.phase = Phase::Running;
             r.reads.clear();
@@ -738,7 +829,6 @@ impl Mediator {
                 v.stats.interrupts += 1;
             }
         }
-        self.dma_owner.retain(|_, (vm, _)| *vm != r.vm);
         // From the logged times, so queued_us == started_us - submitted_us exactly.
         let queued = us(self.epoch0, r.started) - us(self.epoch0, r.ctx.submitted);
         let rec = JobRecord {
@@ -793,36 +883,16 @@ impl Mediator {
     fn job_timed_out(&mut self, now: Instant) {
         self.stats.job_timeouts += 1;
         tracing::error!(target: LOG_TARGET, "job ran longer than {:?}: resetting the RTL", self.job_timeout);
-        self.sim.send(Message::Reset);
-        // A reset drops the RTL's transactions: nothing outstanding will complete.
-        for (tag, p) in std::mem::take(&mut self.pass_reads) {
-            self.sim.abandon_read(tag);
-            if self.vms[p.vm].epoch == p.epoch {
-                if let Some(s) = self.vms[p.vm].session.as_mut() {
-                    s.send(Message::MmioReadResp(MmioReadResp {
-                        tag: p.tag,
-                        status: Status::CompleterAbort,
-                        data: p.size.mask(),
-                    }));
-                }
-            }
-        }
-        for r in self.running.iter().chain(self.collecting.iter()) {
-            for tag in r.reads.keys() {
-                self.sim.abandon_read(*tag);
-            }
-        }
-        self.dma_owner.clear();
-        self.drain_sim(now);
-        self.fail_collecting(now, "the RTL was reset before the results were read");
-        self.fail_running(now, &format!("no completion within {:?} (the RTL was reset)", self.job_timeout));
-        for i in 0..self.vms.len() {
-            self.drain_vm(i, now);
-        }
+        let why = format!("no completion within {:?}", self.job_timeout);
+        self.reset_rtl(now, &why);
     }
 
     fn try_start(&mut self, now: Instant) {
-        if self.running.is_some() || (self.collecting.is_some() && !self.pipelined) || !self.sim.is_up() {
+        if self.running.is_some()
+            || (self.collecting.is_some() && !self.pipelined)
+            || self.fence.is_some()
+            || !self.sim.is_up()
+        {
             return;
         }
         while let Some(q) = self.sched.pop() {
@@ -879,7 +949,7 @@ impl Mediator {
                 DeviceEvent::HostLost => {
                     tracing::warn!(target: LOG_TARGET, "{}: QEMU lost (silent for {} ms); its job is cancelled", self.vms[i].cfg.name,
                         self.timing.liveness_timeout.as_millis());
-                    self.vm_gone(i, now);
+                    self.vm_stalled(i, now);
                 }
                 DeviceEvent::HostBack => {}
                 DeviceEvent::SessionEnded(reason) => {
@@ -890,34 +960,83 @@ impl Mediator {
         }
     }
 
-    /// VM `i`'s context ends (reset, lost, left, new session): its queued job is cancelled, a
-    /// running one completes into nothing, its registers return to their reset values.
+    /// Logs a job that ends without a result: cancelled while queued (`started` none), or still on
+    /// the RTL when the mediator stopped.
+    fn record_cancelled(
+        &mut self,
+        vm: usize,
+        seq: u64,
+        priority: Priority,
+        submitted: Instant,
+        started: Option<Instant>,
+        now: Instant,
+    ) {
+        let v = &mut self.vms[vm];
+        v.stats.cancelled += 1;
+        let submitted_us = us(self.epoch0, submitted);
+        let finished_us = us(self.epoch0, now).max(submitted_us);
+        let started_us = started.map(|t| us(self.epoch0, t));
+        self.records.push_back(JobRecord {
+            seq,
+            vm: v.cfg.name.clone(),
+            pool: v.cfg.pool.clone(),
+            priority,
+            outcome: Outcome::Cancelled,
+            submitted_us,
+            started_us,
+            finished_us,
+            queued_us: started_us.unwrap_or(finished_us) - submitted_us,
+            cycles: 0,
+            dma_wait: 0,
+            error: 0,
+        });
+    }
+
+    /// VM `i`'s context ends (reset, left, new session): its job ends (see [`Self::end_vm_job`])
+    /// and its registers return to their reset values.
     fn vm_gone(&mut self, i: usize, now: Instant) {
+        self.end_vm_job(i, now);
         let v = &mut self.vms[i];
-        v.epoch += 1;
         v.regs.clear();
         v.status_bits = 0;
         v.jobs_finished = 0;
+    }
+
+    /// VM `i`'s QEMU was silent for the liveness timeout (stopped, stuck, gone): its job ends,
+    /// and if the QEMU comes back it finds the job failed with `lost_code` and its interrupt
+    /// (queued for it now), as a device that lost the job would show it.
+    fn vm_stalled(&mut self, i: usize, now: Instant) {
+        let Some((vector, irq)) = self.end_vm_job(i, now) else { return };
+        let (done, error, lost) = (self.model.status.done, self.model.status.error, self.model.error.lost_code);
+        let err_reg = self.model.error.offset;
+        let v = &mut self.vms[i];
+        v.status_bits = done | error;
+        v.regs.insert(err_reg, lost);
+        if irq && v.session.as_mut().is_some_and(|s| s.send(Message::Msix(Msix { vector }))) {
+            v.stats.interrupts += 1;
+        }
+        self.drain_vm(i, now);
+    }
+
+    /// Ends VM `i`'s job, if it has one: a queued job is cancelled, a running one completes into
+    /// nothing (the epoch changes, so its later DMA and interrupt reach no one, and the DMA reads
+    /// the RTL waits for from this VM fail now, so it ends soon). Reads of the RTL in flight for
+    /// the VM are answered with all ones. Returns the ended job's (vector, interrupt wanted).
+    fn end_vm_job(&mut self, i: usize, now: Instant) -> Option<(u16, bool)> {
+        let mut ended = None;
+        for r in self.running.iter().chain(self.collecting.iter()) {
+            if r.vm == i && r.ctx.epoch == self.vms[i].epoch {
+                ended = Some((r.ctx.vector, r.ctx.irq));
+            }
+        }
+        let v = &mut self.vms[i];
+        v.epoch += 1;
         v.job = None;
         for q in self.sched.cancel_vm(i) {
-            v.stats.cancelled += 1;
-            tracing::info!(target: LOG_TARGET, "{}: queued job {} cancelled", v.cfg.name, q.seq);
-            self.records.push_back(JobRecord {
-                seq: q.seq,
-                vm: v.cfg.name.clone(),
-                pool: v.cfg.pool.clone(),
-                priority: q.priority,
-                outcome: Outcome::Cancelled,
-                submitted_us: us(self.epoch0, q.job.submitted),
-                started_us: None,
-                finished_us: us(self.epoch0, now),
-                queued_us: us(self.epoch0, now) - us(self.epoch0, q.job.submitted),
-                cycles: 0,
-                dma_wait: 0,
-                error: 0,
-            });
+            ended = Some((q.job.vector, q.job.irq));
+            tracing::info!(target: LOG_TARGET, "{}: queued job {} cancelled", self.vms[i].cfg.name, q.seq);
+            self.record_cancelled(i, q.seq, q.priority, q.job.submitted, None, now);
         }
-        // DMA reads the RTL is waiting for from this VM fail now, so its job ends soon.
         let mut failed = Vec::new();
         self.dma_owner.retain(|tag, (vm, _)| {
             let mine = *vm == i;
@@ -929,8 +1048,23 @@ impl Mediator {
         for tag in failed {
             self.sim.send(Message::DmaReadResp(DmaReadResp { tag, status: Status::CompleterAbort, data: Vec::new() }));
         }
-        self.pass_reads.retain(|_, p| p.vm != i);
+        let mut answered = Vec::new();
+        self.pass_reads.retain(|_, p| {
+            let mine = p.vm == i;
+            if mine {
+                answered.push((p.tag, p.size));
+            }
+            !mine
+        });
+        if let Some(s) = self.vms[i].session.as_mut() {
+            for (tag, size) in answered {
+                // Not outstanding any more after a new session: then the session refuses it.
+                s.send(Message::MmioReadResp(MmioReadResp { tag, status: Status::CompleterAbort, data: size.mask() }));
+            }
+        }
         self.drain_sim(now);
+        self.drain_vm(i, now);
+        ended
     }
 
     fn on_vm_message(&mut self, i: usize, now: Instant, m: Message) {
@@ -956,6 +1090,11 @@ impl Mediator {
                 tracing::warn!(target: LOG_TARGET, "{}: unexpected {:?} dropped", self.vms[i].cfg.name, other.opcode())
             }
         }
+    }
+
+    /// True if the access lies inside the registers' BAR.
+    fn inside(&self, offset: u64, size: AccessSize) -> bool {
+        offset.checked_add(size.bytes() as u64).is_some_and(|end| end <= self.model.bar_size)
     }
 
     fn class(&self, reg: u64) -> Option<RegClass> {
@@ -1008,7 +1147,7 @@ impl Mediator {
                 s.send(Message::MmioReadResp(MmioReadResp { tag: r.tag, status, data }));
             }
         };
-        if r.bar != self.bar {
+        if r.bar != self.bar || !self.inside(r.offset, r.size) {
             self.stats.other_bar_accesses += 1;
             reply(self, Status::UnsupportedRequest, r.size.mask());
         } else if access_regs(r.offset, r.size).any(|reg| self.read_from_rtl(reg)) {
@@ -1030,7 +1169,7 @@ impl Mediator {
     }
 
     fn vm_write(&mut self, i: usize, now: Instant, w: MmioWrite) {
-        if w.bar != self.bar {
+        if w.bar != self.bar || !self.inside(w.offset, w.size) {
             self.stats.other_bar_accesses += 1;
             return;
         }

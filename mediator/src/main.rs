@@ -178,7 +178,7 @@ fn run(cli: &Cli) -> Result<()> {
         wait_any(&all, wait)?;
     }
     tracing::info!(target: LOG_TARGET, "stopping (signal)");
-    med.close();
+    med.close(Instant::now());
     flush(&mut med, &mut links, Instant::now());
     write_records(&mut med, job_log.as_mut())?;
     print_stats(&med);

@@ -93,6 +93,12 @@ impl World {
         }
     }
 
+    /// What was sent so far, left in place.
+    fn take_keep(&mut self) -> Vec<(Peer, Message)> {
+        self.pump();
+        self.sent.clone()
+    }
+
     fn take(&mut self) -> Vec<(Peer, Message)> {
         self.pump();
         std::mem::take(&mut self.sent)
@@ -117,6 +123,28 @@ impl World {
         };
         self.m.handle_sim(self.now, Ok(Message::Config(cfg)));
         assert!(self.m.sim_up());
+        self.pass_fence();
+    }
+
+    /// Answers the read the mediator sends behind a RESET of the RTL (the fence: a read of
+    /// STATUS, the last one sent); other messages stay in `sent`.
+    fn pass_fence(&mut self) {
+        let sent = self.take();
+        let fence = sent
+            .iter()
+            .rev()
+            .find_map(|(p, m)| match (p, m) {
+                (Peer::Sim, Message::MmioRead(r)) if r.offset == regs::STATUS => Some(r.tag),
+                _ => None,
+            })
+            .expect("a fence read after the RESET");
+        assert!(
+            sent.iter().any(|(p, m)| *p == Peer::Sim && matches!(m, Message::Reset)),
+            "no RESET before the fence: {sent:?}"
+        );
+        self.sent = sent;
+        self.m
+            .handle_sim(self.now, Ok(Message::MmioReadResp(MmioReadResp { tag: fence, status: Status::Ok, data: 0 })));
     }
 
     fn sim(&mut self, msg: Message) {
@@ -522,6 +550,8 @@ fn a_job_that_never_completes_is_failed_and_the_rtl_reset() {
         w.vm_heartbeat(1);
         w.advance(Duration::from_secs(1));
     }
+    assert!(World::rtl_writes(&w.take_keep()).is_empty(), "a job started before the fence read completed");
+    w.pass_fence();
     let sent = w.take();
     assert!(sent.iter().any(|(p, m)| *p == Peer::Sim && matches!(m, Message::Reset)), "no reset of the RTL");
     assert!(sent.contains(&(Peer::Vm(0), Message::Msix(Msix { vector: 0 }))));
@@ -632,7 +662,7 @@ fn constants_are_read_once_per_simulation_session_then_answered_by_the_mediator(
             _ => None,
         })
         .collect();
-    let offsets: Vec<u64> = reads.iter().map(|r| r.offset).collect();
+    let offsets: Vec<u64> = reads.iter().map(|r| r.offset).filter(|&o| o != regs::STATUS).collect();
     assert_eq!(offsets, model().constant);
     for r in reads {
         let data = if r.offset == regs::ID { u64::from(regs::ID_VALUE) } else { r.offset + 1 };
@@ -649,4 +679,200 @@ fn constants_are_read_once_per_simulation_session_then_answered_by_the_mediator(
         .take()
         .iter()
         .any(|(p, m)| *p == Peer::Sim && matches!(m, Message::MmioRead(r) if r.offset == regs::BUSY_CYCLES_LO)));
+}
+
+/// Answers every result read in `sent` as the RTL would for a job in the given STATUS.
+fn answer_reads(w: &mut World, sent: &[(Peer, Message)], st: u32) {
+    for (p, m) in sent {
+        if let (Peer::Sim, Message::MmioRead(r)) = (p, m) {
+            let data = if r.offset == regs::STATUS { u64::from(st) } else { 0 };
+            w.sim(Message::MmioReadResp(MmioReadResp { tag: r.tag, status: Status::Ok, data }));
+        }
+    }
+}
+
+fn time_out_the_running_job(w: &mut World, vms: usize) {
+    for _ in 0..31 {
+        w.sim_heartbeat();
+        for i in 0..vms {
+            w.vm_heartbeat(i);
+        }
+        w.advance(Duration::from_secs(1));
+    }
+    assert_eq!(w.m.stats().job_timeouts, 1);
+}
+
+#[test]
+fn after_a_reset_nothing_the_rtl_sent_before_it_reaches_a_vm_and_no_job_starts_until_the_fence() {
+    let mut w = world(2);
+    w.submit(0, 1);
+    w.submit(1, 2);
+    w.take();
+    time_out_the_running_job(&mut w, 2);
+    // Sent by the RTL for VM0's job before it took the RESET: they arrive before the fence read's
+    // completion (the device-to-host channel is ordered).
+    w.sim(Message::DmaWrite(DmaWrite { addr: GuestAddr(0x10_0000), data: vec![0xa0; 64] }));
+    w.sim(Message::DmaRead(DmaRead { tag: 5, addr: GuestAddr(0x1000), len: 64 }));
+    w.sim(Message::Msix(Msix { vector: 0 }));
+    let sent = w.take_keep();
+    assert!(
+        !sent.iter().any(|(p, m)| matches!(p, Peer::Vm(_)) && matches!(m, Message::DmaWrite(_) | Message::DmaRead(_))),
+        "{sent:?}"
+    );
+    assert!(sent
+        .iter()
+        .any(|(p, m)| *p == Peer::Sim && matches!(m, Message::DmaReadResp(r) if r.tag == 5 && r.status != Status::Ok)));
+    assert!(World::rtl_writes(&sent).is_empty(), "VM1's job started before the fence: {sent:?}");
+    w.pass_fence();
+    assert!(World::rtl_writes(&w.take()).contains(&(regs::M, 2)), "VM1's job did not start after the fence");
+}
+
+#[test]
+fn a_simulation_heard_again_after_a_silence_is_reset_before_the_next_job() {
+    let mut w = world(2);
+    w.submit(0, 1);
+    w.submit(1, 2);
+    w.take();
+    for _ in 0..15 {
+        w.vm_heartbeat(0);
+        w.vm_heartbeat(1);
+        w.advance(Duration::from_millis(100));
+    }
+    assert!(!w.m.sim_up());
+    w.take();
+    // The same simulation process is heard again (a link hiccup): its RTL still runs VM0's job.
+    w.m.handle_sim(w.now, Ok(Message::Heartbeat(Heartbeat { instance: 9, session: w.sim_session })));
+    let init = w.take().into_iter().find_map(|(p, m)| match (p, m) {
+        (Peer::Sim, Message::Init(i)) => Some(i),
+        _ => None,
+    });
+    let init = init.expect("a new INIT");
+    w.sim_session = init.session;
+    let cfg = Config {
+        major: VERSION_MAJOR,
+        minor: VERSION_MINOR,
+        caps: Caps::MSIX,
+        session: init.session,
+        device: device(),
+    };
+    w.sim(Message::Config(cfg));
+    w.sim(Message::DmaWrite(DmaWrite { addr: GuestAddr(0x10_0000), data: vec![0xa0; 64] }));
+    let sent = w.take_keep();
+    assert!(!sent.iter().any(|(p, m)| *p == Peer::Vm(1) && matches!(m, Message::DmaWrite(_))), "{sent:?}");
+    assert!(World::rtl_writes(&sent).is_empty());
+    w.pass_fence();
+    assert!(World::rtl_writes(&w.take()).contains(&(regs::M, 2)));
+}
+
+#[test]
+fn with_completion_only_an_interrupt_that_is_not_a_completion_resets_the_rtl_and_fails_both_jobs() {
+    let mut w = world(3);
+    w.submit(0, 1);
+    w.submit(1, 2);
+    w.submit(2, 3);
+    w.take();
+    w.sim(Message::Msix(Msix { vector: 0 }));
+    let sent = w.take();
+    // STATUS says BUSY: the design broke its promise; VM1's job may have been refused.
+    answer_reads(&mut w, &sent, status::BUSY);
+    let sent = w.take_keep();
+    assert!(sent.iter().any(|(p, m)| *p == Peer::Sim && matches!(m, Message::Reset)), "{sent:?}");
+    for vm in [0, 1] {
+        assert!(sent.contains(&(Peer::Vm(vm), Message::Msix(Msix { vector: vm as u16 }))), "VM{vm} not told: {sent:?}");
+    }
+    w.pass_fence();
+    w.take();
+    assert_eq!(w.status(0), status::DONE | status::ERROR);
+    assert_eq!(w.status(1), status::DONE | status::ERROR);
+    assert_eq!(w.read_local(1, regs::ERROR, AccessSize::B4), u64::from(ErrorCode::DmaError.code()));
+    assert_eq!(w.status(2), status::BUSY, "VM2's job runs after the reset");
+}
+
+#[test]
+fn without_completion_only_the_job_keeps_its_dma_while_its_status_is_read() {
+    let mut model = model();
+    model.interrupt.as_mut().expect("interrupt").completion_only = false;
+    let mut w = World::with_model(
+        &[("vm0", "A", Priority::Low, Priority::Low), ("vm1", "A", Priority::Low, Priority::Low)],
+        model,
+    );
+    w.sim_config();
+    w.connect(0);
+    w.connect(1);
+    w.submit(0, 1);
+    w.take();
+    w.sim(Message::Msix(Msix { vector: 0 }));
+    let reads = w.take();
+    w.sim(Message::DmaWrite(DmaWrite { addr: GuestAddr(0x10_0000), data: vec![1; 64] }));
+    w.sim(Message::DmaRead(DmaRead { tag: 9, addr: GuestAddr(0x2000), len: 64 }));
+    let sent = w.take();
+    assert_eq!(sent.iter().filter(|(p, _)| *p == Peer::Vm(0)).count(), 2, "{sent:?}");
+    answer_reads(&mut w, &reads, status::BUSY);
+    assert_eq!(w.status(0), status::BUSY);
+}
+
+#[test]
+fn the_busy_fraction_survives_a_restart_of_the_rtl() {
+    let mut w = world(2);
+    w.submit(0, 1);
+    w.rtl_done(0, 0, 1_000_000);
+    w.submit(0, 1);
+    w.rtl_done(0, 0, 1_000_500);
+    let before = w.m.rtl_counters();
+    assert_eq!((before.busy_cycles, before.idle_cycles), (500, 0));
+    for _ in 0..15 {
+        w.vm_heartbeat(0);
+        w.vm_heartbeat(1);
+        w.advance(Duration::from_millis(100));
+    }
+    w.m.handle_sim(w.now, Ok(Message::Heartbeat(Heartbeat { instance: 10, session: 0 })));
+    w.advance(Duration::from_millis(50));
+    w.sim_config();
+    w.take();
+    w.submit(1, 1);
+    w.rtl_done(1, 0, 10); // the counters started again from 0
+    w.submit(1, 1);
+    w.rtl_done(1, 0, 30);
+    let r = w.m.rtl_counters();
+    assert_eq!((r.busy_cycles, r.idle_cycles), (520, 0), "{r:?}");
+}
+
+#[test]
+fn accesses_beyond_the_registers_bar_are_refused_without_panic() {
+    let mut w = world(1);
+    w.vm(0, Message::MmioRead(MmioRead { tag: 1, bar: BAR0, size: AccessSize::B8, offset: u64::MAX - 2 }));
+    w.vm(0, Message::MmioWrite(MmioWrite { bar: BAR0, size: AccessSize::B8, offset: u64::MAX - 2, data: 1 }));
+    w.vm(0, Message::MmioRead(MmioRead { tag: 2, bar: BAR0, size: AccessSize::B4, offset: 0x1000 }));
+    let sent = w.take();
+    assert!(!sent.iter().any(|(p, _)| *p == Peer::Sim));
+    let replies: Vec<_> = sent
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::MmioReadResp(r) => Some((r.tag, r.status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, [(1, Status::UnsupportedRequest), (2, Status::UnsupportedRequest)]);
+    assert_eq!(w.m.stats().other_bar_accesses, 3);
+}
+
+#[test]
+fn a_vm_back_after_a_stall_finds_its_job_failed_and_its_interrupt() {
+    let mut w = world(2);
+    w.submit(0, 1);
+    w.submit(1, 1); // queued
+    w.take();
+    for _ in 0..12 {
+        w.sim_heartbeat();
+        w.vm_heartbeat(0);
+        w.advance(Duration::from_millis(100));
+    }
+    assert!(!w.m.vm_up(1));
+    let sent = w.take();
+    assert!(sent.contains(&(Peer::Vm(1), Message::Msix(Msix { vector: 1 }))), "{sent:?}");
+    w.vm_heartbeat(1); // back, same session
+    assert!(w.m.vm_up(1));
+    assert_eq!(w.status(1), status::DONE | status::ERROR);
+    assert_eq!(w.read_local(1, regs::ERROR, AccessSize::B4), u64::from(ErrorCode::DmaError.code()));
+    assert_eq!(w.read_local(1, regs::M, AccessSize::B4), 1, "a stall keeps the VM's registers");
 }
