@@ -2,11 +2,10 @@
 //! --example bench_share`), printed as markdown for docs/benchmarks.md. Needs `make sim-gemm`.
 //!
 //! 1. Pass-through MMIO read: a host model reads the GEMM design's BUSY_CYCLES_LO register
-//!    (answered by the RTL) directly from one simulation, and through `cosim-mediator` (a
-//!    pass-through register) from another, alternating
-//!    in blocks of 25 reads so the machine's load hits both alike; BENCH_READS per path (default
-//!    4000). Also a register the mediator answers itself (STATUS) as a third column. Both
-//!    simulations run with `--idle-throttle`, so the one not measured sleeps.
+//!    (answered by the RTL) directly from a simulation, and through `cosim-mediator` (a
+//!    pass-through register) from another; one simulation runs at a time (two simulations
+//!    spinning on two cores would measure the scheduler), in four alternating phases;
+//!    BENCH_READS per path (default 4000). Also a register the mediator answers itself (STATUS).
 //! 2. Four VMs submitting back to back: host models vm0 (high), vm1 (medium), vm2 and vm3 (low)
 //!    each run BENCH_JOBS GEMMs (default 12) of BENCH_SIZE^3 (default 64), each checked
 //!    bit-exactly; the RTL's busy fraction between the first and the last completion (its
@@ -47,43 +46,45 @@ fn timed_reads(h: &mut HostModel, off: u64, n: usize, out: &mut Vec<f64>) -> Res
     Ok(())
 }
 
+/// Phases of the read comparison (direct, then mediated, this many times).
+const PHASES: usize = 4;
+
 fn main() -> Result<()> {
     cosim_host_model::init_logging();
     let reads = env_num("BENCH_READS", 4000) as usize;
     let jobs = env_num("BENCH_JOBS", 12) as usize;
     let size = env_num("BENCH_SIZE", 64) as u32;
     let sim = sim_binary("gemm_top", "sim-gemm")?;
-    let throttle = ["--idle-throttle"];
 
-    // 1. Pass-through read, direct against mediated.
-    let (_d1, ep_direct) = temp_endpoint("direct")?;
-    let _s1 = SimProcess::spawn(&sim, &ep_direct, &throttle, Duration::from_secs(60))?;
-    let (d2, ep_sim) = temp_endpoint("share")?;
-    let _s2 = SimProcess::spawn(&sim, &ep_sim, &throttle, Duration::from_secs(60))?;
-    let vm_ep = format!("ipc://{}/vm0", d2.path().display());
-    let med = MediatorProc::start(d2.path(), &ep_sim, &[("vm0".into(), vm_ep.clone(), "A", "low", "low")])?;
-    let mut direct = HostModel::connect(&ep_direct, Duration::from_secs(30))?;
-    let mut mediated = HostModel::connect(&vm_ep, Duration::from_secs(30))?;
+    // 1. Pass-through read, direct against mediated: one simulation at a time (two spinning
+    //    simulations on two cores would measure the scheduler), in alternating phases.
     let (mut t_direct, mut t_med, mut t_local) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..100 {
-        direct.read(0, regs::ID, 4)?;
-        mediated.read(0, regs::ID, 4)?;
-    }
-    let mut block = 0;
-    while t_direct.len() < reads {
-        let n = 25.min(reads - t_direct.len());
-        if block % 2 == 0 {
-            timed_reads(&mut direct, regs::BUSY_CYCLES_LO, n, &mut t_direct)?;
-            timed_reads(&mut mediated, regs::BUSY_CYCLES_LO, n, &mut t_med)?;
-        } else {
-            timed_reads(&mut mediated, regs::BUSY_CYCLES_LO, n, &mut t_med)?;
-            timed_reads(&mut direct, regs::BUSY_CYCLES_LO, n, &mut t_direct)?;
+    for _ in 0..PHASES {
+        let per = reads / PHASES;
+        {
+            let (_d, ep) = temp_endpoint("direct")?;
+            let _s = SimProcess::spawn(&sim, &ep, &[], Duration::from_secs(60))?;
+            let mut direct = HostModel::connect(&ep, Duration::from_secs(30))?;
+            for _ in 0..100 {
+                direct.read(0, regs::BUSY_CYCLES_LO, 4)?;
+            }
+            timed_reads(&mut direct, regs::BUSY_CYCLES_LO, per, &mut t_direct)?;
         }
-        timed_reads(&mut mediated, regs::STATUS, n, &mut t_local)?;
-        block += 1;
+        {
+            let (d, ep_sim) = temp_endpoint("share")?;
+            let _s = SimProcess::spawn(&sim, &ep_sim, &[], Duration::from_secs(60))?;
+            let vm_ep = format!("ipc://{}/vm0", d.path().display());
+            let med = MediatorProc::start(d.path(), &ep_sim, &[("vm0".into(), vm_ep.clone(), "A", "low", "low")])?;
+            let mut mediated = HostModel::connect(&vm_ep, Duration::from_secs(30))?;
+            for _ in 0..100 {
+                mediated.read(0, regs::BUSY_CYCLES_LO, 4)?;
+            }
+            timed_reads(&mut mediated, regs::BUSY_CYCLES_LO, per, &mut t_med)?;
+            timed_reads(&mut mediated, regs::STATUS, per, &mut t_local)?;
+            drop(mediated);
+            med.stop()?;
+        }
     }
-    drop((direct, mediated));
-    med.stop()?;
 
     // 2. Four VMs back to back.
     let (d3, ep_sim) = temp_endpoint("share4")?;
