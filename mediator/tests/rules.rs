@@ -266,6 +266,21 @@ impl World {
         self.m.handle_sim(self.now, Ok(Message::Heartbeat(hb)));
     }
 
+    /// Lets `d` pass in steps of `step`; in each step the simulation (if `sim`) and the VMs in
+    /// `vms` send their heartbeat, everyone else stays silent.
+    fn pass_time(&mut self, d: Duration, step: Duration, sim: bool, vms: &[usize]) {
+        let end = self.now + d;
+        while self.now < end {
+            if sim {
+                self.sim_heartbeat();
+            }
+            for &i in vms {
+                self.vm_heartbeat(i);
+            }
+            self.advance(step);
+        }
+    }
+
     fn vm_heartbeat(&mut self, i: usize) {
         let hb = Heartbeat { instance: 0x200 + i as u64, session: 0x100 + i as u64 };
         self.m.handle_vm(i, self.now, Ok(Message::Heartbeat(hb)));
@@ -495,11 +510,7 @@ fn a_silent_vm_is_lost_and_its_job_cancelled_others_go_on() {
     w.submit(0, 1);
     w.submit(1, 1);
     // VM1 stops (SIGSTOP, crash): nothing from it; the simulation and VM0 stay alive.
-    for _ in 0..15 {
-        w.sim_heartbeat();
-        w.vm_heartbeat(0);
-        w.advance(Duration::from_millis(100));
-    }
+    w.pass_time(Duration::from_millis(1500), Duration::from_millis(100), true, &[0]);
     assert!(!w.m.vm_up(1) && w.m.vm_up(0));
     assert!(w.records.iter().any(|r| r.vm == "vm1" && r.outcome == Outcome::Cancelled));
     w.take();
@@ -514,11 +525,7 @@ fn the_simulation_going_away_fails_the_running_job_and_keeps_the_queue() {
     w.submit(0, 1);
     w.submit(1, 1);
     w.take();
-    for _ in 0..15 {
-        w.vm_heartbeat(0);
-        w.vm_heartbeat(1);
-        w.advance(Duration::from_millis(100));
-    }
+    w.pass_time(Duration::from_millis(1500), Duration::from_millis(100), false, &[0, 1]);
     assert!(!w.m.sim_up());
     let sent = w.take();
     assert!(sent.contains(&(Peer::Vm(0), Message::Msix(Msix { vector: 0 }))));
@@ -544,12 +551,7 @@ fn a_job_that_never_completes_is_failed_and_the_rtl_reset() {
     w.submit(0, 1);
     w.submit(1, 1);
     w.take();
-    for _ in 0..31 {
-        w.sim_heartbeat();
-        w.vm_heartbeat(0);
-        w.vm_heartbeat(1);
-        w.advance(Duration::from_secs(1));
-    }
+    w.pass_time(Duration::from_secs(31), Duration::from_secs(1), true, &[0, 1]);
     assert!(World::rtl_writes(&w.take_keep()).is_empty(), "a job started before the fence read completed");
     w.pass_fence();
     let sent = w.take();
@@ -692,13 +694,8 @@ fn answer_reads(w: &mut World, sent: &[(Peer, Message)], st: u32) {
 }
 
 fn time_out_the_running_job(w: &mut World, vms: usize) {
-    for _ in 0..31 {
-        w.sim_heartbeat();
-        for i in 0..vms {
-            w.vm_heartbeat(i);
-        }
-        w.advance(Duration::from_secs(1));
-    }
+    let all: Vec<usize> = (0..vms).collect();
+    w.pass_time(Duration::from_secs(31), Duration::from_secs(1), true, &all);
     assert_eq!(w.m.stats().job_timeouts, 1);
 }
 
@@ -733,11 +730,7 @@ fn a_simulation_heard_again_after_a_silence_is_reset_before_the_next_job() {
     w.submit(0, 1);
     w.submit(1, 2);
     w.take();
-    for _ in 0..15 {
-        w.vm_heartbeat(0);
-        w.vm_heartbeat(1);
-        w.advance(Duration::from_millis(100));
-    }
+    w.pass_time(Duration::from_millis(1500), Duration::from_millis(100), false, &[0, 1]);
     assert!(!w.m.sim_up());
     w.take();
     // The same simulation process is heard again (a link hiccup): its RTL still runs VM0's job.
@@ -820,11 +813,7 @@ fn the_busy_fraction_survives_a_restart_of_the_rtl() {
     w.rtl_done(0, 0, 1_000_500);
     let before = w.m.rtl_counters();
     assert_eq!((before.busy_cycles, before.idle_cycles), (500, 0));
-    for _ in 0..15 {
-        w.vm_heartbeat(0);
-        w.vm_heartbeat(1);
-        w.advance(Duration::from_millis(100));
-    }
+    w.pass_time(Duration::from_millis(1500), Duration::from_millis(100), false, &[0, 1]);
     w.m.handle_sim(w.now, Ok(Message::Heartbeat(Heartbeat { instance: 10, session: 0 })));
     w.advance(Duration::from_millis(50));
     w.sim_config();
@@ -862,11 +851,7 @@ fn a_vm_back_after_a_stall_finds_its_job_failed_and_its_interrupt() {
     w.submit(0, 1);
     w.submit(1, 1); // queued
     w.take();
-    for _ in 0..12 {
-        w.sim_heartbeat();
-        w.vm_heartbeat(0);
-        w.advance(Duration::from_millis(100));
-    }
+    w.pass_time(Duration::from_millis(1200), Duration::from_millis(100), true, &[0]);
     assert!(!w.m.vm_up(1));
     let sent = w.take();
     assert!(sent.contains(&(Peer::Vm(1), Message::Msix(Msix { vector: 1 }))), "{sent:?}");
