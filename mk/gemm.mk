@@ -29,7 +29,7 @@ sim-gemm: $(GEMM_SIM_DIR)/sim
 # verilator-tb adds the endpoint shell's sources itself.
 $(GEMM_SIM_DIR)/sim: $(GEMM_EP_SRC) $(GEMM_CORE_SRC) $(GEMM_TOP_SRC) $(wildcard $(ROOT)/verilator-tb/*) \
                      $(wildcard $(ROOT)/dpi-bridge/src/*.rs $(ROOT)/dpi-bridge/src/*/*.rs $(ROOT)/protocol/src/*.rs $(ROOT)/transport/src/*.rs) $(ROOT)/dpi-bridge/build.rs
-	$(MAKE) -C $(ROOT)/verilator-tb TOP=gemm_top SOURCES="$(GEMM_CORE_SRC) $(GEMM_TOP_SRC)" OUT=$(GEMM_SIM_DIR)
+	$(MAKE) -C $(ROOT)/verilator-tb STRICT=1 TOP=gemm_top SOURCES="$(GEMM_CORE_SRC) $(GEMM_TOP_SRC)" OUT=$(GEMM_SIM_DIR)
 
 # Lint: the accelerator alone (-Wall, no waivers), and gemm_top with the shell, where only
 # warnings in hdl/gemm_accel count (the shell is linted by its own part).

@@ -18,11 +18,11 @@ sim-test: $(HDL_SIM_DIR)/sim $(HDL_DUAL_DIR)/sim
 
 $(HDL_SIM_DIR)/sim: $(HDL_EP_SRC) $(HDL_TEST_SRC) $(wildcard $(ROOT)/verilator-tb/*) \
                     $(wildcard $(ROOT)/dpi-bridge/src/*.rs $(ROOT)/dpi-bridge/src/*/*.rs $(ROOT)/protocol/src/*.rs $(ROOT)/transport/src/*.rs) $(ROOT)/dpi-bridge/build.rs
-	$(MAKE) -C $(ROOT)/verilator-tb TOP=cosim_test_top SOURCES="$(HDL_TEST_SRC)" OUT=$(HDL_SIM_DIR)
+	$(MAKE) -C $(ROOT)/verilator-tb STRICT=1 TOP=cosim_test_top SOURCES="$(HDL_TEST_SRC)" OUT=$(HDL_SIM_DIR)
 
 # Built after the first (they share the Rust library; the machine has two cores).
 $(HDL_DUAL_DIR)/sim: $(HDL_SIM_DIR)/sim $(HDL_DUAL_SRC)
-	$(MAKE) -C $(ROOT)/verilator-tb TOP=cosim_test_dual SOURCES="$(HDL_DUAL_SRC)" OUT=$(HDL_DUAL_DIR)
+	$(MAKE) -C $(ROOT)/verilator-tb STRICT=1 TOP=cosim_test_dual SOURCES="$(HDL_DUAL_SRC)" OUT=$(HDL_DUAL_DIR)
 
 lint-hdl:
 	verilator --lint-only -Wall --top-module cosim_pcie_ep $(HDL_EP_SRC)
