@@ -6,31 +6,28 @@
 
 use std::time::{Duration, Instant};
 
+use accel_tool::gemm::{compare, reference, Rng};
 use anyhow::{ensure, Context, Result};
 use cosim_gemm_abi::{array, ctrl, field_get, regs, status, ErrorCode};
 use cosim_host_model::{sim_binary, temp_endpoint, HostModel, SimProcess};
-
-fn splitmix(s: &mut u64) -> u64 {
-    *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 #[test]
 #[ignore = "benchmark: run with `make bench-gemm`"]
 fn gemm_bench() -> Result<()> {
     let sizes: Vec<(u32, u32, u32)> = std::env::var("GEMM_BENCH_SIZES")
-        .unwrap_or_else(|_| "4x4x4,16x16x16,17x33x9,64x64x64,100x100x100,128x128x128,256x256x256,512x512x512,64x1024x64,1024x16x256".into())
+        .unwrap_or_else(|_| {
+            "4x4x4,16x16x16,17x33x9,64x64x64,100x100x100,128x128x128,256x256x256,512x512x512,64x1024x64,1024x16x256"
+                .into()
+        })
         .split(',')
         .map(|s| {
             let v: Vec<u32> = s.split('x').map(|x| x.trim().parse().expect("size MxNxK")).collect();
             (v[0], v[1], v[2])
         })
         .collect();
-    let mut seed: u64 = std::env::var("COSIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(42);
+    let seed: u64 = std::env::var("COSIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(42);
     println!("gemm_bench: seed {seed}");
+    let mut rng = Rng::new(seed);
 
     let bin = sim_binary("gemm_top", "sim-gemm")?;
     let (_dir, ep) = temp_endpoint("gemm-bench")?;
@@ -48,10 +45,12 @@ fn gemm_bench() -> Result<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let (a, b, c) = (0x1000_0000u64, 0x2000_0000u64, 0x3000_0000u64);
     for (m, n, k) in sizes {
-        let av: Vec<u8> = (0..m * k).map(|_| splitmix(&mut seed) as u8).collect();
-        let bv: Vec<u8> = (0..k * n).map(|_| splitmix(&mut seed) as u8).collect();
-        host.mem().write_bytes(a, &av);
-        host.mem().write_bytes(b, &bv);
+        let mut av = vec![0i8; (m * k) as usize];
+        let mut bv = vec![0i8; (k * n) as usize];
+        rng.fill_i8(&mut av);
+        rng.fill_i8(&mut bv);
+        host.mem().write_bytes(a, &av.iter().map(|&x| x as u8).collect::<Vec<_>>());
+        host.mem().write_bytes(b, &bv.iter().map(|&x| x as u8).collect::<Vec<_>>());
         for (off, v) in [(regs::M, m), (regs::N, n), (regs::K, k), (regs::LDA, 0), (regs::LDB, 0), (regs::LDC, 0)] {
             host.write(0, off, 4, u64::from(v))?;
         }
@@ -74,24 +73,30 @@ fn gemm_bench() -> Result<()> {
         host.wait_irq(0, Duration::ZERO)?;
         let total = host.read(0, regs::BUSY_CYCLES_LO, 8)? + host.read(0, regs::IDLE_CYCLES_LO, 8)? - busy0;
         ensure!(
-            host.read(0, regs::STATUS, 4)? == u64::from(status::DONE) && host.read(0, regs::ERROR, 4)? == u64::from(ErrorCode::Ok.code()),
+            host.read(0, regs::STATUS, 4)? == u64::from(status::DONE)
+                && host.read(0, regs::ERROR, 4)? == u64::from(ErrorCode::Ok.code()),
             "job {m}x{n}x{k} failed"
         );
         let after = host.stats();
         let cycles = host.read(0, regs::CYCLES_LO, 8)?;
         let wait = host.read(0, regs::DMA_WAIT_LO, 8)?;
         // Bit-exact check.
-        let cm = host.mem().read_bytes(c, (m * n * 4) as usize);
-        for i in 0..m as usize {
-            for j in 0..n as usize {
-                let mut want = 0i32;
-                for x in 0..k as usize {
-                    want = want.wrapping_add(i32::from(av[i * k as usize + x] as i8) * i32::from(bv[x * n as usize + j] as i8));
-                }
-                let p = (i * n as usize + j) * 4;
-                let got = i32::from_le_bytes([cm[p], cm[p + 1], cm[p + 2], cm[p + 3]]);
-                ensure!(got == want, "{m}x{n}x{k}: C[{i}][{j}] = {got}, want {want}");
-            }
+        let got: Vec<i32> = host
+            .mem()
+            .read_bytes(c, (m * n * 4) as usize)
+            .chunks_exact(4)
+            .map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        if let Some(x) = compare(nu, &reference(mu, nu, ku, &av, &bv), &got) {
+            anyhow::bail!(
+                "{m}x{n}x{k}: {} elements of C differ, first C[{}][{}] = {}, want {}",
+                x.count,
+                x.row,
+                x.col,
+                x.got,
+                x.expected
+            );
         }
         let ideal = u64::from(m) * u64::from(n) * u64::from(k) / macs;
         println!(

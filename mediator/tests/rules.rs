@@ -52,6 +52,21 @@ impl World {
         Self::with_model(vms, model())
     }
 
+    /// Two VMs, the simulation up and both connected, with a job model whose interrupt is not
+    /// only the completion.
+    fn two_vms_without_completion_only() -> Self {
+        let mut model = model();
+        model.interrupt.as_mut().expect("interrupt").completion_only = false;
+        let mut w = Self::with_model(
+            &[("vm0", "A", Priority::Low, Priority::Low), ("vm1", "A", Priority::Low, Priority::Low)],
+            model,
+        );
+        w.sim_config();
+        w.connect(0);
+        w.connect(1);
+        w
+    }
+
     fn with_model(vms: &[(&str, &str, Priority, Priority)], model: JobModel) -> Self {
         let now = Instant::now();
         let vms = vms
@@ -622,15 +637,7 @@ fn with_completion_only_the_next_job_starts_right_behind_the_result_reads() {
 
 #[test]
 fn without_completion_only_an_interrupt_while_busy_is_not_the_end_of_the_job() {
-    let mut model = model();
-    model.interrupt.as_mut().expect("interrupt").completion_only = false;
-    let mut w = World::with_model(
-        &[("vm0", "A", Priority::Low, Priority::Low), ("vm1", "A", Priority::Low, Priority::Low)],
-        model,
-    );
-    w.sim_config();
-    w.connect(0);
-    w.connect(1);
+    let mut w = World::two_vms_without_completion_only();
     w.submit(0, 1);
     w.submit(1, 2);
     w.take();
@@ -783,15 +790,7 @@ fn with_completion_only_an_interrupt_that_is_not_a_completion_resets_the_rtl_and
 
 #[test]
 fn without_completion_only_the_job_keeps_its_dma_while_its_status_is_read() {
-    let mut model = model();
-    model.interrupt.as_mut().expect("interrupt").completion_only = false;
-    let mut w = World::with_model(
-        &[("vm0", "A", Priority::Low, Priority::Low), ("vm1", "A", Priority::Low, Priority::Low)],
-        model,
-    );
-    w.sim_config();
-    w.connect(0);
-    w.connect(1);
+    let mut w = World::two_vms_without_completion_only();
     w.submit(0, 1);
     w.take();
     w.sim(Message::Msix(Msix { vector: 0 }));

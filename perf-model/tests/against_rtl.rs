@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use accel_tool::gemm::{compare, reference, Rng};
 use anyhow::{ensure, Context, Result};
 use cosim_gemm_abi::{array, ctrl, field_get, regs, status, ErrorCode};
 use cosim_host_model::{sim_binary, temp_endpoint, HostModel, SimProcess};
@@ -16,14 +17,6 @@ use cosim_perf_model::{error_percent, predict, Engine, Gemm, Model};
 
 const SIZES: &str = "4x4x4,16x16x16,17x33x9,32x256x128,64x64x1,64x64x64,65x65x65,100x100x100,\
 128x128x128,96x32x64,360x64x64,360x10x64,64x1024x64,1024x16x256,256x256x256,512x512x512";
-
-fn splitmix(s: &mut u64) -> u64 {
-    *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 #[test]
 #[ignore = "needs make sim-gemm: run by make test-serve"]
@@ -43,7 +36,7 @@ fn models_against_the_rtl() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
-    let mut seed = 12u64;
+    let mut rng = Rng::new(12);
 
     let bin = sim_binary("gemm_top", "sim-gemm")?;
     let (_dir, ep) = temp_endpoint("perf-model")?;
@@ -66,10 +59,14 @@ fn models_against_the_rtl() -> Result<()> {
     let mut failures = Vec::new();
     for job in sizes {
         let (m, n, k) = (job.m, job.n, job.k);
-        let av: Vec<u8> = (0..m * k).map(|_| splitmix(&mut seed) as u8).collect();
-        let bv: Vec<u8> = (0..k * n).map(|_| splitmix(&mut seed) as u8).collect();
-        host.mem().write_bytes(a, &av);
-        host.mem().write_bytes(b, &bv);
+        let mut av = vec![0i8; (m * k) as usize];
+        let mut bv = vec![0i8; (k * n) as usize];
+        rng.fill_i8(&mut av);
+        rng.fill_i8(&mut bv);
+        host.mem()
+            .write_bytes(a, &av.iter().map(|&x| x as u8).collect::<Vec<_>>());
+        host.mem()
+            .write_bytes(b, &bv.iter().map(|&x| x as u8).collect::<Vec<_>>());
         for (off, v) in [
             (regs::M, m),
             (regs::N, n),
@@ -100,19 +97,22 @@ fn models_against_the_rtl() -> Result<()> {
             "job {m}x{n}x{k} failed"
         );
         let cycles = host.read(0, regs::CYCLES_LO, 8)?;
-        let cm = host.mem().read_bytes(c, (m * n * 4) as usize);
-        for i in 0..m as usize {
-            for j in 0..n as usize {
-                let mut want = 0i32;
-                for x in 0..k as usize {
-                    let p = i32::from(av[i * k as usize + x] as i8)
-                        * i32::from(bv[x * n as usize + j] as i8);
-                    want = want.wrapping_add(p);
-                }
-                let p = (i * n as usize + j) * 4;
-                let got = i32::from_le_bytes([cm[p], cm[p + 1], cm[p + 2], cm[p + 3]]);
-                ensure!(got == want, "{m}x{n}x{k}: C[{i}][{j}] = {got}, want {want}");
-            }
+        let got: Vec<i32> = host
+            .mem()
+            .read_bytes(c, (m * n * 4) as usize)
+            .chunks_exact(4)
+            .map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        if let Some(x) = compare(nu, &reference(mu, nu, ku, &av, &bv), &got) {
+            anyhow::bail!(
+                "{m}x{n}x{k}: {} elements of C differ, first C[{}][{}] = {}, want {}",
+                x.count,
+                x.row,
+                x.col,
+                x.got,
+                x.expected
+            );
         }
         let p = predict(&engine, job);
         let mut row = format!("| {m} x {n} x {k} | {cycles} |");

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use accel_tool::gemm::{reference, Rng};
 use anyhow::{bail, ensure, Context, Result};
 use cosim_gemm_abi::{ctrl, regs, status};
 use cosim_host_model::HostModel;
@@ -27,22 +28,20 @@ pub fn mediator_bin() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// splitmix64.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
-        lo + (self.next() % u64::from(hi - lo + 1)) as u32
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+/// A number in `lo..=hi` from the guest tool's generator.
+fn range(rng: &mut Rng, lo: u32, hi: u32) -> u32 {
+    lo + (rng.next_u64() % u64::from(hi - lo + 1)) as u32
+}
+
+/// `n` random int8 values.
+fn random_i8(rng: &mut Rng, n: usize) -> Vec<i8> {
+    let mut v = vec![0i8; n];
+    rng.fill_i8(&mut v);
+    v
+}
+
+fn as_bytes(v: &[i8]) -> Vec<u8> {
+    v.iter().map(|&x| x as u8).collect()
 }
 
 pub fn seed(test: &str) -> u64 {
@@ -153,20 +152,6 @@ pub const MAX_M: u32 = 40;
 pub const MAX_N: u32 = 40;
 pub const MAX_K: u32 = 48;
 
-pub fn reference(m: usize, n: usize, k: usize, a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut c = Vec::with_capacity(m * n * 4);
-    for i in 0..m {
-        for x in 0..n {
-            let mut s: i32 = 0;
-            for y in 0..k {
-                s = s.wrapping_add(i32::from(a[i * k + y] as i8) * i32::from(b[y * n + x] as i8));
-            }
-            c.extend_from_slice(&s.to_le_bytes());
-        }
-    }
-    c
-}
-
 /// One VM's workload: `jobs` GEMMs of random sizes, each checked; returns its host model (for
 /// the memory scan) and the RTL cycles it saw.
 pub fn vm_workload(
@@ -178,7 +163,7 @@ pub fn vm_workload(
     size: Option<(u32, u32, u32)>,
 ) -> Result<(HostModel, Vec<u64>)> {
     let mut host = HostModel::connect(&ep, Duration::from_secs(30)).with_context(|| format!("vm{i}: connect"))?;
-    let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0x5851_f42d_4c95_7f2d));
+    let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x5851_f42d_4c95_7f2d));
     let (a_addr, b_addr, c_addr) = addrs(i);
     let mut cycles = Vec::new();
     ensure!(host.read(0, regs::ID, 4)? == u64::from(regs::ID_VALUE), "vm{i}: ID through the mediator");
@@ -186,11 +171,12 @@ pub fn vm_workload(
         host.write(0, regs::JOB_PRIORITY, 4, u64::from(p))?;
     }
     for j in 0..jobs {
-        let (m, n, k) = size.unwrap_or_else(|| (rng.range(1, MAX_M), rng.range(1, MAX_N), rng.range(1, MAX_K)));
-        let a = rng.bytes((m * k) as usize);
-        let b = rng.bytes((k * n) as usize);
-        host.mem().write_bytes(a_addr, &a);
-        host.mem().write_bytes(b_addr, &b);
+        let (m, n, k) =
+            size.unwrap_or_else(|| (range(&mut rng, 1, MAX_M), range(&mut rng, 1, MAX_N), range(&mut rng, 1, MAX_K)));
+        let a = random_i8(&mut rng, (m * k) as usize);
+        let b = random_i8(&mut rng, (k * n) as usize);
+        host.mem().write_bytes(a_addr, &as_bytes(&a));
+        host.mem().write_bytes(b_addr, &as_bytes(&b));
         host.mem().fill(c_addr, (m * n * 4) as usize, 0xcd);
         host.write(0, regs::MSIX_VECTOR, 4, (i % 4) as u64)?;
         for (off, v) in [(regs::M, m), (regs::N, n), (regs::K, k), (regs::LDA, 0), (regs::LDB, 0), (regs::LDC, 0)] {
@@ -203,7 +189,12 @@ pub fn vm_workload(
         host.wait_irq((i % 4) as u16, JOB_TIMEOUT).with_context(|| format!("vm{i} job {j}: completion interrupt"))?;
         let st = host.read(0, regs::STATUS, 4)? as u32;
         ensure!(st == status::DONE, "vm{i} job {j} ({m}x{n}x{k}): STATUS {st:#x} after the interrupt");
-        let got = host.mem().read_bytes(c_addr, (m * n * 4) as usize);
+        let got: Vec<i32> = host
+            .mem()
+            .read_bytes(c_addr, (m * n * 4) as usize)
+            .chunks_exact(4)
+            .map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
         ensure!(
             got == reference(m as usize, n as usize, k as usize, &a, &b),
             "vm{i} job {j} ({m}x{n}x{k}): C differs from the CPU reference"
