@@ -4,8 +4,9 @@
 #   make test-e2e   the end-to-end test tier (launcher/tests/e2e.rs, dual.rs, two_hosts.rs)
 #   make bench-two-hosts  MMIO round trip and DMA MB/s across a veth pair next to loopback
 #   make dual       accelerator VM and baseline VM side by side, sharing a network
+#   make bench-guest-mmio  user-space MMIO from the guest: 1, 2 and 4 devices probed at once
 
-.PHONY: e2e-artifacts demo test-e2e dual bench-two-hosts
+.PHONY: e2e-artifacts demo test-e2e dual bench-two-hosts bench-guest-mmio
 LAUNCH := $(ROOT)/target/release/cosim-launch
 
 e2e-artifacts: deps qemu sim-gemm guest launcher
@@ -40,3 +41,15 @@ bench-two-hosts: deps sim-test
 	$(CARGO) run --release -p cosim-host-model --example two_hosts
 
 BENCHES += bench-two-hosts
+
+# Guest-side MMIO (docs/benchmarks.md, "Guest MMIO"): one guest with four accelerator-pcie devices,
+# accel-tool mmio-bench on 1 device, then 2 and 4 devices probed at the same time (one thread
+# each): read latency percentiles, reads/s and posted writes/s per device. Knob: MMIO_READS.
+MMIO_READS ?= 10000
+bench-guest-mmio: e2e-artifacts
+	COSIM_BUILD=$(BUILD) $(LAUNCH) --devices 4 \
+		--run "mmio-bench --devices 1 --reads $(MMIO_READS) --writes $(MMIO_READS)" \
+		--run "mmio-bench --devices 2 --concurrent --reads $(MMIO_READS) --writes $(MMIO_READS)" \
+		--run "mmio-bench --devices 4 --concurrent --reads $(MMIO_READS) --writes $(MMIO_READS)"
+
+BENCHES += bench-guest-mmio

@@ -216,9 +216,32 @@ pub fn table(report: &GuestReport) -> String {
             us(n.rtt_us_max, 1)
         );
     }
+    for m in report.results.iter().filter_map(|r| match r {
+        Record::MmioBench(m) => Some(m),
+        _ => None,
+    }) {
+        let _ = writeln!(
+            s,
+            "mmio {} ({} at once): read p50 {:.1} us p90 {:.1} us p99 {:.1} us max {:.1} us, {:.0} reads/s, {:.0} writes/s{}",
+            m.device,
+            m.devices,
+            m.read_p50_us,
+            m.read_p90_us,
+            m.read_p99_us,
+            m.read_max_us,
+            m.reads_per_s,
+            m.writes_per_s,
+            m.error.as_deref().map(|e| format!(" FAIL: {e}")).unwrap_or_default()
+        );
+    }
     // Other kinds as their JSON; "error" records are shown by the FAILED lines below.
     for r in report.results.iter().filter(|r| matches!(r, Record::Reset(_) | Record::WaitNic(_))) {
         let _ = writeln!(s, "{}", r.to_line());
+    }
+    // What "sh:" items (and accel-tool, besides its records) printed, by item.
+    for o in &report.output {
+        let _ = writeln!(s, "[{}] {}", o["item"].as_i64().map_or_else(|| "?".into(), |i| i.to_string()),
+            o["line"].as_str().unwrap_or(""));
     }
     for f in &report.failures {
         let _ = writeln!(
@@ -282,6 +305,21 @@ mod tests {
         assert!(t.contains("1234.5"), "{t}");
         assert!(t.contains("FAILED [workload] accel-tool info: no accelerator found"), "{t}");
         assert!(t.contains("accel0       64x64x64       pass          20000          100         1234.5          800.2           99.0"), "{t}");
+    }
+
+    #[test]
+    fn table_shows_the_output_of_sh_items_in_order() {
+        let mut r = GuestReport::default();
+        for l in [
+            r#"COSIM-OUTPUT {"item":0,"line":"template: id 0x7e010001 dma ok"}"#,
+            r#"COSIM-OUTPUT {"item":2,"line":"a \"quoted\" line"}"#,
+        ] {
+            r.add(parse_line(l).unwrap());
+        }
+        r.add(parse_line(r#"COSIM-FAIL {"stage":"workload","item":2,"cmd":"sh:x","exit":1,"message":"m"}"#).unwrap());
+        let t = table(&r);
+        let want = "[0] template: id 0x7e010001 dma ok\n[2] a \"quoted\" line\nFAILED [workload] sh:x: m\n";
+        assert_eq!(t, want);
     }
 
     #[test]

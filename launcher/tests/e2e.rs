@@ -9,7 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_exact, device_info, gemm_item, gemms, infos, run_json, JsonRun, LAUNCH};
+use common::{assert_exact, device_info, gemm_item, gemms, infos, results, run_json, JsonRun, LAUNCH};
+use cosim_guest_results::{MmioBench, Record};
 
 /// Wall-clock bound of one launcher run (the launcher's own stage timeouts are tighter).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
@@ -162,4 +163,39 @@ fn stray_frames_into_both_channels_cost_the_running_guest_nothing() {
     let lines = qemu.lines().count();
     assert!(lines < 60, "QEMU logged {lines} lines for {injected} stray frames (must be rate-limited):\n{qemu}");
     assert!(qemu.contains("frames dropped"), "QEMU must report the drops:\n{qemu}");
+}
+
+#[test]
+#[ignore = "needs `make qemu sim-gemm guest`: run by `make test-e2e` (or `make test`)"]
+fn mmio_bench_smoke_reports_plausible_latencies_and_gives_the_device_back_to_the_driver() {
+    // A short accel-tool mmio-bench on one device (make bench-guest-mmio runs the long one), then
+    // a GEMM: the bench unbinds the driver for its run and must bind it again.
+    let gemm = gemm_item(8, 8, 8, 31);
+    let run = launch("mmio-bench", &["--run", "mmio-bench --reads 200 --writes 200", "--run", &gemm]);
+    assert_eq!(run.code, 0, "{}", run.json);
+    let benches: Vec<MmioBench> = results(&run.json)
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::MmioBench(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(benches.len(), 1, "one record for the one device: {}", run.json);
+    let b = &benches[0];
+    assert!(b.ok && b.error.is_none(), "{b:?}");
+    assert_eq!((b.devices, b.reads, b.writes, b.read_errors), (1, 200, 200, 0), "{b:?}");
+    assert!(b.device.contains(':') && b.device.contains('.'), "a PCI address: {b:?}");
+    // Ordered percentiles, each read a real round trip to the simulation (well above 1 us, below
+    // the launcher's workload timeout), and rates that agree with the latencies.
+    assert!(1.0 < b.read_p50_us && b.read_p50_us <= b.read_p90_us, "{b:?}");
+    assert!(b.read_p90_us <= b.read_p99_us && b.read_p99_us <= b.read_max_us, "{b:?}");
+    assert!(b.read_max_us < 10_000_000.0, "{b:?}");
+    assert!(b.read_p50_us <= b.read_mean_us * 10.0 && b.read_mean_us <= b.read_max_us, "{b:?}");
+    let from_mean = 1e6 / b.read_mean_us;
+    assert!(b.reads_per_s > 0.5 * from_mean && b.reads_per_s < 1.5 * from_mean, "reads/s vs mean latency: {b:?}");
+    assert!(b.writes_per_s > 0.0, "{b:?}");
+    assert!(b.driver_unbound, "the driver holds BAR0, so the tool must have unbound it: {b:?}");
+    let gemms = gemms(&run.json);
+    assert_eq!(gemms.len(), 1, "{}", run.json);
+    assert_exact(&gemms[0]);
 }

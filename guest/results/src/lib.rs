@@ -4,7 +4,7 @@
 //! [`Record::from_line`] and uses the typed fields.
 //!
 //! Wire format: a JSON object whose `kind` names the record (`info`, `gemm`, `bench`, `reset`,
-//! `net`, `wait-nic`, `error`), keys in alphabetical order (the order `serde_json::Value` prints,
+//! `net`, `wait-nic`, `mmio-bench`, `error`), keys in alphabetical order (the order `serde_json::Value` prints,
 //! which is what the tool printed before these types existed). A field documented "absent when"
 //! is left out of the object; one documented "null when" is present as `null`. Unknown keys are
 //! ignored when parsing. Pure: no I/O; builds static for the guest (serde and serde_json only).
@@ -22,6 +22,7 @@ pub enum Record {
     Reset(Reset),
     Net(Net),
     WaitNic(WaitNic),
+    MmioBench(MmioBench),
     /// A command that could not run at all (usage error, no accelerator); exit status 2.
     Error(ToolError),
 }
@@ -51,6 +52,7 @@ impl Record {
             Record::Reset(_) => "reset",
             Record::Net(_) => "net",
             Record::WaitNic(_) => "wait-nic",
+            Record::MmioBench(_) => "mmio-bench",
             Record::Error(_) => "error",
         }
     }
@@ -64,6 +66,7 @@ impl Record {
             Record::Reset(r) => r.ok,
             Record::Net(r) => r.ok,
             Record::WaitNic(r) => r.ok,
+            Record::MmioBench(r) => r.ok,
             Record::Error(r) => r.ok,
         }
     }
@@ -76,6 +79,7 @@ impl Record {
             Record::Bench(r) => Some(&r.device),
             Record::Reset(r) => Some(&r.device),
             Record::WaitNic(r) => Some(&r.device),
+            Record::MmioBench(r) => Some(&r.device),
             Record::Net(_) | Record::Error(_) => None,
         }
     }
@@ -89,6 +93,7 @@ impl Record {
             Record::Reset(r) => r.error.as_deref(),
             Record::Net(_) => None,
             Record::WaitNic(r) => r.error.as_deref(),
+            Record::MmioBench(r) => r.error.as_deref(),
             Record::Error(r) => Some(&r.error),
         }
     }
@@ -346,6 +351,35 @@ pub struct WaitNic {
     pub error: Option<String>,
 }
 
+/// `mmio-bench`: 32-bit reads of BAR0's ID register one after another and posted writes to
+/// SCRATCH, from user space through the PCI function's `resource0` mapping; one record per device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MmioBench {
+    pub ok: bool,
+    /// PCI address of the function, e.g. `0000:00:03.0`.
+    pub device: String,
+    /// Devices probed at the same time (one thread each) in this run, this one included.
+    pub devices: u32,
+    /// Timed reads and writes.
+    pub reads: u32,
+    pub writes: u32,
+    /// Reads that did not return the ID value (e.g. all ones from a lost device).
+    pub read_errors: u32,
+    pub read_p50_us: f64,
+    pub read_p90_us: f64,
+    pub read_p99_us: f64,
+    pub read_max_us: f64,
+    pub read_mean_us: f64,
+    /// Reads divided by the wall time of the read loop.
+    pub reads_per_s: f64,
+    /// Writes divided by the wall time of the write loop (posted: no completion is waited for).
+    pub writes_per_s: f64,
+    /// True if the tool unbound the driver for the run (and bound it again after).
+    pub driver_unbound: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// `error`: a command that could not run (`ok` is always false).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolError {
@@ -392,6 +426,7 @@ mod tests {
         r#"{"if_rx_packets":0,"if_tx_packets":10,"iface":"eth0","kind":"net","lost":10,"mac":"52:54:00:12:34:56","ok":false,"peer_mac":"02:00:00:00:00:02","received":0,"rtt_us_max":null,"rtt_us_median":null,"sent":10,"size":64}"#,
         r#"{"device":"/dev/accel0","frames":1000,"kind":"wait-nic","nic_rx_frames":1000,"nic_tx_frames":1000,"ok":true,"waited_ms":5350}"#,
         r#"{"device":"/dev/accel0","error":"/dev/accel0: NIC_RX_FRAMES=3 NIC_TX_FRAMES=3 after 500 ms, waited for 10","frames":10,"kind":"wait-nic","nic_rx_frames":3,"nic_tx_frames":3,"ok":false,"waited_ms":500}"#,
+        r#"{"device":"0000:00:03.0","devices":4,"driver_unbound":true,"kind":"mmio-bench","ok":true,"read_errors":0,"read_max_us":2150.5,"read_mean_us":95.25,"read_p50_us":80.5,"read_p90_us":140.0,"read_p99_us":610.75,"reads":10000,"reads_per_s":10498.5,"writes":10000,"writes_per_s":512000.0}"#,
         r#"{"command":"gemm","error":"no accelerator found (no /dev/accelN: is an accelerator-pcie device present and the cosim_accel module loaded?)","kind":"error","ok":false}"#,
     ];
 

@@ -8,12 +8,18 @@
 //! Exit status: 0 all jobs succeeded (and matched, with `--check`), 1 a job failed or mismatched,
 //! 2 usage error or no accelerator found.
 //!
-//! `unsafe` lives only in two modules, each call with its `// SAFETY:` line: `ioctl` (the driver's
-//! ioctls) and `net` (the raw AF_PACKET socket); the rest of the tool denies it.
+//! `mmio-bench` times user-space reads and posted writes of BAR0's registers on every accelerator
+//! (through sysfs `resource0`; one thread per device with `--concurrent`).
+//!
+//! `unsafe` lives only in three modules, each call with its `// SAFETY:` line: `ioctl` (the driver's
+//! ioctls), `net` (the raw AF_PACKET socket) and `mmio_bench` (the BAR0 mapping); the rest of the
+//! tool denies it.
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 mod ioctl;
+#[allow(unsafe_code)]
+mod mmio_bench;
 #[allow(unsafe_code)]
 mod net;
 mod serve;
@@ -114,6 +120,23 @@ enum Cmd {
         /// Per-job timeout in ms (0: the driver's default).
         #[arg(long, default_value_t = 0)]
         timeout_ms: u32,
+    },
+    /// User-space MMIO through BAR0 (sysfs resource0): latency percentiles of 32-bit reads of ID,
+    /// reads/s, and posted 32-bit writes/s to SCRATCH, per device. Unbinds the driver of a device
+    /// for the run if it holds BAR0, and binds it again after.
+    MmioBench {
+        /// "all", or the first N accelerators by PCI address.
+        #[arg(long, default_value = "all", value_parser = mmio_bench::parse_devices)]
+        devices: mmio_bench::DeviceCount,
+        /// Timed reads per device.
+        #[arg(long, default_value_t = 10_000)]
+        reads: u32,
+        /// Timed writes per device.
+        #[arg(long, default_value_t = 10_000)]
+        writes: u32,
+        /// Probe all selected devices at the same time, one thread each (default: one after the other).
+        #[arg(long)]
+        concurrent: bool,
     },
     /// Clear the device's status and try a PCI function reset.
     Reset {
@@ -650,6 +673,12 @@ fn print_table(rows: &[Record]) {
                 }
             }
         }
+        Record::MmioBench(_) => {
+            mmio_bench::print_table(&rows.iter().filter_map(|r| match r {
+                Record::MmioBench(m) => Some(m),
+                _ => None,
+            }).collect::<Vec<_>>());
+        }
         _ => {
             // Every field of the record, one per line, under its device.
             for r in rows {
@@ -679,6 +708,15 @@ fn main() -> ExitCode {
             ("wait-nic", cmd_wait_nic(&mut out, device.as_deref(), *frames, *timeout_ms))
         }
         Cmd::Reset { device } => ("reset", cmd_reset(&mut out, device.as_deref())),
+        Cmd::MmioBench { devices, reads, writes, concurrent } => {
+            let o = mmio_bench::Options { devices: devices.0, reads: *reads, writes: *writes, concurrent: *concurrent };
+            let r = mmio_bench::run(&o).map(|recs| {
+                let ok = recs.iter().all(|r| r.ok);
+                recs.into_iter().for_each(|r| out.push(Record::MmioBench(r)));
+                ok
+            });
+            ("mmio-bench", r)
+        }
         Cmd::Serve { port, serial, read_latency, timeout_ms } => {
             let listen = match port {
                 Some(p) => Ok(serve::Listen::Tcp(*p)),
