@@ -13,6 +13,8 @@ pub const HEADER_LEN: usize = 8;
 
 const INIT_LEN: usize = 24;
 const CONFIG_LEN: usize = 44 + NUM_BARS * 12;
+/// CONFIG with the design clock appended (protocol 2.1, sent only to hosts of minor 1 or later).
+const CONFIG_CLOCK_LEN: usize = CONFIG_LEN + 8;
 const MMIO_READ_LEN: usize = 16;
 const MMIO_WRITE_LEN: usize = 20;
 const MMIO_READ_RESP_LEN: usize = 16;
@@ -199,6 +201,9 @@ impl Message {
                     out.extend_from_slice(&b.size.to_le_bytes());
                     out.extend_from_slice(&[b.flags.bits(), 0, 0, 0]);
                 }
+                if d.clock_hz != 0 {
+                    out.extend_from_slice(&d.clock_hz.to_le_bytes());
+                }
             }
             Message::MmioRead(m) => {
                 out.extend_from_slice(&m.tag.to_le_bytes());
@@ -316,7 +321,9 @@ impl Message {
                 Message::Init(Init { major, minor, caps, session, prev_session: r.u64() })
             }
             Opcode::Config => {
-                fixed(op, payload, CONFIG_LEN)?;
+                if payload.len() != CONFIG_CLOCK_LEN {
+                    fixed(op, payload, CONFIG_LEN)?;
+                }
                 let (major, minor) = (r.u8(), r.u8());
                 r.skip(2);
                 let caps = Caps::from_bits_retain(r.u32());
@@ -353,6 +360,9 @@ impl Message {
                             value: flags.into(),
                         })?,
                     };
+                }
+                if payload.len() == CONFIG_CLOCK_LEN {
+                    d.clock_hz = r.u64();
                 }
                 Message::Config(Config { major, minor, caps, session, device: d })
             }

@@ -86,6 +86,10 @@ pub struct DeviceConfig {
     pub bars: [BarDesc; NUM_BARS],
     /// MSI-X layout (`vectors == 0`: no MSI-X).
     pub msix: MsixConfig,
+    /// The design's clock in Hz as the simulation reports it, 0 when not reported (CONFIG carries
+    /// it since protocol 2.1, docs/protocol.md). Not PCI: tools turn RTL cycle counts into time
+    /// with it.
+    pub clock_hz: u64,
 }
 
 /// Why a [`DeviceConfig`] cannot be presented on PCI.

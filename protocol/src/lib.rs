@@ -27,7 +27,10 @@ pub use config::{BarDesc, BarFlags, ConfigError, DeviceConfig, MsixConfig, NUM_B
 /// so a peer can tell its session's messages from stray ones (docs/protocol.md, "Session rules").
 pub const VERSION_MAJOR: u8 = 2;
 /// Protocol minor version. Additions that an older peer can ignore bump the minor.
-pub const VERSION_MINOR: u8 = 0;
+///
+/// 1: CONFIG may end with the design's clock in Hz, sent only to hosts whose INIT says minor 1 or
+/// later (a 2.0 host decodes CONFIG at its fixed 2.0 length).
+pub const VERSION_MINOR: u8 = 1;
 
 /// Largest DMA transfer carried by one [`DmaRead`] or [`DmaWrite`]; larger ones are split.
 pub const MAX_DMA_LEN: usize = 64 * 1024;

@@ -1087,12 +1087,17 @@ impl DeviceSession {
 
     fn send_config(&mut self, i: &Init) {
         self.stats.inits += 1;
+        let mut device = self.cfg.device.clone();
+        if i.minor < 1 {
+            // A 2.0 host decodes CONFIG at its 2.0 length only (docs/protocol.md, CONFIG).
+            device.clock_hz = 0;
+        }
         self.events.push_back(DeviceEvent::Send(Message::Config(Config {
             major: VERSION_MAJOR,
             minor: VERSION_MINOR,
             caps: self.cfg.caps,
             session: i.session,
-            device: self.cfg.device.clone(),
+            device,
         })));
     }
 

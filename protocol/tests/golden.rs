@@ -137,3 +137,30 @@ fn heartbeat() {
         "43 53 02 52 10 00 00 00 | ef be ad de 00 00 00 00 | 08 07 06 05 04 03 02 01",
     );
 }
+
+#[test]
+fn config_with_design_clock() {
+    // Protocol 2.1: the design clock (100 MHz) after the six BAR descriptors; 124 bytes.
+    let mut device = DeviceConfig {
+        vendor_id: 0x1ded,
+        device_id: 0xacc1,
+        class_code: 0x120000,
+        revision: 1,
+        clock_hz: 100_000_000,
+        ..Default::default()
+    };
+    device.bars[0] = BarDesc::mem32(0x1000);
+    check(
+        Message::Config(Config { major: 2, minor: 1, caps: Caps::MSIX, session: 9, device }),
+        "43 53 02 02 7c 00 00 00 \
+         02 01 00 00 | 04 00 00 00 | 09 00 00 00 00 00 00 00 \
+         ed 1d c1 ac 00 00 00 00 | 00 00 12 00 | 01 00 | 00 00 | 00 00 00 00 | 00 00 00 00 | 00 00 00 00 \
+         00 10 00 00 00 00 00 00 00 00 00 00 \
+         00 00 00 00 00 00 00 00 00 00 00 00 \
+         00 00 00 00 00 00 00 00 00 00 00 00 \
+         00 00 00 00 00 00 00 00 00 00 00 00 \
+         00 00 00 00 00 00 00 00 00 00 00 00 \
+         00 00 00 00 00 00 00 00 00 00 00 00 \
+         00 e1 f5 05 00 00 00 00",
+    );
+}

@@ -109,8 +109,10 @@ fn arb_message() -> impl Strategy<Value = Message> {
         }
         b
     });
-    let device = (any::<[u16; 5]>(), 0u32..0x100_0000, any::<u8>(), bars, any::<(u8, u32, u8, u32)>()).prop_map(
-        |(ids, class_code, revision, bars, (tb, to, pb, po))| DeviceConfig {
+    // The design clock: absent (0, the 2.0 length) or any value (2.1).
+    let rev_clock = (any::<u8>(), prop_oneof![Just(0u64), any::<u64>()]);
+    let device = (any::<[u16; 5]>(), 0u32..0x100_0000, rev_clock, bars, any::<(u8, u32, u8, u32)>()).prop_map(
+        |(ids, class_code, (revision, clock_hz), bars, (tb, to, pb, po))| DeviceConfig {
             vendor_id: ids[0],
             device_id: ids[1],
             subsystem_vendor_id: ids[2],
@@ -119,6 +121,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             revision,
             bars,
             msix: MsixConfig { vectors: ids[4], table_bar: tb, table_offset: to, pba_bar: pb, pba_offset: po },
+            clock_hz,
         },
     );
     prop_oneof![

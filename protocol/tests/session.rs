@@ -596,3 +596,36 @@ proptest! {
         prop_assert!(w.host_reads.is_empty(), "reads left unanswered: {:?}", w.host_reads);
     }
 }
+
+#[test]
+fn the_design_clock_goes_only_to_hosts_that_decode_it() {
+    // Protocol 2.1: CONFIG carries the clock to a host of minor 1 or later, and the 2.0 length
+    // (no clock) to a 2.0 host, which decodes CONFIG at that fixed length only.
+    let mut cfg = device_config();
+    cfg.clock_hz = 250_000_000;
+    let mut dev = DeviceSession::new(DeviceSessionConfig {
+        name: "dev".into(),
+        caps: Caps::MSIX,
+        device: cfg,
+        instance: 7,
+        timing: Timing::default(),
+    });
+    let now = Instant::now();
+    for (session, minor, clock, len) in [(11u64, 0u8, 0u64, 8 + 116), (12, VERSION_MINOR, 250_000_000, 8 + 124)] {
+        let init = Init { major: VERSION_MAJOR, minor, caps: Caps::MSIX, session, prev_session: 0 };
+        dev.handle_message(now, Message::Init(init));
+        // A GOODBYE ends the session, so the next INIT (another host) is answered too.
+        let mut config = None;
+        while let Some(ev) = dev.poll_event() {
+            if let DeviceEvent::Send(m @ Message::Config(_)) = ev {
+                config = Some(m);
+            }
+        }
+        let m = config.unwrap_or_else(|| panic!("no CONFIG for the INIT of minor {minor}"));
+        let bytes = m.encode_to_vec();
+        assert_eq!(bytes.len(), len, "CONFIG length for a host of minor {minor}");
+        let Message::Config(c) = Message::decode(&bytes).unwrap() else { unreachable!() };
+        assert_eq!((c.session, c.device.clock_hz), (session, clock), "minor {minor}");
+        dev.handle_message(now, Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, session }));
+    }
+}

@@ -93,8 +93,12 @@ pub fn test_config(device_id: u16) -> DeviceConfig {
         revision: 1,
         bars,
         msix: MsixConfig { vectors: 4, table_bar: 2, table_offset: 0, pba_bar: 2, pba_offset: 0x2000 },
+        clock_hz: TEST_CLOCK_HZ,
     }
 }
+
+/// The design clock the test peers report in CONFIG (not the 100 MHz default, so a test can tell).
+pub const TEST_CLOCK_HZ: u64 = 125_000_000;
 
 /// The value the default responder returns for a read (before masking to the access size).
 pub fn default_read_value(bar: u8, offset: u64) -> u64 {
