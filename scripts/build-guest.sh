@@ -5,10 +5,10 @@
 #
 # Output (in $BUILD/guest, default <repo>/build/guest):
 #   bzImage            the Debian kernel
-#   initramfs.cpio.gz  busybox + /init + cosim_accel.ko + accel-tool + NIC and virtio modules
+#   initramfs.cpio.gz  busybox + /init + cosim_accel.ko + accel-tool + NIC, virtio and VFIO modules
 #   kernel-version     e.g. 6.1.0-56-amd64
-# Cache: $COSIM_CACHE/guest-kernel/<kernel version>_<package version>/ holds the kernel and the
-# NIC modules extracted from the linux-image package, so a rebuild downloads nothing.
+# Cache: $COSIM_CACHE/guest-kernel/<kernel version>_<package version>_v4/ holds the kernel and the
+# modules extracted from the linux-image package, so a rebuild downloads nothing.
 #
 # Environment: BUILD, COSIM_CACHE, CARGO, CARGO_TARGET_DIR, GUEST_KERNEL_VERSION (skip the
 # resolution from linux-image-amd64 and use this ABI name, e.g. 6.1.0-56-amd64).
@@ -62,11 +62,12 @@ fi
 log "guest kernel: linux-image-$KVER ($KPKGVER)"
 
 # ---------------------------------------------------------------- 2. kernel + NIC modules (cached)
-# Modules copied into the initramfs (with their dependencies, found by modinfo): the NICs, and
-# the virtio PCI transport with virtio-serial (the channel of `accel-tool serve`, docs/guest.md).
-NIC_MODULES=(virtio_net e1000 e1000e virtio_pci virtio_console)
-# The cache layout version (v3) is part of the key: bump it when the cached contents change.
-KCACHE=$COSIM_CACHE/guest-kernel/${KVER}_${KPKGVER}_v3
+# Modules copied into the initramfs (with their dependencies, found by modinfo): the NICs, the
+# virtio PCI transport with virtio-serial (the channel of `accel-tool serve`, docs/guest.md), and
+# VFIO (a user-space program drives a device behind the virtual IOMMU: cosim-launch --iommu).
+NIC_MODULES=(virtio_net e1000 e1000e virtio_pci virtio_console vfio vfio_iommu_type1 vfio_pci)
+# The cache layout version (v4) is part of the key: bump it when the cached contents change.
+KCACHE=$COSIM_CACHE/guest-kernel/${KVER}_${KPKGVER}_v4
 if [ ! -f "$KCACHE/.complete" ]; then
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/cosim-kernel.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT
@@ -87,7 +88,8 @@ if [ ! -f "$KCACHE/.complete" ]; then
         m=${queue[0]}; queue=("${queue[@]:1}")
         [ -n "${seen[$m]:-}" ] && continue
         seen[$m]=1
-        f=$(find "$mdir/kernel" -name "$m.ko" -print -quit)
+        # A module's file may spell '_' as '-' (vfio_pci is vfio-pci.ko).
+        f=$(find "$mdir/kernel" \( -name "$m.ko" -o -name "${m//_/-}.ko" \) -print -quit)
         [ -n "$f" ] || die "module $m.ko not in linux-image-$KVER"
         rel=${f#"$mdir"/}
         mkdir -p "$KCACHE.partial/modules/$(dirname "$rel")"

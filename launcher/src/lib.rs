@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 
 pub mod child;
+pub mod guest_add;
 pub mod inject;
 pub mod markers;
 pub mod procs;
@@ -96,8 +97,8 @@ pub fn default_build() -> PathBuf {
 
 /// The start of a supervising binary: `tracing` on stderr (filter from `COSIM_LOG`, default
 /// `info`), the signal handlers ([`procs::install_signal_handlers`]) and the log directory:
-/// `log_dir`, else `$COSIM_BUILD/logs/<prefix>-<unix time>-<pid>`, created. `None` (after logging
-/// why) if it cannot be created: exit with [`exit::SETUP`].
+/// `log_dir`, else [`default_log_root`]`/<prefix>-<unix time>-<pid>`, created and logged. `None`
+/// (after logging why) if it cannot be created: exit with [`exit::SETUP`].
 pub fn start_supervisor(log_dir: Option<PathBuf>, prefix: &str) -> Option<PathBuf> {
     init_tracing();
     procs::install_signal_handlers();
@@ -110,13 +111,28 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// Where runs keep their logs unless told otherwise, outside the source tree: `$COSIM_LOGS`, else
+/// `$COSIM_CACHE/logs`, else `$XDG_CACHE_HOME/cosim/logs`, else `~/.cache/cosim/logs` (the cache
+/// directory that also holds the guest kernel and QEMU), else `<temp dir>/cosim-logs`.
+pub fn default_log_root() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("COSIM_LOGS")
+        .or_else(|| env("COSIM_CACHE").map(|c| c.join("logs")))
+        .or_else(|| env("XDG_CACHE_HOME").map(|c| c.join("cosim/logs")))
+        .or_else(|| env("HOME").map(|h| h.join(".cache/cosim/logs")))
+        .unwrap_or_else(|| std::env::temp_dir().join("cosim-logs"))
+}
+
 fn create_log_dir(given: Option<PathBuf>, prefix: &str) -> Option<PathBuf> {
     let dir = given.unwrap_or_else(|| {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        default_build().join("logs").join(format!("{prefix}-{secs}-{}", std::process::id()))
+        default_log_root().join(format!("{prefix}-{secs}-{}", std::process::id()))
     });
     match std::fs::create_dir_all(&dir) {
-        Ok(()) => Some(dir),
+        Ok(()) => {
+            tracing::info!("logs in {}", dir.display());
+            Some(dir)
+        }
         Err(e) => {
             tracing::error!("cannot create log dir {}: {e}", dir.display());
             None

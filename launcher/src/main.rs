@@ -29,6 +29,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
+use cosim_launch::guest_add::{self, GuestAdd};
 use cosim_launch::qemu::{self, Accelerator, QemuSpec};
 use cosim_launch::stages::{Stage, StageError, Stages};
 use cosim_launch::{default_build, exit, inject, markers};
@@ -73,9 +74,10 @@ COSIM_KEY_FILE=~/cosim.key cosim-launch --connect 'tcp://10.0.0.1:7000?peer=10.0
 cosim-launch --serve --devices 2 --serve-port 7070   # then connect a client (python/cosim) to 127.0.0.1:7070"
 )]
 struct Cli {
-    /// Number of accelerator-pcie devices, each backed by its own simulation (0: no accelerator).
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    /// Number of accelerator-pcie devices, each backed by its own simulation (0: no accelerator;
+    /// at most 15). Accelerator N sits at PCI address 0000:00:1N.0 hex (0x10 + N) in the guest.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=qemu::ACCEL_MAX as i64))]
+    devices: u16,
 
     /// Workload item run in the guest: accel-tool arguments, or "sh:COMMAND". Repeatable; items
     /// run in order. Must not contain double quotes or ';'.
@@ -167,8 +169,22 @@ struct Cli {
     )]
     connect: Vec<String>,
 
+    /// Add a file or a directory tree to the guest (repeatable), without rebuilding the image:
+    /// FILE[:DEST] (DEST default: /usr/local/bin/NAME for an executable, else /root/NAME) or
+    /// DIR[:DEST] (DIR's contents under DEST, default /: an overlay). DEST is absolute. The
+    /// launcher appends a second cpio archive to a copy of the initramfs (docs/guest.md).
+    #[arg(long = "guest-add", value_name = "PATH[:DEST]", value_parser = parse_guest_add)]
+    guest_adds: Vec<GuestAdd>,
+
+    /// QEMU's virtual IOMMU (-device intel-iommu,intremap=on; the kernel gets intel_iommu=on) and
+    /// every accelerator function no guest driver claims bound to vfio-pci, so a user-space
+    /// program drives it with DMA and MSI-X through VFIO (/dev/vfio/N; crate cosim-vfio).
+    #[arg(long)]
+    iommu: bool,
+
     /// Directory for the logs (console, QEMU stderr, simulations, UARTs, results.json)
-    /// [default: $COSIM_BUILD/logs/run-<unix time>-<pid>].
+    /// [default: ~/.cache/cosim/logs/run-<unix time>-<pid>; $COSIM_LOGS or $COSIM_CACHE/logs
+    /// replace ~/.cache/cosim/logs].
     #[arg(long)]
     log_dir: Option<PathBuf>,
 
@@ -239,6 +255,11 @@ fn log(msg: impl AsRef<str>) {
     tracing::info!("{}", msg.as_ref());
 }
 
+/// `--guest-add` values: the source exists, DEST is absolute (else a usage error, exit 2).
+fn parse_guest_add(s: &str) -> Result<GuestAdd, String> {
+    GuestAdd::parse(s).map_err(|e| e.to_string())
+}
+
 /// `--connect` values: an endpoint the transport accepts (docs/protocol.md, "Channels").
 fn parse_connect(s: &str) -> Result<String, String> {
     cosim_transport::Endpoint::parse(s).map(|_| s.to_string()).map_err(|e| e.to_string())
@@ -248,7 +269,7 @@ impl Cli {
     /// Number of accelerators: one per `--connect` endpoint, else `--devices`.
     fn device_count(&self) -> usize {
         if self.connect.is_empty() {
-            self.devices
+            self.devices as usize
         } else {
             self.connect.len()
         }
@@ -417,9 +438,9 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     } else if cli.devices > 0 {
         let dir = cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?;
         if cli.transport == "ipc" {
-            run.endpoints = (0..cli.devices).map(|i| dir.endpoint(&format!("accel{i}"))).collect();
+            run.endpoints = (0..cli.device_count()).map(|i| dir.endpoint(&format!("accel{i}"))).collect();
         } else {
-            for _ in 0..cli.devices {
+            for _ in 0..cli.device_count() {
                 run.endpoints.push(format!("tcp://127.0.0.1:{}", cosim_transport::free_port_pair("127.0.0.1").context("cannot pick tcp ports")?));
             }
             // Loopback tcp is open to every local user: give both sides a key.
@@ -464,6 +485,24 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         Some(qemu::ServeChannel::Serial { socket })
     };
 
+    // --guest-add: the image's initramfs with a second archive appended, in the private
+    // directory (QEMU reads it at start).
+    let initrd = if cli.guest_adds.is_empty() {
+        initrd
+    } else {
+        if run.tmp_dir.is_none() {
+            run.tmp_dir =
+                Some(cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?);
+        }
+        let out = run.tmp_dir.as_ref().expect("just made").path().join("initramfs-added.cpio");
+        let n = guest_add::append_to_initrd(&initrd, &cli.guest_adds, &out).map_err(anyhow::Error::from)?;
+        for a in &cli.guest_adds {
+            log(format!("guest-add: {} -> {}", a.source.display(), a.dest.display()));
+        }
+        log(format!("guest-add: {n} bytes appended to the initramfs ({})", out.display()));
+        out
+    };
+
     // Stage: sim start (none with --connect).
     let mut pids = serde_json::Map::new();
     let start_sims = if cli.connect.is_empty() { run.endpoints.as_slice() } else { &[] };
@@ -503,10 +542,14 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         kernel,
         initrd,
         append: qemu::kernel_append(&workload, cli.nic.is_some(), &{
-            match &serve {
-                Some(ch) => format!("{} {}", qemu::serve_append(ch, serve_latency), cli.append).trim_end().to_string(),
-                None => cli.append.clone(),
-            }
+            let accel = qemu::accel_param(run.endpoints.len(), cli.iommu);
+            let serve = serve.as_ref().map(|ch| qemu::serve_append(ch, serve_latency)).unwrap_or_default();
+            [accel.as_str(), serve.as_str(), cli.append.as_str()]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ")
         })?,
         accel_netdev: cli.accel_netdev.clone(),
         nic: cli.nic.clone(),
@@ -515,6 +558,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
             .map(|(i, ep)| Accelerator { endpoint: ep.clone(), uart_log: log_dir.join(format!("accel{i}-uart.log")) })
             .collect(),
         device_opts: cli.device_opts.clone(),
+        iommu: cli.iommu,
         extra_args: cli.qemu_args.clone(),
     };
     let args = spec.args();
@@ -537,6 +581,20 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         let seen = b["devices"].as_u64().unwrap_or(0) as usize;
         if seen != cli.device_count() {
             tracing::warn!("the guest sees {seen} accelerator(s), {} were configured", cli.device_count());
+        }
+        // The GEMM driver's count matters only to accel-tool items (the GEMM example); a design
+        // of your own is driven by an "sh:" item (through VFIO with --iommu).
+        let gemm = b["gemm"].as_u64().unwrap_or(seen as u64) as usize;
+        let vfio = b["vfio"].as_array().map_or(0, Vec::len);
+        let accel_tool_items = cli.runs.is_empty() || cli.runs.iter().any(|r| !r.starts_with("sh:"));
+        if gemm < seen && !cli.serve && accel_tool_items {
+            tracing::warn!(
+                "the GEMM driver (cosim_accel) drives {gemm} of the {seen} accelerator(s) and the accel-tool items \
+                 need it: is --sim a GEMM design? (other designs: --run 'sh:...', with --iommu for VFIO)"
+            );
+        }
+        if cli.iommu && vfio + gemm < seen {
+            tracing::warn!("--iommu: {vfio} of the {seen} accelerator(s) are bound to vfio-pci (see the FAILED lines)");
         }
     }
 

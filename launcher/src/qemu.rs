@@ -4,8 +4,11 @@
 //!
 //! Fixed parts: q35, TCG, no graphics, no reboot (the guest powers off when done), qboot as the
 //! firmware, no VGA. Per accelerator `N`: `-chardev file,id=accuartN,path=<uart log>` for its
-//! UART and `-device accelerator-pcie,id=accelN,endpoint=<endpoint>,chardev=accuartN`, plus
-//! `netdev=accnet0` for accelerator 0 when its NIC channel has a netdev, plus the device options.
+//! UART and `-device accelerator-pcie,id=accelN,addr=<slot>,endpoint=<endpoint>,chardev=accuartN`
+//! (slot [`ACCEL_FIRST_SLOT`] + N, so the guest finds every accelerator function whatever its PCI
+//! IDs: [`accel_param`]), plus `netdev=accnet0` for accelerator 0 when its NIC channel has a
+//! netdev, plus the device options. With the virtual IOMMU ([`QemuSpec::iommu`]):
+//! `-device intel-iommu,intremap=on` before every other device.
 //! Serve mode ([`ServeChannel`]): a virtio-net NIC on QEMU user networking, restricted (the guest
 //! reaches nothing), with one host forward from 127.0.0.1 to `accel-tool serve` in the guest (the
 //! default), or a virtio-serial port on a Unix socket.
@@ -20,6 +23,31 @@ pub const FIRMWARE_DIRS: [&str; 3] = ["/usr/share/seabios", "/usr/share/qemu", "
 
 /// Longest kernel command line: x86 COMMAND_LINE_SIZE is 2048 bytes including the NUL.
 pub const APPEND_MAX: usize = 2047;
+
+/// PCI slot of accelerator 0 on the root bus (accelerator N: this + N), above the slots QEMU
+/// gives devices without `addr=` (from 1 up) and below q35's own (0x1f).
+pub const ACCEL_FIRST_SLOT: u8 = 0x10;
+/// Most accelerators the slots from [`ACCEL_FIRST_SLOT`] to 0x1e hold.
+pub const ACCEL_MAX: usize = 15;
+
+/// The PCI address of accelerator `i` in the guest, e.g. `0000:00:10.0`.
+pub fn accel_bdf(i: usize) -> String {
+    format!("0000:00:{:02x}.0", ACCEL_FIRST_SLOT as usize + i)
+}
+
+/// The kernel command line's `cosim.accel=` (the guest's /init counts these functions in its
+/// COSIM-BOOT line) and, with the IOMMU, `intel_iommu=on cosim.vfio=all` (/init binds the
+/// accelerator functions no driver claimed to vfio-pci).
+pub fn accel_param(count: usize, iommu: bool) -> String {
+    let mut p = String::new();
+    if count > 0 {
+        p = format!("cosim.accel={}", (0..count).map(accel_bdf).collect::<Vec<_>>().join(","));
+    }
+    if iommu {
+        p = format!("{p} intel_iommu=on cosim.vfio=all").trim_start().to_string();
+    }
+    p
+}
 
 /// The workload when no `--run` item is given.
 pub const DEFAULT_RUN: &str = "gemm --m 64 --n 64 --k 64 --seed 1 --check";
@@ -126,6 +154,8 @@ pub struct QemuSpec {
     pub accelerators: Vec<Accelerator>,
     /// Extra `KEY=VALUE` options for every `accelerator-pcie`.
     pub device_opts: Vec<String>,
+    /// QEMU's virtual IOMMU (`-device intel-iommu,intremap=on`): the guest can use VFIO.
+    pub iommu: bool,
     /// Extra arguments, last.
     pub extra_args: Vec<String>,
 }
@@ -147,6 +177,10 @@ impl QemuSpec {
         }
         a.extend(["-kernel".into(), self.kernel.clone().into(), "-initrd".into(), self.initrd.clone().into()]);
         a.extend(["-append".into(), self.append.clone().into()]);
+        if self.iommu {
+            // Interrupt remapping: vfio_iommu_type1 refuses MSI without it.
+            a.extend(["-device".into(), "intel-iommu,intremap=on".into()]);
+        }
         if let Some(nd) = &self.accel_netdev {
             a.extend(["-netdev".into(), format!("{nd},id=accnet0").into()]);
         }
@@ -160,7 +194,9 @@ impl QemuSpec {
         for (i, acc) in self.accelerators.iter().enumerate() {
             a.push("-chardev".into());
             a.push(format!("file,id=accuart{i},path={}", acc.uart_log.display()).into());
-            let mut dev = format!("accelerator-pcie,id=accel{i},endpoint={},chardev=accuart{i}", acc.endpoint);
+            let slot = ACCEL_FIRST_SLOT as usize + i;
+            let mut dev =
+                format!("accelerator-pcie,id=accel{i},addr=0x{slot:02x}.0,endpoint={},chardev=accuart{i}", acc.endpoint);
             if i == 0 && self.accel_netdev.is_some() {
                 dev.push_str(",netdev=accnet0");
             }
@@ -239,6 +275,7 @@ mod tests {
                 uart_log: "/l/accel0-uart.log".into(),
             }],
             device_opts: Vec::new(),
+            iommu: false,
             extra_args: Vec::new(),
         }
     }
@@ -284,7 +321,7 @@ mod tests {
             "-chardev",
             "file,id=accuart0,path=/l/accel0-uart.log",
             "-device",
-            "accelerator-pcie,id=accel0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
+            "accelerator-pcie,id=accel0,addr=0x10.0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
         ]);
         assert_eq!(argv(&spec()), want);
     }
@@ -333,11 +370,11 @@ mod tests {
             "-chardev",
             "file,id=accuart0,path=/l/accel0-uart.log",
             "-device",
-            "accelerator-pcie,id=accel0,endpoint=ipc:///run/x/accel0,chardev=accuart0,netdev=accnet0,timeout-ms=5000,foo=bar",
+            "accelerator-pcie,id=accel0,addr=0x10.0,endpoint=ipc:///run/x/accel0,chardev=accuart0,netdev=accnet0,timeout-ms=5000,foo=bar",
             "-chardev",
             "file,id=accuart1,path=/l/accel1-uart.log",
             "-device",
-            "accelerator-pcie,id=accel1,endpoint=tcp://127.0.0.1:7010,chardev=accuart1,timeout-ms=5000,foo=bar",
+            "accelerator-pcie,id=accel1,addr=0x11.0,endpoint=tcp://127.0.0.1:7010,chardev=accuart1,timeout-ms=5000,foo=bar",
             "-s",
             "a b",
         ];
@@ -362,7 +399,7 @@ mod tests {
             "-chardev",
             "file,id=accuart0,path=/l/accel0-uart.log",
             "-device",
-            "accelerator-pcie,id=accel0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
+            "accelerator-pcie,id=accel0,addr=0x10.0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
         ]);
         assert_eq!(argv(&s), want);
     }
@@ -384,9 +421,28 @@ mod tests {
             "-chardev",
             "file,id=accuart0,path=/l/accel0-uart.log",
             "-device",
-            "accelerator-pcie,id=accel0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
+            "accelerator-pcie,id=accel0,addr=0x10.0,endpoint=ipc:///run/x/accel0,chardev=accuart0",
         ]);
         assert_eq!(argv(&s), want);
+    }
+
+    #[test]
+    fn the_iommu_comes_before_every_device_and_accelerators_sit_at_known_slots() {
+        let mut s = spec();
+        s.iommu = true;
+        s.accelerators
+            .push(Accelerator { endpoint: "ipc:///run/x/accel1".into(), uart_log: "/l/accel1-uart.log".into() });
+        let a = argv(&s);
+        let iommu = a.iter().position(|x| x == "intel-iommu,intremap=on").unwrap();
+        let first_dev = a.iter().position(|x| x.starts_with("accelerator-pcie")).unwrap();
+        assert!(iommu < first_dev && a[iommu - 1] == "-device", "{a:?}");
+        assert!(a[first_dev].contains(",addr=0x10.0,") && a[first_dev + 4].contains(",addr=0x11.0,"), "{a:?}");
+        assert_eq!(accel_bdf(1), "0000:00:11.0");
+        assert_eq!(accel_param(2, false), "cosim.accel=0000:00:10.0,0000:00:11.0");
+        assert_eq!(accel_param(1, true), "cosim.accel=0000:00:10.0 intel_iommu=on cosim.vfio=all");
+        assert_eq!(accel_param(0, true), "intel_iommu=on cosim.vfio=all");
+        assert_eq!(accel_param(0, false), "");
+        assert_eq!(accel_bdf(ACCEL_MAX - 1), "0000:00:1e.0");
     }
 
     #[test]

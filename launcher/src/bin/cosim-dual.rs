@@ -107,7 +107,8 @@ struct Cli {
     #[arg(long = "baseline-arg", value_name = "ARG", allow_hyphen_values = true)]
     baseline_args: Vec<String>,
 
-    /// Directory for the logs [default: $COSIM_BUILD/logs/dual-<unix time>-<pid>].
+    /// Directory for the logs [default: ~/.cache/cosim/logs/dual-<unix time>-<pid>; $COSIM_LOGS or
+    /// $COSIM_CACHE/logs replace ~/.cache/cosim/logs].
     #[arg(long)]
     log_dir: Option<PathBuf>,
 

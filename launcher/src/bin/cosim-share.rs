@@ -110,7 +110,8 @@ struct Cli {
     #[arg(long = "launch-arg", value_name = "ARG", allow_hyphen_values = true)]
     launch_args: Vec<String>,
 
-    /// Directory for the logs [default: $COSIM_BUILD/logs/share-<unix time>-<pid>].
+    /// Directory for the logs [default: ~/.cache/cosim/logs/share-<unix time>-<pid>; $COSIM_LOGS or
+    /// $COSIM_CACHE/logs replace ~/.cache/cosim/logs].
     #[arg(long)]
     log_dir: Option<PathBuf>,
 
