@@ -19,10 +19,12 @@ help:
 	@echo "  make test    install what is missing, run every test tier (unit, integration, end-to-end)"
 	@echo
 	@echo "  build:       make deps | build | qemu | sim-gemm | sim-test | guest | launcher | gen-gemm-abi | clean"
-	@echo "  test tiers:  make test-unit | test-msrv | test-protocol | fuzz-smoke | test-hdl | test-gemm | abi-gemm"
+	@echo "  test tiers:  make test-unit | test-msrv | test-protocol | fuzz-smoke | test-hdl (test-out-of-tree) | test-gemm | abi-gemm"
 	@echo "               | test-qemu | test-guest | test-e2e | test-share | test-serve | test-ml (test-ml-pure)"
 	@echo "               (make test runs them all)"
 	@echo "  runs:        make demo | dual | share (several VMs, one accelerator) | serve | ml-demo (PyTorch on the RTL) | fuzz"
+	@echo "               | sim (build and start the GEMM example's simulation; prints the endpoint for QEMU)"
+	@echo "  your design: scripts/cosim-build-sim --help (build its simulation into your directory; docs/user-guide.md)"
 	@echo "  benchmarks:  make bench (all) | bench-transport | bench-hdl | bench-gemm | bench-qemu | bench-two-hosts"
 	@echo "               | bench-share"
 

@@ -2,6 +2,9 @@
 # Owner: GEMM accelerator part. Register map: docs/register-map.md.
 #
 #   make sim-gemm     builds $(BUILD)/sim/gemm_top/sim (endpoint shell + gemm_accel, shared verilator-tb)
+#   make sim          builds it and starts it in the foreground; it prints the endpoint to give QEMU
+#                     (`cosim-sim: ready endpoint=...`); Ctrl-C stops it. SIM_ENDPOINT=E picks the
+#                     endpoint (default: a private ipc one), SIM_ARGS passes options (e.g. --stats)
 #   make test-gemm    register map and ioctl ABI against gemm-abi, lint (-Wall), C++ unit testbench of
 #                     gemm_accel, host-model tests against the sim
 #   make bench-gemm   GEMM cycle and wall-time benchmarks (table for docs/benchmarks.md)
@@ -22,7 +25,7 @@ GEMM_CARGO_TEST := $(CARGO) test --release -p cosim-host-model
 # C headers of the register map (generated) and the ioctl ABI; the testbench includes both.
 GEMM_C_HEADERS  := $(ROOT)/guest/driver/cosim_accel_regs.h $(ROOT)/guest/driver/cosim_accel_ioctl.h
 
-.PHONY: sim-gemm lint-gemm tb-gemm test-gemm bench-gemm abi-gemm gen-gemm-abi
+.PHONY: sim sim-gemm lint-gemm tb-gemm test-gemm bench-gemm abi-gemm gen-gemm-abi
 
 sim-gemm: $(GEMM_SIM_DIR)/sim
 
@@ -30,6 +33,14 @@ sim-gemm: $(GEMM_SIM_DIR)/sim
 $(GEMM_SIM_DIR)/sim: $(GEMM_EP_SRC) $(GEMM_CORE_SRC) $(GEMM_TOP_SRC) $(wildcard $(ROOT)/verilator-tb/*) \
                      $(wildcard $(ROOT)/dpi-bridge/src/*.rs $(ROOT)/dpi-bridge/src/*/*.rs $(ROOT)/protocol/src/*.rs $(ROOT)/transport/src/*.rs) $(ROOT)/dpi-bridge/build.rs
 	$(MAKE) -C $(ROOT)/verilator-tb STRICT=1 TOP=gemm_top SOURCES="$(GEMM_CORE_SRC) $(GEMM_TOP_SRC)" OUT=$(GEMM_SIM_DIR)
+
+SIM_ENDPOINT ?=
+SIM_ARGS     ?=
+sim: sim-gemm
+	@case "$(SIM_ENDPOINT)" in ipc://*) mkdir -p -m 700 "$$(dirname "$(patsubst ipc://%,%,$(SIM_ENDPOINT))")";; esac
+	@echo "make sim: starting $(GEMM_SIM_DIR)/sim (the GEMM example); connect QEMU with"
+	@echo "  -device accelerator-pcie,endpoint=<the endpoint on the ready line below>  (Ctrl-C stops the simulation)"
+	$(GEMM_SIM_DIR)/sim $(if $(SIM_ENDPOINT),--endpoint $(SIM_ENDPOINT)) $(SIM_ARGS)
 
 # Lint: the accelerator alone (-Wall, no waivers), and gemm_top with the shell, where only
 # warnings in hdl/gemm_accel count (the shell is linted by its own part).

@@ -3,7 +3,11 @@
 #   make sim-test    builds $(BUILD)/sim/cosim_test_top/sim (endpoint shell + the bridge's test design)
 #                    and $(BUILD)/sim/cosim_test_dual/sim (two instances, two endpoints, one simulation)
 #   make lint-hdl    verilator --lint-only -Wall of the shell and the test designs
-#   make test-hdl    lint, unit tests of dpi-bridge/host-model, host model against the simulations
+#   make test-hdl    lint, unit tests of dpi-bridge/host-model, host model against the simulations,
+#                    and test-out-of-tree
+#   make test-out-of-tree  builds the test design as a user does (scripts/cosim-build-sim, from a copy
+#                    of its sources in a temp dir outside the checkout), checks RUNPATH is $ORIGIN,
+#                    moves sim + library elsewhere, deletes the build and runs a host-model test on it
 #   make bench-hdl   cycles/s with and without the DPI poll, MMIO round trip vs raw ZeroMQ
 
 HDL_EP_SRC   := $(ROOT)/hdl/ep/cosim_dpi_pkg.sv $(ROOT)/hdl/ep/cosim_pcie_ep.sv
@@ -12,7 +16,7 @@ HDL_DUAL_SRC := $(HDL_TEST_SRC) $(ROOT)/hdl/test/cosim_test_dual.sv
 HDL_SIM_DIR  := $(BUILD)/sim/cosim_test_top
 HDL_DUAL_DIR := $(BUILD)/sim/cosim_test_dual
 
-.PHONY: sim-test lint-hdl test-hdl bench-hdl
+.PHONY: sim-test lint-hdl test-hdl test-out-of-tree bench-hdl
 
 sim-test: $(HDL_SIM_DIR)/sim $(HDL_DUAL_DIR)/sim
 
@@ -30,10 +34,29 @@ lint-hdl:
 	verilator --lint-only -Wall --top-module cosim_test_dual $(HDL_EP_SRC) $(HDL_DUAL_SRC)
 	@echo "lint-hdl: verilator --lint-only -Wall clean (cosim_pcie_ep, cosim_test_top, cosim_test_dual)"
 
-test-hdl: deps lint-hdl sim-test
+test-hdl: deps lint-hdl sim-test test-out-of-tree
 	$(CARGO) test --release -p cosim-dpi-bridge -p cosim-host-model --lib
 	$(CARGO) test --release -p cosim-dpi-bridge --test session
+	$(CARGO) test --release -p cosim-host-model --test wait_irq
 	$(CARGO) test --release -p cosim-host-model --test hdl_bridge -- --include-ignored --test-threads=2
+
+# The design's sources are copied to $$tmp/proj/rtl and named relative to it, as a user's are.
+# No waves: the build is the quickest (about 20 s of Verilator and C++ on two idle cores).
+test-out-of-tree: deps
+	@set -e; tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/cosim-oot.XXXXXX"); trap 'rm -rf "$$tmp"' EXIT; \
+	case "$$tmp/" in "$(ROOT)/"*) echo "test-out-of-tree: $$tmp is inside the checkout" >&2; exit 1;; esac; \
+	mkdir -p "$$tmp/proj/rtl" "$$tmp/elsewhere"; cp $(HDL_TEST_SRC) "$$tmp/proj/rtl/"; cd "$$tmp/proj"; \
+	$(ROOT)/scripts/cosim-build-sim --strict --no-waves --top cosim_test_top --out build \
+	    rtl/cosim_test_dev.sv rtl/cosim_test_top.sv > build.log 2>&1 || { tail -30 build.log; exit 1; }; \
+	tail -1 build.log; \
+	rp=$$(readelf -d build/sim | sed -n 's/.*(RUNPATH).*\[\(.*\)\]$$/\1/p'); \
+	[ "$$rp" = '$$ORIGIN' ] || { echo "test-out-of-tree: RUNPATH of build/sim is '$$rp', not \$$ORIGIN" >&2; exit 1; }; \
+	! readelf -d build/sim | grep -q '(RPATH)' || { echo "test-out-of-tree: build/sim has an RPATH entry" >&2; exit 1; }; \
+	cp build/sim build/libcosim_dpi_bridge.so "$$tmp/elsewhere/"; rm -rf build; \
+	lib=$$(env -u LD_LIBRARY_PATH ldd "$$tmp/elsewhere/sim" | sed -n 's/.*libcosim_dpi_bridge.so => \([^ ]*\) .*/\1/p'); \
+	[ "$$lib" = "$$tmp/elsewhere/libcosim_dpi_bridge.so" ] || { echo "test-out-of-tree: the moved sim resolves the bridge to '$$lib'" >&2; exit 1; }; \
+	cd $(ROOT) && COSIM_SIM="$$tmp/elsewhere/sim" $(CARGO) test --release -p cosim-host-model --test out_of_tree -- --include-ignored; \
+	echo "test-out-of-tree: built outside the checkout, RUNPATH \$$ORIGIN, moved copy answers the host model"
 
 bench-hdl: deps sim-test
 	$(CARGO) bench -p cosim-host-model --bench hdl_bridge

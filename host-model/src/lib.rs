@@ -9,8 +9,51 @@
 //! which the model serves while any of its methods waits. It runs on the caller's thread; no
 //! threads of its own.
 //!
-//! [`SimProcess`] starts a simulation binary (`<sim> --endpoint E`), waits for its ready line
-//! and kills it on drop. Typical test:
+//! # Testing your own design
+//!
+//! The crate works from any crate of yours, outside this checkout: add a path dependency on this
+//! checkout's `host-model/` (`cosim-host-model = { path = "/path/to/cosim/host-model" }`, in
+//! `[dev-dependencies]` for tests), build your simulation with `scripts/cosim-build-sim` (any
+//! binary built by `verilator-tb` will do), and give the test its path. The entry points:
+//!
+//! - [`SimProcess::start`]`(path)` starts the simulation on a fresh private endpoint and waits for
+//!   its ready line; it is killed (and the endpoint's directory removed) on drop.
+//!   [`SimProcess::spawn_with`] takes an endpoint, arguments (`--waves`, plusargs), environment
+//!   and a log path.
+//! - [`sim_from_env`]`(default)` is the path to use: `$COSIM_SIM` if set, else `default`.
+//! - [`HostModel::connect`]`(endpoint, timeout)` is QEMU's side: [`HostModel::read`] and
+//!   [`HostModel::write`] (BAR, offset, size 1/2/4/8), [`HostModel::mem`] (the fake guest memory
+//!   your DMA reads and writes), [`HostModel::wait_irq`] (returns as soon as the MSI-X message
+//!   arrives), [`HostModel::poll`] (serve DMA while you wait for something else), frames and
+//!   serial bytes.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use cosim_host_model::{sim_from_env, HostModel, SimProcess};
+//!
+//! # fn main() -> Result<(), cosim_host_model::HostError> {
+//! // COSIM_SIM=/elsewhere/sim cargo test  overrides the default path.
+//! let sim = SimProcess::start(&sim_from_env("build/sim")?)?;
+//! let mut host = HostModel::connect(sim.endpoint(), Duration::from_secs(10))?;
+//! println!("device {:04x}:{:04x}", host.config().vendor_id, host.config().device_id);
+//!
+//! // Registers: BAR 0, offset, access size in bytes.
+//! host.write(0, 0x04, 4, 0xdead_beef)?;
+//! assert_eq!(host.read(0, 0x04, 4)?, 0xdead_beef);
+//!
+//! // DMA: the device reads and writes the fake guest memory while the model waits.
+//! host.mem().write_bytes(0x10_0000, &[1, 2, 3, 4, 5, 6, 7, 8]);
+//! host.write(0, 0x10, 4, 0x10_0000)?; // e.g. a source address register of your design
+//! host.write(0, 0x08, 4, 1)?; // e.g. START
+//! host.wait_irq(0, Duration::from_secs(5))?; // MSI-X vector 0
+//! let out = host.mem().read_bytes(0x20_0000, 8);
+//! # let _ = out;
+//! # Ok(()) }
+//! ```
+//!
+//! The project's own tests use [`sim_binary`], which finds the simulations this checkout's
+//! `make sim-test` and `make sim-gemm` build under `build/sim/`; the same test with a private
+//! endpoint of its own:
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -19,8 +62,8 @@
 //! let (_dir, ep) = temp_endpoint("dev0")?;
 //! let _sim = SimProcess::spawn(&sim_binary("cosim_test_top", "sim-test")?, &ep, &[], Duration::from_secs(30))?;
 //! let mut host = HostModel::connect(&ep, Duration::from_secs(10))?;
-//! host.write(0, 0x10, 4, 0x1234)?;
-//! assert_eq!(host.read(0, 0x10, 4)?, 0x1234);
+//! host.write(0, 0x008, 8, 0x1234)?; // SCRATCH0 of hdl/test/cosim_test_dev.sv
+//! assert_eq!(host.read(0, 0x008, 8)?, 0x1234);
 //! # Ok(()) }
 //! ```
 //!
@@ -41,7 +84,9 @@ pub use cosim_protocol::{DeviceConfig, GoodbyeReason, Status};
 pub use memory::GuestMemory;
 pub use cosim_qemu_device::DeviceStats;
 pub use model::{HostModel, HostOptions, HostStats};
-pub use process::{free_tcp_endpoint, sim_binary, temp_endpoint, SimOptions, SimProcess, READY_PREFIX};
+pub use process::{
+    free_tcp_endpoint, sim_binary, sim_from_env, temp_endpoint, SimOptions, SimProcess, READY_PREFIX, SIM_ENV,
+};
 
 /// What went wrong in the host model.
 #[derive(Debug, thiserror::Error)]

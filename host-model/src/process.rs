@@ -13,6 +13,13 @@ pub const READY_PREFIX: &str = "cosim-sim: ready endpoint=";
 
 /// A running simulation (`<sim> --endpoint E ...`), killed on drop.
 ///
+/// The simulation is any binary built by `verilator-tb` (`scripts/cosim-build-sim`, the GEMM
+/// example, your own design): give its path. [`SimProcess::start`] is the one-line entry point (a
+/// fresh private endpoint, default options); [`SimProcess::spawn`] and [`SimProcess::spawn_with`]
+/// take the endpoint and options. [`sim_from_env`] finds the path from `COSIM_SIM`. A simulation
+/// with `libcosim_dpi_bridge.so` beside it loads that copy: entries of `LD_LIBRARY_PATH` that hold
+/// another one (cargo adds its target directories) are left out of the child's environment.
+///
 /// Its stdout and stderr go to a log file (default: a file in the system temp directory named
 /// after the process; see [`SimProcess::log_path`]), which [`SimProcess::log`] reads back.
 #[derive(Debug)]
@@ -21,6 +28,9 @@ pub struct SimProcess {
     endpoint: String,
     log_path: PathBuf,
     exit: Option<ExitStatus>,
+    /// The private directory of the endpoint when [`SimProcess::start`] made it; removed after
+    /// the process is killed (fields drop after `Drop::drop`).
+    _dir: Option<cosim_transport::PrivateDir>,
 }
 
 /// Options of [`SimProcess::spawn_with`].
@@ -43,6 +53,16 @@ impl Default for SimOptions {
 }
 
 impl SimProcess {
+    /// Starts the simulation `binary` on a fresh private `ipc://` endpoint (a new 0700 directory,
+    /// removed on drop) and waits up to 30 s for its ready line. Connect with
+    /// `HostModel::connect(sim.endpoint(), ...)`.
+    pub fn start(binary: &Path) -> Result<Self> {
+        let (dir, ep) = temp_endpoint("dev")?;
+        let mut sim = Self::spawn_with(binary, &ep, SimOptions::default())?;
+        sim._dir = Some(dir);
+        Ok(sim)
+    }
+
     /// Starts `binary --endpoint endpoint args...` and waits up to `ready_timeout` for its
     /// ready line.
     pub fn spawn(binary: &Path, endpoint: &str, args: &[&str], ready_timeout: Duration) -> Result<Self> {
@@ -57,7 +77,7 @@ impl SimProcess {
     pub fn spawn_with(binary: &Path, endpoint: &str, opts: SimOptions) -> Result<Self> {
         if !binary.is_file() {
             return Err(HostError::Sim(format!(
-                "simulation binary {} does not exist; build it first (see docs/hdl-endpoint.md, e.g. `make sim-test`)",
+                "simulation binary {} does not exist; build it first (scripts/cosim-build-sim, docs/user-guide.md)",
                 binary.display()
             )));
         }
@@ -76,6 +96,7 @@ impl SimProcess {
         let mut cmd = Command::new(binary);
         cmd.arg("--endpoint").arg(endpoint).args(&opts.args);
         cmd.stdin(Stdio::null()).stdout(Stdio::from(stdout_log)).stderr(Stdio::piped());
+        keep_bridge_beside(&mut cmd, binary);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -98,7 +119,7 @@ impl SimProcess {
                 }
             })
             .map_err(|e| HostError::Sim(format!("cannot start log thread: {e}")))?;
-        let mut sim = Self { child, endpoint: endpoint.to_string(), log_path, exit: None };
+        let mut sim = Self { child, endpoint: endpoint.to_string(), log_path, exit: None, _dir: None };
         let deadline = Instant::now() + opts.ready_timeout;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
@@ -209,6 +230,28 @@ impl SimProcess {
     }
 }
 
+/// The bridge library a simulation built by `verilator-tb` loads from its own directory.
+const BRIDGE_LIB: &str = "libcosim_dpi_bridge.so";
+
+/// A simulation with the bridge library beside it (RUNPATH `$ORIGIN`) must load that copy, the
+/// one it was linked against. `cargo test` and `cargo run` put their target directories into
+/// `LD_LIBRARY_PATH`, which wins over RUNPATH and may hold another build of the library: drop
+/// the entries that contain one.
+fn keep_bridge_beside(cmd: &mut Command, binary: &Path) {
+    if !binary.with_file_name(BRIDGE_LIB).is_file() {
+        return;
+    }
+    let Some(v) = std::env::var_os("LD_LIBRARY_PATH") else { return };
+    let dirs: Vec<PathBuf> = std::env::split_paths(&v).collect();
+    let kept: Vec<&PathBuf> = dirs.iter().filter(|d| !d.join(BRIDGE_LIB).is_file()).collect();
+    if kept.len() < dirs.len() {
+        match std::env::join_paths(kept) {
+            Ok(p) => cmd.env("LD_LIBRARY_PATH", p),
+            Err(_) => cmd.env_remove("LD_LIBRARY_PATH"),
+        };
+    }
+}
+
 impl Drop for SimProcess {
     fn drop(&mut self) {
         self.kill();
@@ -231,9 +274,32 @@ pub fn free_tcp_endpoint() -> Result<String> {
     Ok(format!("tcp://127.0.0.1:{port}"))
 }
 
-/// Path of the simulation binary for top module `top` built by `mk/hdl.mk`:
-/// `$COSIM_BUILD/sim/<top>/sim` (`COSIM_BUILD` defaults to `<repo>/build`). Fails with a message
-/// naming `make_target` if it is missing.
+/// The environment variable [`sim_from_env`] reads: the path of the simulation to test.
+pub const SIM_ENV: &str = "COSIM_SIM";
+
+/// The simulation to test: the path in the environment variable `COSIM_SIM` if set, else
+/// `default` (relative paths are taken from the current directory; `cargo test` runs in the
+/// crate's directory). Fails, naming both, if that file does not exist. For a crate outside
+/// this checkout: `sim_from_env("../build/sim")`, overridable as `COSIM_SIM=/path/to/sim cargo test`.
+pub fn sim_from_env(default: impl AsRef<Path>) -> Result<PathBuf> {
+    let (p, from) = match std::env::var_os(SIM_ENV) {
+        Some(v) if !v.is_empty() => (PathBuf::from(v), format!("${SIM_ENV}")),
+        _ => (default.as_ref().to_path_buf(), format!("the default (${SIM_ENV} is not set)")),
+    };
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(HostError::Sim(format!(
+            "simulation {} (from {from}) does not exist: build it (scripts/cosim-build-sim) or set {SIM_ENV}=/path/to/sim",
+            p.display()
+        )))
+    }
+}
+
+/// Path of a simulation of THIS checkout, for the project's own tests: top module `top` built by
+/// `mk/hdl.mk` or `mk/gemm.mk` at `$COSIM_BUILD/sim/<top>/sim` (`COSIM_BUILD` defaults to
+/// `<checkout>/build`). Fails with a message naming `make_target` if it is missing. A design of
+/// your own is not there: use [`sim_from_env`] or give [`SimProcess::start`] its path.
 pub fn sim_binary(top: &str, make_target: &str) -> Result<PathBuf> {
     let build = std::env::var_os("COSIM_BUILD")
         .map(PathBuf::from)
