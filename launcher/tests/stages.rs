@@ -103,7 +103,7 @@ fn qemu_that_exits_fails_stage_qemu_start_with_its_stderr() {
     assert_eq!(v["failed_stage"], "QEMU start");
     assert!(v["error"].as_str().unwrap().contains("no answer from the HDL"), "{v}");
     let cmdline = std::fs::read_to_string(Path::new(&log).join("qemu-cmdline.txt")).unwrap();
-    assert!(cmdline.contains("-device accelerator-pcie,id=accel0,endpoint=ipc://"), "{cmdline}");
+    assert!(cmdline.contains("-device accelerator-pcie,id=accel0,addr=0x10.0,endpoint=ipc://"), "{cmdline}");
     assert!(cmdline.contains("cosim.run="), "{cmdline}");
 }
 

@@ -1,0 +1,94 @@
+//! The template device from a guest program (issue 14, item 7, the guest half): cosim-launch
+//! boots the guest with the virtual IOMMU against the template's simulation, adds the template's
+//! guest program (templates/device/sw, static) with --guest-add and runs it as an "sh:" item.
+//! The program opens the device through VFIO, runs one DMA transfer with the interrupt enabled
+//! and checks the result; the test checks its line in the launcher's JSON, the boot line (one
+//! accelerator, bound to vfio-pci, none for the GEMM driver) and the table's copy of the line.
+//!
+//! Artefacts (`make test-template-guest` builds them): QEMU, the guest image, the launcher,
+//! `$TEMPLATE_SIM` (default `$COSIM_BUILD/template/sim`) and `$TEMPLATE_SW` (default
+//! `$COSIM_BUILD/template-sw/x86_64-unknown-linux-gnu/release/template-sw`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{build_dir, run_json, LAUNCH};
+use serde_json::Value;
+
+fn artefact(env: &str, default: PathBuf) -> PathBuf {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    assert!(p.is_file(), "{} missing (${env}): run `make test-template-guest`", p.display());
+    p
+}
+
+/// The "sh:" output lines of the run, in order.
+fn output_lines(v: &Value) -> Vec<String> {
+    let out = v["guest"]["output"].as_array().cloned().unwrap_or_default();
+    out.iter().filter_map(|o| o["line"].as_str().map(String::from)).collect()
+}
+
+/// The value of `key=` in a line of `key=value` words.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+#[ignore = "needs make test-template-guest: QEMU, the guest image, the template's simulation and guest program"]
+fn the_template_program_does_a_dma_and_receives_its_interrupt_through_vfio() {
+    let build = build_dir();
+    let sim = artefact("TEMPLATE_SIM", build.join("template/sim"));
+    let sw = artefact("TEMPLATE_SW", build.join("template-sw/x86_64-unknown-linux-gnu/release/template-sw"));
+    let add = format!("{}:/usr/local/bin/template-sw", sw.display());
+    let run = run_json(
+        LAUNCH,
+        "template-vfio",
+        &["--sim", sim.to_str().unwrap(), "--iommu", "--guest-add", &add, "--run", "sh:template-sw"],
+        &["--timeout-boot", "180", "--timeout-workload", "120"],
+        Duration::from_secs(400),
+        Duration::from_secs(20),
+    );
+    let v = &run.json;
+    assert_eq!(run.code, 0, "launcher failed: {v:#}\n{}", run.stderr);
+    let boot = &v["guest"]["boot"];
+    assert_eq!(boot["devices"], 1, "{boot}");
+    assert_eq!(boot["gemm"], 0, "the GEMM driver must not take the template: {boot}");
+    assert_eq!(boot["vfio"], serde_json::json!(["0000:00:10.0"]), "{boot}");
+
+    let lines = output_lines(v);
+    let line =
+        lines.iter().find(|l| l.starts_with("template-sw ")).unwrap_or_else(|| panic!("no result line: {lines:?}"));
+    assert!(line.starts_with("template-sw 0000:00:10.0: pass "), "{line}");
+    assert_eq!(field(line, "id"), Some("0x7e010001"), "{line}");
+    assert_eq!(field(line, "dma"), Some("ok"), "{line}");
+    let irqs: u64 = field(line, "irqs").and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(irqs >= 1, "no interrupt counted: {line}");
+    let cycles: u64 = field(line, "cycles").and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(cycles > 0, "CYCLES of the transfer: {line}");
+    assert!(v["guest"]["failures"].as_array().is_some_and(|f| f.is_empty()), "{v:#}");
+}
+
+#[test]
+#[ignore = "needs make test-template-guest: QEMU, the guest image, the template's simulation and guest program"]
+fn without_the_iommu_the_program_fails_with_a_hint() {
+    let build = build_dir();
+    let sim = artefact("TEMPLATE_SIM", build.join("template/sim"));
+    let sw = artefact("TEMPLATE_SW", build.join("template-sw/x86_64-unknown-linux-gnu/release/template-sw"));
+    let run = run_json(
+        LAUNCH,
+        "template-noiommu",
+        &["--sim", sim.to_str().unwrap(), "--guest-add", sw.to_str().unwrap(), "--run", "sh:template-sw"],
+        &["--timeout-boot", "180", "--timeout-workload", "120"],
+        Duration::from_secs(400),
+        Duration::from_secs(20),
+    );
+    let v = &run.json;
+    assert_eq!(run.code, 1, "the item must fail: {v:#}");
+    assert_eq!(v["guest"]["boot"]["devices"], 1, "{v:#}");
+    let lines = output_lines(v);
+    assert!(
+        lines.iter().any(|l| l.starts_with("template-sw: FAIL: ") && l.contains("--iommu")),
+        "no failure line naming --iommu: {lines:?}"
+    );
+}
