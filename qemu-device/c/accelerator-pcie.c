@@ -337,6 +337,26 @@ static void accel_reset_hold(Object *obj, ResetType type)
     }
 }
 
+/* Read-only QOM property "stats": the device's counters as one JSON object (qom-get). */
+static char *accel_get_stats(Object *obj, Error **errp)
+{
+    AccelPcieState *s = ACCELERATOR_PCIE(obj);
+    size_t n;
+    char *buf;
+
+    if (!s->dev) {
+        return g_strdup("{}");  /* not realized, or QEMU is exiting */
+    }
+    n = cosim_device_stats_json(s->dev, NULL, 0);
+    buf = g_malloc(n + 1);
+    if (cosim_device_stats_json(s->dev, buf, n + 1) != n) {
+        g_free(buf);
+        error_setg(errp, "accelerator-pcie: statistics not available");
+        return NULL;
+    }
+    return buf;
+}
+
 static const Property accel_properties[] = {
     DEFINE_PROP_STRING("endpoint", AccelPcieState, endpoint),
     DEFINE_PROP_UINT32("port", AccelPcieState, port, 0),
@@ -368,6 +388,9 @@ static void accel_class_init(ObjectClass *klass, void *data)
         "base TCP port for a tcp endpoint without one (0: COSIM_PORT)");
     object_class_property_set_description(klass, "timeout-ms",
         "how long realize waits for the HDL's CONFIG and an MMIO read for its completion");
+    object_class_property_add_str(klass, "stats", accel_get_stats, NULL);
+    object_class_property_set_description(klass, "stats",
+        "read-only: counters, MMIO read latency and the design clock as JSON (docs/qemu-device.md)");
 }
 
 static const TypeInfo accel_info = {

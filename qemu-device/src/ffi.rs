@@ -333,13 +333,12 @@ pub unsafe extern "C" fn cosim_device_free(dev: *mut CosimDevice) {
     let dev = unsafe { Box::from_raw(dev) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
         if let Ok(mut d) = dev.inner.try_borrow_mut() {
-            if let Some(report) = d.shutdown() {
-                // Written straight to fd 2: this runs from QEMU's exit notifier, when Rust's
-                // thread-locals (and with them `tracing` and `eprintln!`) may be gone.
-                let line = format!("cosim: {report}\n");
-                // SAFETY: writes the bytes of a live String to stderr.
-                let _ = unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-            }
+            let report = d.shutdown();
+            // Written straight to fd 2: this runs from QEMU's exit notifier, when Rust's
+            // thread-locals (and with them `tracing` and `eprintln!`) may be gone.
+            let lines = report.map(|r| format!("cosim: {r}\n")).unwrap_or_default() + &d.stats_exit_line() + "\n";
+            // SAFETY: writes the bytes of a live String to stderr.
+            let _ = unsafe { libc::write(2, lines.as_ptr().cast(), lines.len()) };
         }
         drop(dev);
     }));
@@ -433,6 +432,39 @@ pub unsafe extern "C" fn cosim_device_mmio_write(dev: *mut CosimDevice, bar: u8,
     };
     // SAFETY: forwarded contract.
     unsafe { with_dev(dev, |d| d.mmio_write(bar, offset, size, data)) }
+}
+
+/// The device's statistics as one JSON object (docs/qemu-device.md, "Statistics"), for the
+/// read-only QOM property `stats`. Writes at most `len - 1` bytes and a NUL into `buf` (nothing
+/// when `buf` is NULL or `len` is 0) and returns the length of the whole text without the NUL,
+/// so a caller can ask with `len = 0` and call again with a buffer of that size + 1. Returns 0
+/// for a NULL or busy handle or after a panic.
+///
+/// # Safety
+/// `dev` is NULL or a live handle; `buf` is NULL or points to `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_stats_json(dev: *const CosimDevice, buf: *mut c_char, len: usize) -> usize {
+    if dev.is_null() {
+        return 0;
+    }
+    // SAFETY: non-NULL and live per the contract; only shared access to the handle.
+    let dev = unsafe { &*dev };
+    let Ok(d) = dev.inner.try_borrow() else {
+        return 0;
+    };
+    guard(0, || {
+        let json = d.stats_json();
+        if !buf.is_null() && len > 0 {
+            let n = json.len().min(len - 1);
+            // SAFETY: `buf` has `len` writable bytes per the contract and `n + 1 <= len`; the
+            // source is a live String of at least `n` bytes and does not overlap `buf`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(json.as_ptr(), buf.cast::<u8>(), n);
+                buf.add(n).write(0);
+            }
+        }
+        json.len()
+    })
 }
 
 /// Handles everything the HDL sent (call when the notify fd is readable, or from the bottom half

@@ -18,6 +18,7 @@ use cosim_protocol::{
 use cosim_transport::{MemTransport, Transport, TransportError, ZmqTransport};
 
 use crate::ops::QemuOps;
+use crate::stats::LatencyHistogram;
 
 /// Log target for problems caused by the HDL peer.
 const PEER: &str = "cosim::peer";
@@ -174,6 +175,8 @@ pub struct DeviceStats {
     pub serial_tx: u64,
     /// Messages that could not be sent (transport error: the peer is not receiving).
     pub send_failures: u64,
+    /// Latency of the MMIO reads counted in `mmio_reads`, request to completion.
+    pub read_latency: LatencyHistogram,
 }
 
 /// The device: one session with one HDL simulation, driven by the shared
@@ -270,6 +273,11 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
         self.session.state()
     }
 
+    /// The options the device was created with (name, endpoint, timeout).
+    pub fn options(&self) -> &DeviceOptions {
+        &self.opts
+    }
+
     /// Counters of the device.
     pub fn stats(&self) -> DeviceStats {
         self.stats
@@ -313,6 +321,7 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
     /// [`HostDevice::mmio_read`] that says why it returned no data, with its own timeout.
     pub fn mmio_read_checked(&mut self, bar: BarIndex, offset: u64, size: AccessSize, timeout: Duration) -> Result<u64, ReadError> {
         self.run_events();
+        let started = Instant::now();
         let Some(tag) = self.session.mmio_read(bar, offset, size) else {
             self.stats.mmio_reads_failed += 1;
             tracing::debug!(target: PEER, bar = bar.get(), offset = format_args!("{offset:#x}"), "read without a session: all ones");
@@ -346,7 +355,10 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
         };
         self.waiting = None;
         match result {
-            Ok(_) | Err(ReadError::Status(_)) => self.stats.mmio_reads += 1,
+            Ok(_) | Err(ReadError::Status(_)) => {
+                self.stats.mmio_reads += 1;
+                self.stats.read_latency.record(started.elapsed());
+            }
             Err(_) => self.stats.mmio_reads_failed += 1,
         }
         if self.link.has_pending() {

@@ -14,9 +14,11 @@
 
 mod host;
 mod ops;
+mod stats;
 
 #[allow(unsafe_code)]
 pub mod ffi;
 
 pub use host::{DeviceError, DeviceOptions, DeviceStats, HostDevice, HostLink, LinkState, ReadError};
 pub use ops::{DmaError, QemuOps};
+pub use stats::{stats_json, LatencyHistogram, LATENCY_BUCKETS};
