@@ -41,10 +41,27 @@ fn the_template_program_does_a_dma_and_receives_its_interrupt_through_vfio() {
     let sim = artefact("TEMPLATE_SIM", build.join("template/sim"));
     let sw = artefact("TEMPLATE_SW", build.join("template-sw/x86_64-unknown-linux-gnu/release/template-sw"));
     let add = format!("{}:/usr/local/bin/template-sw", sw.display());
+    // A directory overlay in the same boot: its tree appears under DEST.
+    let tree = common::fresh_dir("template-overlay");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/marker"), "overlay-marker-7e01\n").unwrap();
+    let overlay = format!("{}:/opt/t", tree.display());
     let run = run_json(
         LAUNCH,
         "template-vfio",
-        &["--sim", sim.to_str().unwrap(), "--iommu", "--guest-add", &add, "--run", "sh:template-sw"],
+        &[
+            "--sim",
+            sim.to_str().unwrap(),
+            "--iommu",
+            "--guest-add",
+            &add,
+            "--guest-add",
+            &overlay,
+            "--run",
+            "sh:template-sw",
+            "--run",
+            "sh:cat /opt/t/etc/marker",
+        ],
         &["--timeout-boot", "180", "--timeout-workload", "120"],
         Duration::from_secs(400),
         Duration::from_secs(20),
@@ -67,6 +84,25 @@ fn the_template_program_does_a_dma_and_receives_its_interrupt_through_vfio() {
     let cycles: u64 = field(line, "cycles").and_then(|s| s.parse().ok()).unwrap_or(0);
     assert!(cycles > 0, "CYCLES of the transfer: {line}");
     assert!(v["guest"]["failures"].as_array().is_some_and(|f| f.is_empty()), "{v:#}");
+    assert!(lines.iter().any(|l| l == "overlay-marker-7e01"), "the overlay's file: {lines:?}");
+}
+
+#[test]
+fn guest_add_refuses_a_missing_source_and_a_relative_destination_as_usage_errors() {
+    let d = common::fresh_dir("guest-add-usage");
+    let f = d.join("prog");
+    std::fs::write(&f, b"").unwrap();
+    let missing = d.join("missing");
+    for (spec, want) in [
+        (missing.display().to_string(), "does not exist"),
+        (format!("{}:usr/bin/prog", f.display()), "must be an absolute path"),
+    ] {
+        let mut cmd = std::process::Command::new(LAUNCH);
+        cmd.args(["--guest-add", &spec, "--log-dir"]).arg(d.join("logs"));
+        let out = common::run_bounded("cosim-launch --guest-add", cmd, Duration::from_secs(30), Duration::from_secs(5));
+        assert_eq!(out.code(), Some(2), "{spec}: {}", out.stderr);
+        assert!(out.stderr.contains(want), "{spec}: {}", out.stderr);
+    }
 }
 
 #[test]
