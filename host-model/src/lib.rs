@@ -27,27 +27,28 @@
 //!   arrives), [`HostModel::poll`] (serve DMA while you wait for something else), frames and
 //!   serial bytes.
 //!
+//! (The register offsets are an imagined design's; docs/user-guide.md has the same example.)
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use cosim_host_model::{sim_from_env, HostModel, SimProcess};
 //!
 //! # fn main() -> Result<(), cosim_host_model::HostError> {
-//! // COSIM_SIM=/elsewhere/sim cargo test  overrides the default path.
-//! let sim = SimProcess::start(&sim_from_env("build/sim")?)?;
+//! // $COSIM_SIM if set, else ../build/sim (cargo test runs in the crate's directory).
+//! let sim = SimProcess::start(&sim_from_env("../build/sim")?)?;
 //! let mut host = HostModel::connect(sim.endpoint(), Duration::from_secs(10))?;
 //! println!("device {:04x}:{:04x}", host.config().vendor_id, host.config().device_id);
 //!
-//! // Registers: BAR 0, offset, access size in bytes.
+//! // Registers: BAR, offset, access size in bytes (1, 2, 4 or 8).
 //! host.write(0, 0x04, 4, 0xdead_beef)?;
 //! assert_eq!(host.read(0, 0x04, 4)?, 0xdead_beef);
 //!
 //! // DMA: the device reads and writes the fake guest memory while the model waits.
 //! host.mem().write_bytes(0x10_0000, &[1, 2, 3, 4, 5, 6, 7, 8]);
-//! host.write(0, 0x10, 4, 0x10_0000)?; // e.g. a source address register of your design
-//! host.write(0, 0x08, 4, 1)?; // e.g. START
+//! host.write(0, 0x10, 4, 0x10_0000)?; // your source address register
+//! host.write(0, 0x08, 4, 1)?; // your START bit
 //! host.wait_irq(0, Duration::from_secs(5))?; // MSI-X vector 0
-//! let out = host.mem().read_bytes(0x20_0000, 8);
-//! # let _ = out;
+//! assert_eq!(host.mem().read_bytes(0x20_0000, 8), [1, 2, 3, 4, 5, 6, 7, 8]);
 //! # Ok(()) }
 //! ```
 //!
