@@ -72,6 +72,10 @@ pub struct EpBuilder {
 /// the modelled latency is opt-in while a rare lost MMIO read seen with it is open).
 pub const DEFAULT_DMA_LATENCY: u64 = 0;
 
+/// Default design clock reported in CONFIG: 100 MHz, the default of the shell's `CLOCK_HZ`
+/// parameter (hdl/ep/cosim_pcie_ep.sv).
+pub const DEFAULT_CLOCK_HZ: u64 = 100_000_000;
+
 impl EpBuilder {
     /// Instance `name` (for logs) on base endpoint `endpoint`. An empty `endpoint` means a
     /// private one: `ipc://<fresh 0700 directory>/dev` (docs/protocol.md, "Access control"),
@@ -80,7 +84,7 @@ impl EpBuilder {
         Self {
             name: name.to_string(),
             endpoint: endpoint.to_string(),
-            device: DeviceConfig::default(),
+            device: DeviceConfig { clock_hz: DEFAULT_CLOCK_HZ, ..DeviceConfig::default() },
             axi_base: [0; NUM_BARS],
             max_reads: 16,
             dma_latency: DEFAULT_DMA_LATENCY,
@@ -134,6 +138,12 @@ impl EpBuilder {
     /// (cycle counts then depend on the host's speed).
     pub fn dma_latency(&mut self, cycles: u64) -> &mut Self {
         self.dma_latency = cycles;
+        self
+    }
+
+    /// The design's clock in Hz, reported to the host in CONFIG (docs/protocol.md); 0: not reported.
+    pub fn clock_hz(&mut self, hz: u64) -> &mut Self {
+        self.device.clock_hz = hz;
         self
     }
 

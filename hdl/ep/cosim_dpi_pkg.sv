@@ -23,6 +23,7 @@ package cosim_dpi_pkg;
       input int table_offset, input int pba_bar, input int pba_offset);
   import "DPI-C" function int cosim_ep_set_max_reads(input chandle h, input int n);
   import "DPI-C" function int cosim_ep_set_dma_latency(input chandle h, input int cycles);
+  import "DPI-C" function int cosim_ep_set_clock_hz(input chandle h, input longint unsigned hz);
   import "DPI-C" function int cosim_ep_start(input chandle h);
   import "DPI-C" function void cosim_ep_free(input chandle h);
   import "DPI-C" function int unsigned cosim_ep_tick(input chandle h);

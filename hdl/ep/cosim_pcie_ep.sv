@@ -43,6 +43,9 @@ module cosim_pcie_ep #(
   parameter int MSIX_PBA_BAR = 2,
   parameter int MSIX_PBA_OFFSET = 'h2000,
   parameter int AXI_ID_W = 4,
+  // The design's clock on real hardware, in Hz: reported to the host in CONFIG (docs/protocol.md)
+  // so tools turn cycle counts into time; it does not change the simulation. +cosim_clock_hz=N.
+  parameter longint unsigned CLOCK_HZ = 100_000_000,
   // Additions (not in the AXI Bridge for PCIe): MMIO timeout, DMA reads in flight, reset pulse.
   parameter int MMIO_TIMEOUT_CYCLES = 100000,  // +cosim_mmio_timeout=N overrides
   parameter int MAX_DMA_READS = 16,
@@ -155,6 +158,7 @@ module cosim_pcie_ep #(
     logic [31:0] v;
     int vectors;
     int unsigned vendor, device, ssvid, ssid, cls, rev;
+    longint unsigned clock_hz;
     ep = ENDPOINT;
     inst = $sformatf("%m");               // "<instance>.open": drop the block name
     inst = inst.substr(0, inst.len() - 6);
@@ -179,6 +183,8 @@ module cosim_pcie_ep #(
     if ($value$plusargs("cosim_msix_vectors=%d", v)) vectors = int'(v);
     if ($value$plusargs("cosim_mmio_timeout=%d", v)) mmio_timeout = v;
     if ($value$plusargs("cosim_dma_latency=%d", v)) dma_latency = int'(v);
+    clock_hz = CLOCK_HZ;
+    if ($value$plusargs("cosim_clock_hz=%d", clock_hz)) begin end
     for (int i = 0; i < 6; i++) begin
       if ($value$plusargs($sformatf("cosim_bar%0d_size=%%h", i), v)) bar_size[i] = 64'(v);
     end
@@ -194,6 +200,7 @@ module cosim_pcie_ep #(
       $fatal(1, "%m: invalid MSI-X parameters");
     if (cosim_ep_set_max_reads(ctx, MAX_DMA_READS) != 0) $fatal(1, "%m: invalid MAX_DMA_READS");
     if (cosim_ep_set_dma_latency(ctx, dma_latency) != 0) $fatal(1, "%m: invalid DMA_READ_LATENCY %0d", dma_latency);
+    if (cosim_ep_set_clock_hz(ctx, clock_hz) != 0) $fatal(1, "%m: invalid CLOCK_HZ %0d", clock_hz);
     if (cosim_ep_start(ctx) != 0)
       $fatal(1, "%m: cannot start the cosim endpoint %s (see the error above)", ep);
   end
