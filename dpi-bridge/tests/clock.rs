@@ -9,7 +9,9 @@ fn the_shell_and_the_bridge_default_to_the_same_clock() {
     let defaults: Vec<u64> = sv
         .lines()
         .filter_map(|l| l.trim().strip_prefix("parameter longint unsigned CLOCK_HZ ="))
-        .map(|v| v.trim().trim_end_matches(',').replace('_', "").parse().expect("CLOCK_HZ's default is a decimal number"))
+        .map(|v| {
+            v.trim().trim_end_matches(',').replace('_', "").parse().expect("CLOCK_HZ's default is a decimal number")
+        })
         .collect();
     assert_eq!(defaults, [DEFAULT_CLOCK_HZ], "one CLOCK_HZ parameter in the shell, default {DEFAULT_CLOCK_HZ}");
     assert_eq!(DEFAULT_CLOCK_HZ, 100_000_000, "the documented default, 100 MHz");
