@@ -46,7 +46,14 @@ Stages, each with its own timeout: sim start (until every simulation prints its 
 (until the first console line), boot (until the guest's COSIM-BOOT line), workload (until COSIM-DONE), \
 shutdown (until QEMU exits after the guest powers off).\n\n\
 Default paths come from $COSIM_BUILD (default: <repo>/build): sim/gemm_top/sim, qemu/qemu-system-x86_64, \
-guest/bzImage, guest/initramfs.cpio.gz.\n\n\
+guest/bzImage, guest/initramfs.cpio.gz. Logs go to ~/.cache/cosim/logs/run-<time>-<pid> unless --log-dir, \
+$COSIM_LOGS or $COSIM_CACHE say otherwise; the directory is printed at the start and on the last line.\n\n\
+Your own design and program (docs/user-guide.md, sections 3 and 4): --sim YOUR_SIM --iommu --guest-add PROGRAM \
+--run sh:PROGRAM. --guest-add puts files into the guest without rebuilding its image (a cpio archive appended to \
+a copy of the initramfs); --iommu gives the guest QEMU's virtual IOMMU and binds every accelerator function no \
+guest driver claims to vfio-pci, so the program drives it from user space with DMA and MSI-X (crate cosim-vfio, \
+guest/vfio). Accelerator N sits at PCI address 0000:00:(10+N).0 (hex); the guest's COSIM-BOOT line counts every \
+accelerator function whatever its IDs. What sh: items print appears in the table as [ITEM] LINE.\n\n\
 Simulations on another machine: --connect ENDPOINT (once per device) starts no simulation and skips the sim \
 start stage; each -device accelerator-pcie gets endpoint=ENDPOINT. The simulation must already run with the \
 matching endpoint: for two machines, the simulation on S runs with --endpoint 'tcp://S:PORT?peer=Q' and this \
@@ -69,7 +76,8 @@ Exit status: 0 every workload item passed (serve mode: stopped by SIGINT or SIGT
 workload ran but an item failed; 2 usage error; 3 setup error (missing artifact, cannot start a process); \
 4 a stage timed out or a process died early (serve mode: also QEMU or a simulation ending while serving); \
 130 interrupted (Ctrl-C, SIGTERM) before the end.",
-    after_help = "Examples:\n  cosim-launch --devices 2 --run 'gemm --m 64 --n 64 --k 64 --check --device all' --run info\n  \
+    after_help = "Examples:\n  cosim-launch --sim ~/mydev/build/sim --iommu --guest-add ~/mydev/sw/mydev-sw --run sh:mydev-sw\n  \
+cosim-launch --devices 2 --run 'gemm --m 64 --n 64 --k 64 --check --device all' --run info\n  \
 COSIM_KEY_FILE=~/cosim.key cosim-launch --connect 'tcp://10.0.0.1:7000?peer=10.0.0.2' --run 'gemm --m 64 --n 64 --k 64 --check'\n  \
 cosim-launch --serve --devices 2 --serve-port 7070   # then connect a client (python/cosim) to 127.0.0.1:7070"
 )]
