@@ -56,6 +56,66 @@ bitflags::bitflags! {
         const SERIAL = 1 << 1;
         /// The peer may issue MSI-X interrupts.
         const MSIX = 1 << 2;
+        /// Shared-memory link (docs/protocol.md, "Shared-memory link"). Set by the transport,
+        /// never by a session engine: in INIT, the host created the mapping of this INIT's
+        /// session; in CONFIG, the device attached to it and sends everything after this CONFIG
+        /// through it.
+        const SHM = 1 << 3;
+    }
+}
+
+/// What the shared-memory negotiation needs of a session frame, read from its fixed header
+/// without decoding it: INIT, CONFIG, HEARTBEAT and GOODBYE all carry a session number at
+/// payload bytes 8..16, INIT and CONFIG their capability bits at payload bytes 4..8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionFrame {
+    /// INIT, CONFIG, HEARTBEAT or GOODBYE.
+    pub opcode: Opcode,
+    /// The session number the frame carries.
+    pub session: u64,
+    /// Capability bits (INIT and CONFIG only; empty otherwise).
+    pub caps: Caps,
+}
+
+/// Byte offset of INIT's and CONFIG's capability bits in a frame.
+const FRAME_CAPS: usize = HEADER_LEN + 4;
+/// Byte offset of the session number of INIT, CONFIG, HEARTBEAT and GOODBYE in a frame.
+const FRAME_SESSION: usize = HEADER_LEN + 8;
+
+impl SessionFrame {
+    /// `Some` for a frame of our version whose opcode is INIT, CONFIG, HEARTBEAT or GOODBYE and
+    /// that is long enough to hold the session number; `None` for anything else (which the
+    /// decoder judges as usual).
+    pub fn peek(frame: &[u8]) -> Option<Self> {
+        if frame.len() < FRAME_SESSION + 8 || frame[..2] != MAGIC || frame[2] != VERSION_MAJOR {
+            return None;
+        }
+        let opcode = match frame[3] {
+            0x01 => Opcode::Init,
+            0x02 => Opcode::Config,
+            0x51 => Opcode::Goodbye,
+            0x52 => Opcode::Heartbeat,
+            _ => return None,
+        };
+        let session = u64::from_le_bytes(frame[FRAME_SESSION..FRAME_SESSION + 8].try_into().ok()?);
+        let caps = match opcode {
+            Opcode::Init | Opcode::Config => {
+                Caps::from_bits_retain(u32::from_le_bytes(frame[FRAME_CAPS..FRAME_CAPS + 4].try_into().ok()?))
+            }
+            _ => Caps::empty(),
+        };
+        Some(Self { opcode, session, caps })
+    }
+
+    /// Sets or clears `bit` in the capability bits of an INIT or CONFIG frame (what
+    /// [`SessionFrame::peek`] accepted); other frames are left alone.
+    pub fn set_cap(frame: &mut [u8], bit: Caps, on: bool) {
+        if !matches!(Self::peek(frame), Some(f) if matches!(f.opcode, Opcode::Init | Opcode::Config)) {
+            return;
+        }
+        let mut caps = Caps::from_bits_retain(u32::from_le_bytes(frame[FRAME_CAPS..FRAME_CAPS + 4].try_into().expect("4 bytes")));
+        caps.set(bit, on);
+        frame[FRAME_CAPS..FRAME_CAPS + 4].copy_from_slice(&caps.bits().to_le_bytes());
     }
 }
 

@@ -41,7 +41,7 @@ fn config() {
     device.bars[0] = BarDesc::mem32(0x1000);
     device.bars[2] = BarDesc::mem64(0x4000, true);
     check(
-        Message::Config(Config { major: 1, minor: 0, caps: Caps::all(), session: 9, device }),
+        Message::Config(Config { major: 1, minor: 0, caps: Caps::NIC | Caps::SERIAL | Caps::MSIX, session: 9, device }),
         "43 53 02 02 74 00 00 00 \
          01 00 00 00 | 07 00 00 00 | 09 00 00 00 00 00 00 00 \
          ed 1d c1 ac ed 1d 01 00 | 00 00 12 00 | 01 00 | 04 00 | 02 02 00 00 | 00 00 00 00 | 00 20 00 00 \
@@ -136,6 +136,31 @@ fn heartbeat() {
         Message::Heartbeat(Heartbeat { instance: 0xdead_beef, session: 0x0102030405060708 }),
         "43 53 02 52 10 00 00 00 | ef be ad de 00 00 00 00 | 08 07 06 05 04 03 02 01",
     );
+}
+
+#[test]
+fn shm_capability_bit_and_session_frames() {
+    // INIT with NIC and SHM: capability bits 0x09 at payload bytes 4..8.
+    let init = Message::Init(Init { major: 2, minor: 0, caps: Caps::NIC | Caps::SHM, session: 0x0102030405060708, prev_session: 0 });
+    let mut f = init.encode_to_vec();
+    assert_eq!(f[12..16], [0x09, 0, 0, 0]);
+    let p = SessionFrame::peek(&f).unwrap();
+    assert_eq!((p.opcode, p.session, p.caps), (Opcode::Init, 0x0102030405060708, Caps::NIC | Caps::SHM));
+    SessionFrame::set_cap(&mut f, Caps::SHM, false);
+    assert_eq!(Message::decode(&f).unwrap(), Message::Init(Init { major: 2, minor: 0, caps: Caps::NIC, session: 0x0102030405060708, prev_session: 0 }));
+    let hb = Message::Heartbeat(Heartbeat { instance: 5, session: 77 }).encode_to_vec();
+    assert_eq!(SessionFrame::peek(&hb), Some(SessionFrame { opcode: Opcode::Heartbeat, session: 77, caps: Caps::empty() }));
+    let mut bye = Message::Goodbye(Goodbye { reason: GoodbyeReason::Shutdown, session: 78 }).encode_to_vec();
+    let before = bye.clone();
+    SessionFrame::set_cap(&mut bye, Caps::SHM, true);
+    assert_eq!(bye, before, "only INIT and CONFIG carry capability bits");
+    assert_eq!(SessionFrame::peek(&bye).unwrap().session, 78);
+    let read = Message::MmioRead(MmioRead { tag: 1, bar: BarIndex::new(0).unwrap(), size: AccessSize::B4, offset: 0 });
+    assert_eq!(SessionFrame::peek(&read.encode_to_vec()), None);
+    assert_eq!(SessionFrame::peek(&hb[..20]), None, "truncated");
+    let mut other_version = hb.clone();
+    other_version[2] = 1;
+    assert_eq!(SessionFrame::peek(&other_version), None);
 }
 
 #[test]

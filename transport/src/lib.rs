@@ -18,8 +18,9 @@
 //!
 //! The caller owns the thread: every call returns within its timeout.
 //!
-//! `unsafe` lives only in module `access`: three libc calls (`geteuid`, `getrandom`), each with
-//! its `// SAFETY:` line; the rest of the crate denies it.
+//! `unsafe` lives only in module `access` (three libc calls: `geteuid`, `getrandom`) and in
+//! module [`shm`] (the shared-memory rings: mapping, atomics and copies on it, FIFOs, poll),
+//! each block with its `// SAFETY:` line; the rest of the crate denies it.
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
@@ -27,6 +28,9 @@ mod access;
 mod endpoint;
 mod mem;
 pub mod session_loop;
+#[allow(unsafe_code)]
+pub mod shm;
+mod shm_path;
 mod zmq_transport;
 
 use std::time::Duration;
@@ -37,6 +41,7 @@ pub use access::{generate_key_file, private_base, LinkKey, PrivateDir, KEY_FILE_
 pub use endpoint::{free_port_pair, Endpoint, DEFAULT_TCP_HOST, PORT_ENV};
 pub use mem::{mem_pair, MemTransport};
 pub use session_loop::{DeviceLoop, HostLoop, SessionEngine, SessionLoop};
+pub use shm_path::{shm_enabled_by_env, SHM_DEFAULT, SHM_ENV};
 pub use zmq_transport::{wait_any, ZmqOptions, ZmqTransport};
 
 /// Which end of the link a process is.
@@ -93,6 +98,9 @@ pub enum TransportError {
          both sides need the same COSIM_KEY_FILE)"
     )]
     SendTimeout(Duration),
+    /// The shared-memory link failed (the session continues over ZeroMQ, if the peer does).
+    #[error("shared-memory link: {0}")]
+    Shm(#[from] shm::ShmError),
     /// The other end of an in-memory pair is gone.
     #[error("the peer endpoint was dropped")]
     Disconnected,

@@ -4,6 +4,8 @@ use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::access::{self, AccessThread, LinkKey};
+use crate::shm::ShmLink;
+use crate::shm_path::{shm_enabled_by_env, Route, ShmPath};
 use crate::{Endpoint, Side, Transport, TransportError};
 
 /// Socket options. The defaults suit both QEMU and the simulation.
@@ -16,11 +18,15 @@ pub struct ZmqOptions {
     /// Shared key for tcp links (default: the file named by `COSIM_KEY_FILE`, if set). Required
     /// to leave loopback; both sides must have the same (docs/protocol.md, "Access control").
     pub key: LinkKey,
+    /// Offer (host) or accept (device) the shared-memory link on `ipc://` endpoints (default:
+    /// from `COSIM_SHM`, see [`crate::shm_enabled_by_env`]; docs/protocol.md, "Shared-memory
+    /// link"). Ignored for tcp.
+    pub shm: bool,
 }
 
 impl Default for ZmqOptions {
     fn default() -> Self {
-        Self { send_timeout: Duration::from_secs(5), hwm: 16 * 1024, key: LinkKey::FromEnv }
+        Self { send_timeout: Duration::from_secs(5), hwm: 16 * 1024, key: LinkKey::FromEnv, shm: shm_enabled_by_env() }
     }
 }
 
@@ -35,6 +41,7 @@ pub struct ZmqTransport {
     connect_addr: String,
     send_timeout: Duration,
     next_redial: Instant,
+    shm: Option<ShmPath>,
 }
 
 impl std::fmt::Debug for ZmqTransport {
@@ -66,6 +73,10 @@ impl ZmqTransport {
                 }
             }
         }
+        let shm = match endpoint {
+            Endpoint::Ipc(base) if opts.shm => Some(ShmPath::new(side, base.clone(), opts.send_timeout)),
+            _ => None,
+        };
         let rx = ctx.socket(zmq::PULL).map_err(zerr("socket"))?;
         let tx = ctx.socket(zmq::PUSH).map_err(zerr("socket"))?;
         // The ZAP handler must be bound before the receive socket accepts anyone.
@@ -91,6 +102,10 @@ impl ZmqTransport {
         tx.set_reconnect_ivl(20).map_err(zerr("setsockopt"))?;
         tx.set_reconnect_ivl_max(200).map_err(zerr("setsockopt"))?;
         tx.connect(&connect_addr).map_err(|source| TransportError::Connect { addr: connect_addr.clone(), source })?;
+        let mut shm = shm;
+        if let Some(p) = &mut shm {
+            p.watch_zmq(rx.get_fd().map_err(zerr("getsockopt ZMQ_FD"))?)?;
+        }
         tracing::debug!(%endpoint, ?side, bind = %bind_addr, connect = %connect_addr, keyed = key.is_some(), "zmq transport open");
         Ok(Self {
             tx,
@@ -101,6 +116,7 @@ impl ZmqTransport {
             connect_addr,
             send_timeout: opts.send_timeout,
             next_redial: Instant::now(),
+            shm,
         })
     }
 
@@ -149,25 +165,109 @@ impl ZmqTransport {
         &self.endpoint
     }
 
-    /// ZeroMQ's notification descriptor of the receive channel (`ZMQ_FD`). It is
-    /// edge-triggered: when it becomes readable, drain with `recv(Duration::ZERO)` until `None`.
+    /// The descriptor to poll for incoming frames: ZeroMQ's notification descriptor of the
+    /// receive channel (`ZMQ_FD`), or, with the shared-memory link enabled, an epoll descriptor
+    /// that also covers the ring's doorbell. Treat it as edge-triggered: when it becomes
+    /// readable, drain with `recv(Duration::ZERO)` until `None` and [`Self::readable`] is false.
     pub fn notify_fd(&self) -> Result<RawFd, TransportError> {
-        self.rx.get_fd().map_err(zerr("getsockopt ZMQ_FD"))
+        match self.shm.as_ref().and_then(ShmPath::notify_fd) {
+            Some(fd) => Ok(fd),
+            None => self.rx.get_fd().map_err(zerr("getsockopt ZMQ_FD")),
+        }
     }
 
-    /// True if a frame is waiting (checks `ZMQ_EVENTS`; also re-arms the edge of [`Self::notify_fd`]).
+    /// True if a frame is waiting (checks `ZMQ_EVENTS` and the ring; also re-arms the edge of
+    /// [`Self::notify_fd`]: call it before sleeping on that descriptor).
     pub fn readable(&self) -> Result<bool, TransportError> {
+        if let Some(ring) = self.shm.as_ref().and_then(ShmPath::ring_ref) {
+            // A broken ring counts as readable: the next receive reports it and falls back.
+            if ring.arm().unwrap_or(true) {
+                return Ok(true);
+            }
+        }
         let ev = self.rx.get_events().map_err(zerr("getsockopt ZMQ_EVENTS"))?;
         Ok(ev.contains(zmq::POLLIN))
+    }
+
+    /// True while this side's session runs over the shared-memory link.
+    pub fn shm_active(&self) -> bool {
+        self.shm.as_ref().is_some_and(ShmPath::active)
+    }
+
+    fn recv_zmq(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        match self.rx.recv_bytes(zmq::DONTWAIT) {
+            Ok(b) => {
+                if let Some(p) = &mut self.shm {
+                    p.saw_zmq_frame(&b);
+                }
+                Ok(Some(b))
+            }
+            Err(zmq::Error::EAGAIN) => Ok(None),
+            Err(e) => Err(TransportError::Zmq { op: "recv", source: e }),
+        }
+    }
+
+    /// One frame from the ring without waiting (a failed ring falls back to ZeroMQ).
+    fn recv_ring(&mut self) -> Option<Vec<u8>> {
+        let ring = self.shm.as_mut()?.ring()?;
+        match ring.try_recv() {
+            Ok(f) => f,
+            Err(e) => {
+                self.shm.as_mut().expect("ring").failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Waits up to `deadline` for a frame on the ring or on ZeroMQ (ring active): spins on the
+    /// ring briefly, then sleeps on the ring's doorbell and ZeroMQ's descriptor together.
+    fn recv_both(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, TransportError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(ring) = self.shm.as_mut().and_then(ShmPath::ring) else { return self.recv_zmq() };
+            match ring.spin_recv(left) {
+                Ok(Some(f)) => return Ok(Some(f)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.shm.as_mut().expect("ring").failed(&e);
+                    continue;
+                }
+            }
+            if let Some(f) = self.recv_zmq()? {
+                return Ok(Some(f));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // `readable` arms the doorbell and re-arms ZeroMQ's descriptor: then sleep on both.
+            if self.readable()? {
+                continue;
+            }
+            let zfd = self.rx.get_fd().map_err(zerr("getsockopt ZMQ_FD"))?;
+            let Some(bell) = self.shm.as_ref().and_then(ShmPath::ring_ref).map(ShmLink::bell_fd) else { continue };
+            crate::shm::poll_readable(&[bell, zfd], left);
+        }
     }
 }
 
 /// Waits up to `timeout` until at least one of `transports` has a frame to receive (returns
 /// early, with nothing ready, when a signal interrupts the wait). For a process that serves
 /// several links from one thread (the mediator): wait here, then drain each with
-/// `recv_frame(Duration::ZERO)`.
+/// `recv_frame(Duration::ZERO)`. Covers the shared-memory rings of the transports that use one.
 pub fn wait_any(transports: &[&ZmqTransport], timeout: Duration) -> Result<(), TransportError> {
+    let mut bells = Vec::new();
+    for t in transports {
+        if let Some(ring) = t.shm.as_ref().and_then(ShmPath::ring_ref) {
+            // A frame already waiting (or a broken ring, which the next receive reports): no sleep.
+            if ring.arm().unwrap_or(true) {
+                return Ok(());
+            }
+            bells.push(ring.bell_fd());
+        }
+    }
     let mut items: Vec<zmq::PollItem<'_>> = transports.iter().map(|t| t.rx.as_poll_item(zmq::POLLIN)).collect();
+    items.extend(bells.iter().map(|&fd| zmq::PollItem::from_fd(fd, zmq::POLLIN)));
     let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
     match zmq::poll(&mut items, ms) {
         Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
@@ -178,6 +278,17 @@ pub fn wait_any(transports: &[&ZmqTransport], timeout: Duration) -> Result<(), T
 impl Transport for ZmqTransport {
     fn send_frame(&mut self, frame: &[u8]) -> Result<(), TransportError> {
         self.redial_if_refused();
+        let changed = match self.shm.as_mut().map(|p| p.route_send(frame)) {
+            None | Some(Ok(Route::Zmq(None))) => None,
+            Some(Ok(Route::Zmq(Some(f)))) => Some(f),
+            Some(Ok(Route::Sent)) => return Ok(()),
+            Some(Err(crate::shm::ShmError::Full(t))) => return Err(TransportError::SendTimeout(t)),
+            Some(Err(e)) => {
+                self.shm.as_mut().expect("shm").failed(&e);
+                return Err(TransportError::Shm(e));
+            }
+        };
+        let frame = changed.as_deref().unwrap_or(frame);
         match self.tx.send(frame, 0) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EAGAIN) => Err(TransportError::SendTimeout(self.send_timeout)),
@@ -187,13 +298,17 @@ impl Transport for ZmqTransport {
 
     fn recv_frame(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, TransportError> {
         self.redial_if_refused();
-        match self.rx.recv_bytes(zmq::DONTWAIT) {
-            Ok(b) => return Ok(Some(b)),
-            Err(zmq::Error::EAGAIN) => {}
-            Err(e) => return Err(TransportError::Zmq { op: "recv", source: e }),
+        if let Some(f) = self.recv_ring() {
+            return Ok(Some(f));
+        }
+        if let Some(f) = self.recv_zmq()? {
+            return Ok(Some(f));
         }
         if timeout.is_zero() {
             return Ok(None);
+        }
+        if self.shm_active() {
+            return self.recv_both(Instant::now() + timeout);
         }
         let ms = timeout.as_millis().clamp(1, i64::MAX as u128) as i64;
         let mut items = [self.rx.as_poll_item(zmq::POLLIN)];
@@ -205,10 +320,6 @@ impl Transport for ZmqTransport {
         if n == 0 {
             return Ok(None);
         }
-        match self.rx.recv_bytes(zmq::DONTWAIT) {
-            Ok(b) => Ok(Some(b)),
-            Err(zmq::Error::EAGAIN) => Ok(None),
-            Err(e) => Err(TransportError::Zmq { op: "recv", source: e }),
-        }
+        self.recv_zmq()
     }
 }
