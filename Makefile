@@ -19,7 +19,8 @@ help:
 	@echo "  make test    install what is missing, run every test tier (unit, integration, end-to-end)"
 	@echo
 	@echo "  build:       make deps | build | qemu | sim-gemm | sim-test | guest | launcher | gen-gemm-abi | clean"
-	@echo "  test tiers:  make test-unit | test-msrv | test-protocol | fuzz-smoke | test-hdl (test-out-of-tree) | test-gemm | abi-gemm"
+	@echo "  new device:  make new-project DIR=/path (your own project from templates/device, outside this tree)"
+	@echo "  test tiers:  make test-unit | test-msrv | test-protocol | fuzz-smoke | test-hdl (test-out-of-tree) | test-template | test-gemm | abi-gemm"
 	@echo "               | test-qemu | test-guest | test-e2e | test-share | test-serve | test-ml (test-ml-pure)"
 	@echo "               (make test runs them all)"
 	@echo "  runs:        make demo | dual | share (several VMs, one accelerator) | serve | ml-demo (PyTorch on the RTL) | fuzz"
@@ -38,7 +39,7 @@ test-unit: deps
 	$(CARGO) test --release --workspace --lib --bins
 
 # Parts in dependency order (their test tiers run in this order).
-PARTS := foundation hdl gemm qemu guest e2e share serve ml
+PARTS := foundation hdl template gemm qemu guest e2e share serve ml
 -include $(foreach p,$(PARTS),$(ROOT)/mk/$(p).mk)
 
 clean:
