@@ -68,9 +68,11 @@ pub struct EpBuilder {
     dma_latency: u64,
 }
 
-/// Default modelled DMA read latency in clocks: 0, free-running (see `EpConfig::dma_latency`;
-/// the modelled latency is opt-in while a rare lost MMIO read seen with it is open).
-pub const DEFAULT_DMA_LATENCY: u64 = 0;
+/// Default modelled DMA read latency in clocks: 100, 1 us at the default 100 MHz clock (see
+/// `EpConfig::dma_latency`), so the same job gives the same cycle counts in every run. It equals
+/// the default of the shell's `DMA_READ_LATENCY` parameter (hdl/ep/cosim_pcie_ep.sv; a test
+/// checks). 0 (`+cosim_dma_latency=0`) is free-running.
+pub const DEFAULT_DMA_LATENCY: u64 = 100;
 
 /// Default design clock reported in CONFIG: 100 MHz, the default of the shell's `CLOCK_HZ`
 /// parameter (hdl/ep/cosim_pcie_ep.sv).
@@ -212,4 +214,22 @@ pub fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    /// One default: the shell passes its `DMA_READ_LATENCY` parameter to every endpoint it
+    /// opens, and [`super::DEFAULT_DMA_LATENCY`] is what an endpoint built without it gets; the
+    /// docs name one number for both.
+    #[test]
+    fn the_shell_and_the_bridge_have_the_same_default_dma_latency() {
+        let sv = include_str!("../../hdl/ep/cosim_pcie_ep.sv");
+        let defaults: Vec<u64> = sv
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("parameter int DMA_READ_LATENCY ="))
+            .map(|v| v.trim().trim_end_matches(',').parse().expect("DMA_READ_LATENCY's default is a decimal number"))
+            .collect();
+        assert_eq!(defaults, [super::DEFAULT_DMA_LATENCY], "the shell's DMA_READ_LATENCY default(s)");
+        const { assert!(super::DEFAULT_DMA_LATENCY > 0, "reproducible cycle counts are the default") };
+    }
 }

@@ -2,65 +2,16 @@
 //! without Verilator: a raw host-side ZeroMQ transport on one side, the test thread playing the
 //! simulation (calling `tick` and the transaction methods) on the other.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Result};
-use cosim_dpi_bridge::{Ep, EpBuilder, PEND_MMIO, PEND_RBEAT};
+use anyhow::{ensure, Result};
+use cosim_dpi_bridge::{PEND_MMIO, PEND_RBEAT};
 use cosim_protocol::*;
-use cosim_transport::{Endpoint, Side, Transport, ZmqOptions, ZmqTransport};
+use cosim_transport::Transport;
 
-fn endpoint() -> Result<(tempfile::TempDir, String)> {
-    let dir = tempfile::Builder::new().prefix("cosim-dpi-").tempdir_in("/tmp")?;
-    let ep = format!("ipc://{}/dev", dir.path().display());
-    Ok((dir, ep))
-}
-
-fn start(ep: &str) -> Result<Ep> {
-    let mut b = EpBuilder::new("test", ep);
-    b.ids(0x1ded, 0x1234, 0x1ded, 1, 0x12_0000, 1);
-    b.bar(0, 0x1000, false, false, 0)?;
-    b.bar(2, 0x4000, true, false, 0)?;
-    b.msix(MsixConfig { vectors: 2, table_bar: 2, table_offset: 0, pba_bar: 2, pba_offset: 0x2000 });
-    Ok(b.start()?)
-}
-
-fn host(ep: &str) -> Result<ZmqTransport> {
-    Ok(ZmqTransport::open(&Endpoint::parse(ep)?, Side::Host, &ZmqOptions::default())?)
-}
-
-fn init(session: u64) -> Message {
-    init_after(session, 0)
-}
-
-/// An INIT from the host whose previous session was `prev` (docs/protocol.md, rule 1).
-fn init_after(session: u64, prev: u64) -> Message {
-    Message::Init(Init { major: VERSION_MAJOR, minor: VERSION_MINOR, caps: Caps::empty(), session, prev_session: prev })
-}
-
-/// Receives until `pred` matches (other messages, e.g. heartbeats, are skipped), ticking the sim.
-fn expect(h: &mut ZmqTransport, ep: &mut Ep, what: &str, mut pred: impl FnMut(&Message) -> bool) -> Result<Message> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        ep.core.tick();
-        if let Some(m) = h.recv(Duration::from_millis(5))? {
-            if pred(&m) {
-                return Ok(m);
-            }
-        }
-    }
-    bail!("no {what} within 5 s")
-}
-
-fn tick_until(ep: &mut Ep, mask: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ep.core.tick() & mask != 0 {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
-}
+use common::{endpoint, expect, host, init, init_after, start, tick_until};
 
 #[test]
 fn discards_until_init_answers_every_init_and_new_session_drops_state() -> Result<()> {

@@ -50,11 +50,12 @@ module cosim_pcie_ep #(
   parameter int MMIO_TIMEOUT_CYCLES = 100000,  // +cosim_mmio_timeout=N overrides
   parameter int MAX_DMA_READS = 16,
   parameter int RESET_CYCLES = 16,
-  // Modelled DMA read latency in clocks (opt-in, experimental): the data of a read accepted at
-  // clock c appears at c + DMA_READ_LATENCY exactly (the clock waits for the host if needed),
-  // so cycle counts do not depend on the host's speed. 0 (default) = free-running: read data
-  // arrives whenever the host answers. +cosim_dma_latency=N overrides.
-  parameter int DMA_READ_LATENCY = 0
+  // Modelled DMA read latency in clocks: the data of a read accepted at clock c appears at
+  // c + DMA_READ_LATENCY exactly (the clock waits for the host if needed), so cycle counts do
+  // not depend on the host's speed. The default, 100 (1 us at 100 MHz), must equal the bridge's
+  // DEFAULT_DMA_LATENCY (a dpi-bridge test checks). 0 = free-running: read data arrives
+  // whenever the host answers. +cosim_dma_latency=N overrides.
+  parameter int DMA_READ_LATENCY = 100
 ) (
   input  logic axi_aclk,
   input  logic axi_aresetn,

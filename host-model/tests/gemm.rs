@@ -372,6 +372,38 @@ fn gemm_required_sizes_bit_exact() -> Result<()> {
     Ok(())
 }
 
+/// Reproducible by default: the shell's default modelled DMA read latency makes CYCLES and
+/// DMA_WAIT a property of the RTL and the job (docs/hdl-endpoint.md, "Modelled read latency").
+/// The same jobs in two simulations started with default arguments, and each job twice in a
+/// row, give the same counts, though the host model answers each DMA read after however long
+/// the machine takes.
+#[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
+fn gemm_cycles_repeat_with_the_default_latency() -> Result<()> {
+    let seed = seeded("gemm_cycles_repeat_with_the_default_latency").0;
+    // Latency-bound, one read per operand; both engines' reads; B panels of one read per row.
+    let jobs = [Job::packed(4, 4, 4), Job::packed(17, 33, 9), Job::packed(64, 64, 64), Job::packed(100, 100, 100)];
+    let mut runs = Vec::new();
+    for sim in 0..2 {
+        let mut d = start()?;
+        let mut rng = Rng(seed);
+        let mut counts = Vec::new();
+        for j in &jobs {
+            for _ in 0..2 {
+                let s = d.gemm(j, &mut rng)?;
+                counts.push((j.m, j.n, j.k, s.cycles, s.dma_wait));
+            }
+        }
+        for pair in counts.chunks(2) {
+            ensure!(pair[0] == pair[1], "simulation {sim}: the same job twice gave {pair:?}");
+        }
+        ensure!(counts.iter().all(|c| c.4 > 0), "every job waits for its first operands: {counts:?}");
+        runs.push(counts);
+    }
+    ensure!(runs[0] == runs[1], "two simulations with default arguments: {:?} and {:?}", runs[0], runs[1]);
+    Ok(())
+}
+
 #[test]
 #[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_strides_and_alignment() -> Result<()> {

@@ -69,9 +69,9 @@ socket (--serve-channel serial; in the run's private directory unless --serve-so
 QEMU start, boot, then serve start (until the server answers an INFO from the host, --timeout-serve-start); \
 the launcher then prints exactly one line on stdout, COSIM-SERVE {\"host\":\"127.0.0.1\",\"port\":PORT,\"devices\":N} \
 (serial: {\"path\":SOCKET,\"devices\":N}), and keeps the simulations and QEMU up \
-(no timeout) until SIGINT or SIGTERM, then stops them and exits 0. Its simulations run with the modelled DMA \
-read latency (+cosim_dma_latency=100 unless a --sim-arg sets it), so cycle counts are reproducible and the \
-performance models in each reply use the same latency.\n\n\
+(no timeout) until SIGINT or SIGTERM, then stops them and exits 0. The performance models in each reply \
+use the simulations' modelled DMA read latency: the shell's default (100 clocks, so cycle counts are \
+reproducible) unless a --sim-arg=+cosim_dma_latency=N sets it.\n\n\
 Exit status: 0 every workload item passed (serve mode: stopped by SIGINT or SIGTERM after serving); 1 the \
 workload ran but an item failed; 2 usage error; 3 setup error (missing artifact, cannot start a process); \
 4 a stage timed out or a process died early (serve mode: also QEMU or a simulation ending while serving); \
@@ -310,8 +310,9 @@ fn check_connect_key(endpoints: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Serve mode's modelled DMA read latency when no `--sim-arg=+cosim_dma_latency=N` sets one.
-const SERVE_DMA_LATENCY: u32 = 100;
+/// The modelled DMA read latency of a simulation without `+cosim_dma_latency=N`: the shell's
+/// default, which is the bridge's (serve mode's models assume it).
+const DEFAULT_DMA_LATENCY: u32 = cosim_dpi_bridge::DEFAULT_DMA_LATENCY as u32;
 
 /// The modelled read latency `+cosim_dma_latency=N` among the simulation arguments, if any.
 fn sim_dma_latency(sim_args: &[String]) -> Option<u32> {
@@ -430,7 +431,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     // unknown, so 0, with --connect). The channel is set up with the private directory below.
     let serve_latency = match (cli.connect.is_empty(), sim_dma_latency(&cli.sim_args)) {
         (_, Some(l)) => l,
-        (true, None) => SERVE_DMA_LATENCY,
+        (true, None) => DEFAULT_DMA_LATENCY,
         (false, None) => 0,
     };
 
@@ -530,9 +531,6 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
             cmd.arg("--stats");
         }
         cmd.args(&cli.sim_args);
-        if cli.serve && sim_dma_latency(&cli.sim_args).is_none() {
-            cmd.arg(format!("+cosim_dma_latency={SERVE_DMA_LATENCY}"));
-        }
         let logp = run.stages.sim_log(i);
         log(format!("starting simulation {i}: {} --endpoint {ep} (log {})", sim_bin.display(), logp.display()));
         pids.insert(format!("sim{i}"), json!(run.stages.spawn_sim(cmd)?));
@@ -781,5 +779,13 @@ mod tests {
         assert_eq!(sim_dma_latency(&args(&["--stats"])), None);
         assert_eq!(sim_dma_latency(&args(&["+cosim_dma_latency=100", "--stats", "+cosim_dma_latency=7"])), Some(7));
         assert_eq!(sim_dma_latency(&args(&["+cosim_dma_latency=x"])), None);
+    }
+
+    #[test]
+    fn the_help_names_the_default_latency_the_bridge_has() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let want = format!("the shell's default ({DEFAULT_DMA_LATENCY} clocks");
+        assert!(help.replace('\n', " ").contains(&want), "--help does not say {want:?}");
     }
 }
