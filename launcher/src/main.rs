@@ -782,6 +782,21 @@ mod tests {
     }
 
     #[test]
+    fn guest_add_iommu_and_the_device_limit_are_parsed_and_checked() {
+        let exe = std::env::current_exe().unwrap();
+        let spec = format!("{}:/opt/t/test-bin", exe.display());
+        let cli = Cli::try_parse_from(["cosim-launch", "--guest-add", &spec, "--iommu", "--devices", "15"]).unwrap();
+        assert!(cli.iommu);
+        assert_eq!(cli.guest_adds[0].dest, Path::new("/opt/t/test-bin"));
+        assert_eq!(cli.device_count(), 15);
+        let e = Cli::try_parse_from(["cosim-launch", "--devices", "16"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        let e = Cli::try_parse_from(["cosim-launch", "--guest-add", "/nonexistent/x"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("/nonexistent/x does not exist"), "{e}");
+    }
+
+    #[test]
     fn the_help_names_the_default_latency_the_bridge_has() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
