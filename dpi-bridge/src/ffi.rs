@@ -190,7 +190,7 @@ pub extern "C" fn cosim_ep_set_dma_latency(h: *mut c_void, cycles: c_int) -> c_i
 /// The design's clock in Hz, reported to the host in CONFIG (the shell's `CLOCK_HZ`, or
 /// `+cosim_clock_hz`). Returns 0 or -1.
 #[no_mangle]
-pub extern "C" fn cosim_ep_set_clock_hz(h: *mut c_void, hz: u64) -> c_int {
+pub extern "C" fn cosim_ep_set_clock_hz(h: *mut c_void, hz: c_ulonglong) -> c_int {
     building(h, "cosim_ep_set_clock_hz", |b| {
         b.clock_hz(hz);
         Ok(())
