@@ -421,7 +421,12 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let kernel = cli.kernel.clone().unwrap_or_else(|| build.join("guest/bzImage"));
     let initrd = cli.initrd.clone().unwrap_or_else(|| build.join("guest/initramfs.cpio.gz"));
     if cli.devices > 0 && cli.connect.is_empty() {
-        require_file(&sim_bin, "simulation binary", "make sim-gemm")?;
+        let how = if cli.sim.is_some() { "scripts/cosim-build-sim --top TOP --out DIR SOURCES" } else { "make sim-gemm" };
+        require_file(&sim_bin, "simulation binary", how)?;
+        if cli.sim.is_some() && cli.runs.is_empty() && !cli.serve {
+            let d = qemu::DEFAULT_RUN;
+            log(format!("no --run: the default item is the GEMM example's ({d}); a design of your own needs --run"));
+        }
     }
     require_file(&qemu_bin, "QEMU binary", "make qemu")?;
     require_file(&kernel, "guest kernel", "make guest")?;

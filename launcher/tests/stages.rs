@@ -40,15 +40,22 @@ fn fakes(dir: &Path) -> (String, String) {
 }
 
 #[test]
-fn missing_artifact_is_a_setup_error_naming_the_make_target() {
+fn missing_artifact_is_a_setup_error_naming_how_to_build_it() {
     let d = tmpdir("missing");
     let log = d.join("logs").display().to_string();
+    // A simulation of your own (--sim): the build script; the default one: its make target.
     let (out, v) = launch(
         &["--sim", "/nonexistent/sim", "--qemu", "/bin/true", "--log-dir", &log],
         Duration::from_secs(20),
     );
     assert_eq!(out.code(), Some(3), "{v}");
     let err = v["error"].as_str().unwrap();
+    assert!(err.contains("/nonexistent/sim is missing") && err.contains("scripts/cosim-build-sim"), "{err}");
+    let mut cmd = Command::new(LAUNCH);
+    cmd.args(["--qemu", "/bin/true", "--json", "--log-dir", &log]).env("COSIM_BUILD", d.join("empty-build"));
+    let out = run_bounded("cosim-launch (empty COSIM_BUILD)", cmd, Duration::from_secs(20), Duration::from_secs(20));
+    assert_eq!(out.code(), Some(3), "{}", out.stderr);
+    let err = out.json()["error"].as_str().unwrap().to_string();
     assert!(err.contains("make sim-gemm"), "{err}");
 }
 
