@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 
 pub mod child;
+pub mod devstats;
 pub mod guest_add;
 pub mod inject;
 pub mod markers;

@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use cosim_launch::guest_add::{self, GuestAdd};
 use cosim_launch::qemu::{self, Accelerator, QemuSpec};
 use cosim_launch::stages::{Stage, StageError, Stages};
-use cosim_launch::{default_build, exit, inject, markers};
+use cosim_launch::{default_build, devstats, exit, inject, markers};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -717,6 +717,8 @@ fn main() -> ExitCode {
     // Dropping the private directory removes it with the sockets and the key.
     drop(run.tmp_dir.take());
     run.stages.drain();
+    // QEMU's per-device statistics (printed at its exit) next to each simulation's.
+    let device_stats = devstats::collect(&log_dir, cli.device_count());
 
     let (code, stage, error) = match &outcome {
         Ok(()) => {
@@ -738,6 +740,7 @@ fn main() -> ExitCode {
         "guest": run.stages.report.to_json(),
         "stray_frames_injected": run.injected,
         "connect": cli.connect,
+        "device_stats": device_stats,
     });
     let _ = std::fs::write(log_dir.join("results.json"), format!("{summary:#}\n"));
 
@@ -753,7 +756,8 @@ fn main() -> ExitCode {
     } else if cli.json {
         println!("{summary}");
     } else {
-        print!("{}", markers::table(&run.stages.report));
+        print!("{}", markers::table_at_clock(&run.stages.report, devstats::clock_hz(&device_stats)));
+        print!("{}", devstats::table(&device_stats));
         match code {
             exit::OK => println!("result: PASS (logs in {})", log_dir.display()),
             exit::FAILED => println!("result: FAIL: a workload item failed (logs in {})", log_dir.display()),

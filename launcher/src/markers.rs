@@ -86,6 +86,11 @@ impl GuestReport {
     }
 }
 
+/// A clock in MHz, e.g. "100 MHz" or "156.25 MHz".
+fn mhz(hz: u64) -> String {
+    format!("{} MHz", (hz as f64 / 1e6 * 1000.0).round() / 1000.0)
+}
+
 /// A table cell: "-" for None.
 fn cell<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
@@ -141,15 +146,25 @@ impl<'a> GemmRow<'a> {
 
 /// The results table: one row per gemm/bench result, then info, then failures.
 pub fn table(report: &GuestReport) -> String {
+    table_at_clock(report, None)
+}
+
+/// [`table`] with the design clock the devices reported (`clock_hz`): the GEMM rows then also show
+/// the RTL cycles as time at that clock and how many times faster than the guest CPU that is.
+pub fn table_at_clock(report: &GuestReport, clock_hz: Option<u64>) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let gemms: Vec<GemmRow> = report.results.iter().filter_map(GemmRow::of).collect();
     if !gemms.is_empty() {
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{:<12} {:<14} {:<6} {:>12} {:>12} {:>14} {:>14} {:>14}",
             "device", "MxNxK", "result", "RTL cycles", "DMA wait", "accel us (*)", "device us (*)", "CPU us (*)"
         );
+        if let Some(hz) = clock_hz {
+            let _ = write!(s, " {:>16} {:>10}", format!("RTL us @{}", mhz(hz)), "CPU/RTL");
+        }
+        s.push('\n');
         for r in gemms {
             let result = match (r.ok, r.check) {
                 (true, Some(Check::Pass)) => "pass",
@@ -157,7 +172,7 @@ pub fn table(report: &GuestReport) -> String {
                 (false, _) => "FAIL",
             };
             let (m, n, k) = r.size;
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "{:<12} {:<14} {:<6} {:>12} {:>12} {:>14} {:>14} {:>14}",
                 r.device.trim_start_matches("/dev/"),
@@ -168,6 +183,20 @@ pub fn table(report: &GuestReport) -> String {
                 us(r.accel_us, 1),
                 us(r.device_us, 1),
                 us(r.cpu_us, 1)
+            );
+            if let Some(hz) = clock_hz {
+                let rtl_us = r.rtl_cycles.filter(|&c| c > 0).map(|c| c as f64 * 1e6 / hz as f64);
+                let ratio = rtl_us.zip(r.cpu_us).map(|(rtl, cpu)| format!("{:.1}x", cpu / rtl));
+                let _ = write!(s, " {:>16} {:>10}", us(rtl_us, 2), ratio.unwrap_or_else(|| "-".into()));
+            }
+            s.push('\n');
+        }
+        if let Some(hz) = clock_hz {
+            let _ = writeln!(
+                s,
+                "RTL us: the RTL cycles at the design clock the simulation reports ({}), what the job would take \
+                 on the hardware; CPU/RTL: the guest CPU's time for the same GEMM divided by that",
+                mhz(hz)
             );
         }
         let _ = writeln!(
@@ -305,6 +334,19 @@ mod tests {
         assert!(t.contains("1234.5"), "{t}");
         assert!(t.contains("FAILED [workload] accel-tool info: no accelerator found"), "{t}");
         assert!(t.contains("accel0       64x64x64       pass          20000          100         1234.5          800.2           99.0"), "{t}");
+    }
+
+    #[test]
+    fn table_at_the_design_clock_shows_rtl_time_next_to_the_cpu() {
+        let mut r = GuestReport::default();
+        r.add(parse_line(&format!("COSIM-RESULT {GEMM_OK}")).unwrap());
+        assert_eq!(table_at_clock(&r, None), table(&r), "no clock: the plain table");
+        // 20000 cycles at 100 MHz are 200 us; the guest CPU took 99 us: 0.5 times the RTL's time.
+        let t = table_at_clock(&r, Some(100_000_000));
+        assert!(t.contains("RTL us @100 MHz"), "{t}");
+        assert!(t.contains("99.0           200.00       0.5x"), "{t}");
+        let t = table_at_clock(&r, Some(156_250_000));
+        assert!(t.contains("RTL us @156.25 MHz") && t.contains("128.00"), "{t}");
     }
 
     #[test]

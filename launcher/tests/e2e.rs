@@ -198,4 +198,15 @@ fn mmio_bench_smoke_reports_plausible_latencies_and_gives_the_device_back_to_the
     let gemms = gemms(&run.json);
     assert_eq!(gemms.len(), 1, "{}", run.json);
     assert_exact(&gemms[0]);
+    // QEMU's statistics at exit, next to the simulation's: the same reads on both sides, the
+    // bench's among them, and the shell's default design clock from CONFIG.
+    let stats = &run.json["device_stats"][0];
+    let (qemu, sim) = (&stats["qemu"], &stats["sim"]);
+    assert_eq!(qemu["clock_hz"], 100_000_000, "{stats}");
+    let reads = qemu["mmio_reads"].as_u64().unwrap_or_else(|| panic!("QEMU's mmio_reads: {stats}"));
+    assert!(reads > 200, "{stats}");
+    assert_eq!(sim["mmio_reads"].as_u64(), Some(reads), "QEMU's and the simulation's read counts: {stats}");
+    assert_eq!((qemu["session_losses"].as_u64(), qemu["mmio_reads_failed"].as_u64()), (Some(0), Some(0)), "{stats}");
+    assert!(qemu["read_p50_us"].as_f64().is_some_and(|p| p > 1.0), "{stats}");
+    assert!(qemu["dma_read_bytes"].as_u64().is_some_and(|b| b >= 2 * 64), "the GEMM's operands: {stats}");
 }
