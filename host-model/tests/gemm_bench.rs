@@ -31,7 +31,7 @@ fn gemm_bench() -> Result<()> {
 
     let bin = sim_binary("gemm_top", "sim-gemm")?;
     let (_dir, ep) = temp_endpoint("gemm-bench")?;
-    // GEMM_BENCH_SIM_ARGS: extra simulation arguments, e.g. "+cosim_dma_latency=100".
+    // GEMM_BENCH_SIM_ARGS: extra simulation arguments, e.g. "+cosim_dma_latency=0" (free-running).
     let extra = std::env::var("GEMM_BENCH_SIM_ARGS").unwrap_or_default();
     let mut args = vec!["--stats"];
     args.extend(extra.split_whitespace());

@@ -1,11 +1,14 @@
 //! The models against the RTL: GEMM jobs of several shapes on the Verilator simulation of
 //! `gemm_top` (driven by the host model, packed page-aligned buffers, as the guest driver
-//! allocates them) with the modelled DMA read latency, CYCLES against each model's prediction.
+//! allocates them) with the shell's default modelled DMA read latency (the bridge's
+//! `DEFAULT_DMA_LATENCY`), CYCLES against each model's prediction.
 //! Fails when the best model (tiled) is more than 10% off for a job of at least 64 x 64 x 64,
 //! or when a result is not bit-exact. Prints the Markdown table of docs/benchmarks.md
 //! ("Analytic models against the RTL"). Run by `make test-serve` (needs `make sim-gemm`).
 //!
-//! `PERF_MODEL_SIZES="64x64x64,..."` picks other shapes, `PERF_MODEL_LATENCY` the latency (100).
+//! `PERF_MODEL_SIZES="64x64x64,..."` picks other shapes, `PERF_MODEL_LATENCY` another latency
+//! (passed to the simulation as `+cosim_dma_latency`; without it the simulation runs with its
+//! default).
 
 use std::time::{Duration, Instant};
 
@@ -32,16 +35,17 @@ fn models_against_the_rtl() -> Result<()> {
             Gemm::new(v[0], v[1], v[2])
         })
         .collect();
-    let latency: u32 = std::env::var("PERF_MODEL_LATENCY")
+    let chosen: Option<u32> = std::env::var("PERF_MODEL_LATENCY")
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+        .map(|s| s.parse().expect("PERF_MODEL_LATENCY: clocks"));
+    let latency = chosen.unwrap_or(cosim_dpi_bridge::DEFAULT_DMA_LATENCY as u32);
     let mut rng = Rng::new(12);
 
     let bin = sim_binary("gemm_top", "sim-gemm")?;
     let (_dir, ep) = temp_endpoint("perf-model")?;
-    let lat_arg = format!("+cosim_dma_latency={latency}");
-    let sim = SimProcess::spawn(&bin, &ep, &[lat_arg.as_str()], Duration::from_secs(60))?;
+    let lat_arg = chosen.map(|l| format!("+cosim_dma_latency={l}"));
+    let args: Vec<&str> = lat_arg.iter().map(String::as_str).collect();
+    let sim = SimProcess::spawn(&bin, &ep, &args, Duration::from_secs(60))?;
     let mut host = HostModel::connect(&ep, Duration::from_secs(30)).with_context(|| sim.log())?;
     let arr = host.read(0, regs::ARRAY, 4)? as u32;
     let max_dim = host.read(0, regs::MAX_DIM, 4)? as u32;
