@@ -8,7 +8,7 @@
 #   make test-ml-pure  only the pure tests (no artefacts, no guest)
 #   make ml-demo       the digits MLP: accuracy float vs RTL, per-layer table of RTL cycles and the
 #                      analytic models' errors (python -m cosim.demo)
-# Knobs: ML_LAUNCH_ARGS (extra cosim-launch options, e.g. --sim-arg=+cosim_dma_latency=100),
+# Knobs: ML_LAUNCH_ARGS (extra cosim-launch options, e.g. --sim-arg=+cosim_dma_latency=0),
 #        ML_DEMO_ARGS (extra cosim.demo options, e.g. --batch 360), PYTEST_ARGS, ML_PYTHON.
 
 .PHONY: test-ml test-ml-pure ml-demo

@@ -150,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--launcher", help="cosim-launch binary [default: $COSIM_BUILD/../target/release/cosim-launch]")
     ap.add_argument("--devices", type=int, default=1, help="accelerators in the guest (one simulation each)")
     ap.add_argument("--launcher-arg", action="append", default=[], metavar="ARG",
-                    help="extra cosim-launch option (repeatable), e.g. --launcher-arg=--sim-arg=+cosim_dma_latency=100")
+                    help="extra cosim-launch option (repeatable), e.g. --launcher-arg=--sim-arg=+cosim_dma_latency=0 (free-running)")
     ap.add_argument("--batch", type=int, default=120, help="test samples per batch (rows of each layer's GEMM)")
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--boot-timeout", type=float, default=300.0)
