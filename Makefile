@@ -27,7 +27,7 @@ help:
 	@echo "               | sim (build and start the GEMM example's simulation; prints the endpoint for QEMU)"
 	@echo "  your design: scripts/cosim-build-sim --help (build its simulation into your directory; docs/user-guide.md)"
 	@echo "  benchmarks:  make bench (all) | bench-transport | bench-hdl | bench-gemm | bench-qemu | bench-two-hosts"
-	@echo "               | bench-share"
+	@echo "               | bench-share | bench-guest-mmio"
 
 deps:
 	@$(ROOT)/scripts/install-deps.sh
