@@ -10,7 +10,7 @@
 #                    moves sim + library elsewhere, deletes the build and runs a host-model test on it
 #   make bench-hdl   cycles/s with and without the DPI poll, MMIO round trip vs raw ZeroMQ
 
-HDL_EP_SRC   := $(ROOT)/hdl/ep/cosim_dpi_pkg.sv $(ROOT)/hdl/ep/cosim_pcie_ep.sv
+HDL_EP_SRC   := $(ROOT)/hdl/ep/cosim_dpi_pkg.sv $(ROOT)/hdl/ep/cosim_pcie_ep.sv $(ROOT)/hdl/ep/cosim_busy.sv
 HDL_TEST_SRC := $(ROOT)/hdl/test/cosim_test_dev.sv $(ROOT)/hdl/test/cosim_test_top.sv
 HDL_DUAL_SRC := $(HDL_TEST_SRC) $(ROOT)/hdl/test/cosim_test_dual.sv
 HDL_SIM_DIR  := $(BUILD)/sim/cosim_test_top

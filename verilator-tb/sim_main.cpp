@@ -1,5 +1,7 @@
 // cosim simulation main: drives the clock and reset of any top module that instantiates
 // cosim_pcie_ep, until Ctrl-C / SIGTERM, a GOODBYE from the host, $finish or --max-cycles.
+// While the design says it is idle (cosim_busy) and no endpoint has anything pending, it stops
+// the clock and sleeps until the next message (docs/hdl-endpoint.md, "Idle sleep").
 //
 // This translation unit includes Verilator's V<top>__Dpi.h and the cbindgen header of the DPI
 // bridge together, so a prototype mismatch between the SV imports and the Rust exports fails
@@ -23,7 +25,6 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 static volatile std::sig_atomic_t g_signal = 0;
@@ -42,9 +43,13 @@ static const char* const kHelp =
     "  --stats           also print statistics every 2 s while running\n"
     "  --no-dpi-poll     do not call the per-clock DPI poll (benchmark baseline only: the host\n"
     "                    is never served)\n"
-    "  --idle-throttle   when no message crossed the bridge for 50 ms, sleep 1 ms every 1024\n"
-    "                    cycles (frees the CPU while e.g. the guest boots; slows designs that\n"
-    "                    compute for long without bus traffic; off by default)\n"
+    "  --no-idle-sleep   run the clock all the time. By default, when every cosim_busy instance\n"
+    "                    of the design says idle and no endpoint has anything pending or in\n"
+    "                    flight for the grace period, the clock stops (no cycles pass) and the\n"
+    "                    simulation sleeps until the host sends something. A design without\n"
+    "                    cosim_busy never sleeps; --max-cycles implies --no-idle-sleep\n"
+    "  --idle-grace-us N quiet time before sleeping, in microseconds of wall time (default 500)\n"
+    "  --idle-throttle   obsolete, accepted: idle sleep is the default\n"
     "  --help            this text\n"
     "\n"
     "Plusargs: +cosim_endpoint=E, +cosim_endpoint@<instance>=E, +max_cycles=N, +clock_mhz=F,\n"
@@ -62,7 +67,8 @@ struct Options {
     std::string waves;
     bool stats = false;
     bool no_poll = false;
-    bool idle_throttle = false;
+    bool idle_sleep = true;
+    long idle_grace_us = 500;
 };
 
 static bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
@@ -92,6 +98,85 @@ static void print_stats(const char* what, unsigned long long cycles, double wall
                  cpu_s > 0 ? cycles / cpu_s : 0.0);
 }
 
+// The idle sleep: every kCheckCycles clocks, asks the bridge whether the design is idle and
+// nothing is pending; after the grace period of that, sleeps on the endpoints' eventfds with
+// the clock stopped, until a message arrives (or a signal, or a stop request).
+struct IdleSleep {
+    static constexpr unsigned long long kCheckCycles = 256;
+    bool enabled;
+    std::chrono::microseconds grace;
+    bool quiet = false;
+    uint64_t mark = 0;
+    std::chrono::steady_clock::time_point quiet_since{};
+    unsigned long long sleeps = 0;
+    double asleep_s = 0;
+    const char* off_why = nullptr;
+
+    IdleSleep(bool on, std::chrono::microseconds g) : enabled(on), grace(g) {
+        if (!on) {
+            off_why = "--no-idle-sleep or --max-cycles";
+            return;
+        }
+        if (cosim_sim_idle().declared == 0) {
+            enabled = false;
+            off_why = "the design has no cosim_busy instance, so its idleness is unknown";
+            std::fprintf(stderr, "cosim-sim: idle sleep off: %s (docs/hdl-endpoint.md, \"Idle sleep\")\n", off_why);
+        }
+    }
+
+    // True once the design has said idle and the bridge has been quiet for the grace period.
+    bool quiet_long_enough() {
+        CosimIdle s = cosim_sim_idle();
+        bool q = s.busy == 0 && !s.pending && s.bridge_mark == mark;
+        mark = s.bridge_mark;
+        if (!q) {
+            quiet = false;
+            return false;
+        }
+        auto now = std::chrono::steady_clock::now();
+        if (!quiet) {
+            quiet = true;
+            quiet_since = now;
+            return false;
+        }
+        return now - quiet_since >= grace;
+    }
+
+    // Sleeps with the clock stopped until a message arrives for any endpoint, a signal or a stop
+    // request; every 100 ms it only looks at those (and prints --stats progress), no cycle passes.
+    void sleep(std::chrono::steady_clock::time_point* next_report, unsigned long long cycles,
+               std::chrono::steady_clock::time_point t0, double cpu0) {
+        auto start = std::chrono::steady_clock::now();
+        sleeps++;
+        while (!g_signal && !cosim_sim_stop_requested()) {
+            if (cosim_sim_sleep(100) != 0) break;
+            if (next_report) {
+                auto now = std::chrono::steady_clock::now();
+                if (now >= *next_report) {
+                    print_stats("progress", cycles, std::chrono::duration<double>(now - t0).count(),
+                                thread_cpu_s() - cpu0);
+                    *next_report = now + std::chrono::seconds(2);
+                }
+            }
+        }
+        asleep_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        quiet = false;  // a full grace period again before the next sleep
+    }
+
+    void report() const {
+        if (off_why) {
+            std::fprintf(stderr, "cosim-sim: idle sleep off: %s\n", off_why);
+        } else {
+            CosimWakeStats w = cosim_sim_wake_stats();
+            std::fprintf(stderr,
+                         "cosim-sim: idle sleep: sleeps=%llu asleep_s=%.3f grace_us=%lld wakes=%llu wake_us_p50=%.1f "
+                         "wake_us_p99=%.1f wake_us_max=%.1f\n",
+                         sleeps, asleep_s, static_cast<long long>(grace.count()), (unsigned long long)w.wakes,
+                         w.p50_ns * 1e-3, w.p99_ns * 1e-3, w.max_ns * 1e-3);
+        }
+    }
+};
+
 int main(int argc, char** argv) {
     Options o;
     std::vector<std::string> vargs{argv[0]};
@@ -119,8 +204,13 @@ int main(int argc, char** argv) {
             o.stats = true;
         } else if (a == "--no-dpi-poll") {
             o.no_poll = true;
+        } else if (a == "--no-idle-sleep") {
+            o.idle_sleep = false;
+        } else if (a == "--idle-grace-us") {
+            o.idle_grace_us = std::strtol(need(i, "--idle-grace-us").c_str(), nullptr, 0);
         } else if (a == "--idle-throttle") {
-            o.idle_throttle = true;
+            // Obsolete (a 1 ms sleep every 1024 cycles after 50 ms without messages): the idle
+            // sleep replaces it and is the default.
         } else if (starts_with(a, "+max_cycles=")) {
             o.max_cycles = std::strtoull(a.c_str() + 12, nullptr, 0);
         } else if (starts_with(a, "+clock_mhz=")) {
@@ -140,6 +230,11 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "cosim-sim: --clock-mhz must be positive\n");
         return 2;
     }
+    if (o.idle_grace_us < 0) {
+        std::fprintf(stderr, "cosim-sim: --idle-grace-us must not be negative\n");
+        return 2;
+    }
+    if (o.max_cycles) o.idle_sleep = false;  // a run bounded in cycles runs them all
     if (!o.endpoint.empty()) vargs.push_back("+cosim_endpoint=" + o.endpoint);
     if (o.no_poll) vargs.push_back("+cosim_no_dpi_poll");
     std::vector<const char*> cargs;
@@ -196,20 +291,10 @@ int main(int argc, char** argv) {
     const double cpu0 = thread_cpu_s();
     auto next_report = t0 + std::chrono::seconds(2);
     const char* why = "max-cycles reached";
-    uint64_t last_activity = cosim_sim_activity();
-    auto last_active = t0;
-    unsigned long long idle_sleeps = 0;
+    IdleSleep idle(o.idle_sleep, std::chrono::microseconds(o.idle_grace_us));
     for (;;) {
-        if (o.idle_throttle && (cycles & 1023) == 0) {
-            uint64_t a = cosim_sim_activity();
-            auto now = std::chrono::steady_clock::now();
-            if (a != last_activity) {
-                last_activity = a;
-                last_active = now;
-            } else if (now - last_active > std::chrono::milliseconds(50)) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(1));
-                idle_sleeps++;
-            }
+        if ((cycles & (IdleSleep::kCheckCycles - 1)) == 0 && idle.enabled && idle.quiet_long_enough()) {
+            idle.sleep(o.stats ? &next_report : nullptr, cycles, t0, cpu0);
         }
         if ((cycles & 1023) == 0) {
             if (g_signal) {
@@ -257,6 +342,6 @@ int main(int argc, char** argv) {
     if (tfp) tfp->close();
 #endif
     print_stats("stats", cycles, wall, cpu);
-    if (o.idle_throttle) std::fprintf(stderr, "cosim-sim: idle throttle slept %llu times\n", idle_sleeps);
+    idle.report();
     return 0;
 }

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use cosim_protocol::MsixConfig;
 
-use crate::registry::{self, CosimSimStats};
+use crate::registry::{self, CosimIdle, CosimSimStats, CosimWakeStats};
 use crate::{Ep, EpBuilder};
 
 enum State {
@@ -471,11 +471,36 @@ pub unsafe extern "C" fn cosim_sim_endpoints(buf: *mut c_char, len: usize) -> us
     s.len()
 }
 
-/// For the C++ main: messages that crossed the bridge so far (heartbeats excluded); unchanged
-/// means the host and the design exchanged nothing.
+/// For the `cosim_busy` module (hdl/ep/cosim_busy.sv), once in its `initial` block: the design
+/// declares when it is busy; it counts as busy until it reports otherwise.
 #[no_mangle]
-pub extern "C" fn cosim_sim_activity() -> u64 {
-    catch_unwind(registry::activity).unwrap_or(0)
+pub extern "C" fn cosim_busy_declare() {
+    let _ = catch_unwind(registry::busy_declare);
+}
+
+/// For the `cosim_busy` module: its `busy` input changed to `busy` (called on changes only).
+#[no_mangle]
+pub extern "C" fn cosim_busy_set(busy: u8) {
+    let _ = catch_unwind(|| registry::busy_set(busy != 0));
+}
+
+/// For the C++ main: what its idle sleep decides on (see `CosimIdle`).
+#[no_mangle]
+pub extern "C" fn cosim_sim_idle() -> CosimIdle {
+    catch_unwind(registry::idle).unwrap_or_default()
+}
+
+/// For the C++ main, between clocks: sleeps until any endpoint receives a message, a signal
+/// arrives or `timeout_ms` passes. Returns 1 if a message ended it (or one was pending), else 0.
+#[no_mangle]
+pub extern "C" fn cosim_sim_sleep(timeout_ms: c_int) -> c_int {
+    catch_unwind(|| c_int::from(registry::sleep(timeout_ms))).unwrap_or(0)
+}
+
+/// For the C++ main: how long the idle sleep's wakes took (see `CosimWakeStats`).
+#[no_mangle]
+pub extern "C" fn cosim_sim_wake_stats() -> CosimWakeStats {
+    catch_unwind(registry::wake_stats).unwrap_or_default()
 }
 
 /// For the C++ main: statistics summed over every endpoint.

@@ -15,8 +15,9 @@
 //! `V<top>__Dpi.h`, so a prototype mismatch fails the build.
 //!
 //! `unsafe` lives in three modules only, each block with its `// SAFETY:` line: [`ffi`] (the C
-//! ABI: handles and pointers from C; every export catches panics), `link` (the eventfd: `eventfd`,
-//! `read`, `write`) and `io` (`poll` on the transport and the eventfd). The rest denies it.
+//! ABI: handles and pointers from C; every export catches panics), `link` (the eventfds:
+//! `eventfd`, `read`, `write`, and the `poll` of the simulation's idle sleep) and `io` (`poll` on
+//! the transport and the eventfd). The rest denies it.
 #![deny(unsafe_code)]
 
 pub mod burst;
@@ -172,8 +173,9 @@ impl EpBuilder {
             caps |= Caps::MSIX;
         }
         let io_cfg = io::IoConfig { name: self.name.clone(), device: self.device.clone(), caps };
+        let wake = sim.wake.clone();
         let io = io::spawn(&endpoint, io_cfg, io_link, stats.clone())?;
-        registry::register(&endpoint_str, stats.clone());
+        registry::register(&endpoint_str, stats.clone(), wake);
         tracing::info!(target: "cosim::dpi", ep = %self.name, endpoint = %endpoint_str, "endpoint bound, waiting for the host");
         let cfg = EpConfig {
             name: self.name.clone(),

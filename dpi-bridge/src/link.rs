@@ -1,6 +1,7 @@
 //! The link between the simulation thread and the I/O thread of one endpoint: two crossbeam
 //! channels, a "something is pending" flag the simulation checks with one atomic load per clock,
-//! and an eventfd that wakes the I/O thread only when it sleeps.
+//! an eventfd that wakes the I/O thread only when it sleeps, and one that wakes the simulation
+//! thread only when it sleeps (idle sleep, see [`SimWake`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,13 +61,16 @@ impl Waker {
         self.sleeping.store(s, Ordering::SeqCst);
     }
 
-    /// Called after queueing a message: one write(2) only if the I/O thread sleeps.
-    pub(crate) fn wake(&self) {
+    /// Called after queueing a message: one write(2) only if the sleeping side sleeps. Returns
+    /// true if it did.
+    pub(crate) fn wake(&self) -> bool {
         if self.sleeping.swap(false, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live local to our own eventfd.
             let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            return true;
         }
+        false
     }
 
     /// Clears the eventfd counter.
@@ -77,6 +81,40 @@ impl Waker {
     }
 }
 
+/// What the simulation's idle sleep needs of one endpoint (shared with the registry): whether
+/// the I/O thread delivered something, the eventfd it writes when the simulation sleeps, and the
+/// last clock at which the endpoint's core had anything pending or in flight.
+#[derive(Debug)]
+pub(crate) struct SimWake {
+    /// Set by the I/O thread after queueing a message for the simulation.
+    pub(crate) pending: Arc<AtomicBool>,
+    /// Written by the I/O thread only while the simulation sleeps in [`crate::registry::sleep`].
+    pub(crate) waker: Waker,
+    /// The core's clock count at its last tick that was not quiet (relaxed: the simulation
+    /// thread writes it and reads it back).
+    pub(crate) busy_mark: AtomicU64,
+    /// When the I/O thread woke the sleeping simulation ([`crate::registry::now_ns`]; 0: not since
+    /// the last sleep), for the wake latency statistics.
+    pub(crate) woken_at_ns: AtomicU64,
+}
+
+/// Sleeps in poll(2) until one of `wakers` is written or `timeout_ms` passes (an interrupting
+/// signal ends it early too); drains those that were written. Returns true if one was.
+pub(crate) fn poll_wakers(wakers: &[&Waker], timeout_ms: i32) -> bool {
+    let mut fds: Vec<libc::pollfd> =
+        wakers.iter().map(|w| libc::pollfd { fd: w.raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `fds` is a live vector of pollfd structs and its length is passed.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    let mut woken = false;
+    for (w, f) in wakers.iter().zip(&fds) {
+        if f.revents != 0 {
+            w.drain();
+            woken = true;
+        }
+    }
+    n > 0 && woken
+}
+
 /// The simulation thread's end.
 #[derive(Debug)]
 pub(crate) struct SimLink {
@@ -84,6 +122,7 @@ pub(crate) struct SimLink {
     pub(crate) pending: Arc<AtomicBool>,
     pub(crate) tx: Sender<ToIo>,
     pub(crate) waker: Arc<Waker>,
+    pub(crate) wake: Arc<SimWake>,
 }
 
 /// The I/O thread's end.
@@ -93,12 +132,19 @@ pub(crate) struct IoLink {
     pub(crate) pending: Arc<AtomicBool>,
     pub(crate) rx: Receiver<ToIo>,
     pub(crate) waker: Arc<Waker>,
+    pub(crate) wake: Arc<SimWake>,
 }
 
 impl IoLink {
     pub(crate) fn to_sim(&self, m: ToSim) {
         if self.tx.send(m).is_ok() {
-            self.pending.store(true, Ordering::Release);
+            // SeqCst pairs with the sleeping simulation (registry::sleep): it sets its flag, then
+            // loads `pending`; here `pending` is stored, then the flag swapped. One of the two
+            // sees the other, so a message is never left behind a sleeping simulation.
+            self.pending.store(true, Ordering::SeqCst);
+            if self.wake.waker.wake() {
+                self.wake.woken_at_ns.store(crate::registry::now_ns(), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -109,9 +155,13 @@ pub(crate) fn link() -> std::io::Result<(SimLink, IoLink)> {
     let (b_tx, b_rx) = crossbeam_channel::unbounded();
     let pending = Arc::new(AtomicBool::new(false));
     let waker = Arc::new(Waker::new()?);
+    let wake = Arc::new(SimWake { pending: pending.clone(), waker: Waker::new()?,
+        busy_mark: AtomicU64::new(0),
+        woken_at_ns: AtomicU64::new(0),
+    });
     Ok((
-        SimLink { rx: a_rx, pending: pending.clone(), tx: b_tx, waker: waker.clone() },
-        IoLink { tx: a_tx, pending, rx: b_rx, waker },
+        SimLink { rx: a_rx, pending: pending.clone(), tx: b_tx, waker: waker.clone(), wake: wake.clone() },
+        IoLink { tx: a_tx, pending, rx: b_rx, waker, wake },
     ))
 }
 

@@ -50,4 +50,7 @@ package cosim_dpi_pkg;
       output byte unsigned keep, output bit last);
   import "DPI-C" function void cosim_ep_uart_tx(input chandle h, input byte unsigned data);
   import "DPI-C" function bit cosim_ep_uart_rx(input chandle h, output byte unsigned data);
+  // cosim_busy (the design says when it is busy; the simulation sleeps only when it is not)
+  import "DPI-C" function void cosim_busy_declare();
+  import "DPI-C" function void cosim_busy_set(input bit busy);
 endpackage

@@ -128,4 +128,12 @@ module gemm_top #(
         .uart_tx_valid, .uart_tx_ready, .uart_tx_data,
         .uart_rx_valid, .uart_rx_ready, .uart_rx_data
     );
+
+    // Idle sleep (docs/hdl-endpoint.md): busy while a job runs (the engine's state is not idle)
+    // or an interrupt, a frame or a UART byte is on its way out; otherwise the simulation may
+    // stop its clock and sleep until the host sends something.
+    cosim_busy u_busy (
+        .clk (axi_aclk),
+        .busy(!user_resetn || u_accel.busy || msix_req_valid || nic_tx_tvalid || uart_tx_valid)
+    );
 endmodule

@@ -554,6 +554,15 @@ module cosim_test_dev #(
     end
   end
 
+  // ------------------------------------------------------------------ idle sleep
+  // Busy while an engine, a register access, the banner or an interrupt is in progress (the
+  // free-running CYCLES counter does not count: it stops while the simulation sleeps).
+  cosim_busy u_busy (
+    .clk(clk),
+    .busy(!rst_n || !banner_done || wr_busy || rd_busy || cst != C_IDLE || br_busy || br_queued || br_start
+          || bw_busy || bw_start || start_pulse || trig_pulse || irq_valid)
+  );
+
   logic unused;
   assign unused = ^{d_bid, r_awaddr[63:12], r_awaddr[2:0], rd_addr_q[2:0], d_rid, stall_new[63:32], r_araddr[63:12], rd_addr_q[63:12], dma_ctrl, rd_end, src_q[63:3]};
 endmodule

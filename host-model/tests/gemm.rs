@@ -404,6 +404,41 @@ fn gemm_cycles_repeat_with_the_default_latency() -> Result<()> {
     Ok(())
 }
 
+/// The idle sleep (docs/hdl-endpoint.md) stops the clock only while the design says idle: the
+/// same jobs, with the modelled DMA latency and a pause between jobs long enough to sleep in,
+/// give the same CYCLES and DMA_WAIT with the sleep on (the default) and with `--no-idle-sleep`.
+#[test]
+#[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
+fn gemm_cycles_unaffected_by_the_idle_sleep() -> Result<()> {
+    let seed = seeded("gemm_cycles_unaffected_by_the_idle_sleep").0;
+    let jobs = [Job::packed(17, 33, 9), Job::packed(64, 64, 64)];
+    let bin = sim_binary("gemm_top", "sim-gemm")?;
+    let mut runs = Vec::new();
+    for extra in [None, Some("--no-idle-sleep")] {
+        let (dir, ep) = temp_endpoint("gemm")?;
+        let mut args = vec!["+cosim_dma_latency=100"];
+        args.extend(extra);
+        let sim = SimProcess::spawn(&bin, &ep, &args, Duration::from_secs(60))?;
+        let host = HostModel::connect(&ep, Duration::from_secs(30)).with_context(|| format!("sim log:\n{}", sim.log()))?;
+        let mut d = Dut { host, sim, _dir: dir };
+        let mut rng = Rng(seed);
+        let mut counts = Vec::new();
+        for j in &jobs {
+            d.host.poll(Duration::from_millis(50))?; // idle: time enough to fall asleep
+            let s = d.gemm(j, &mut rng)?;
+            counts.push((j.m, j.n, j.k, s.cycles, s.dma_wait));
+        }
+        d.host.goodbye()?;
+        d.sim.wait_exit(Duration::from_secs(30))?;
+        let log = d.sim.log();
+        let slept = log.lines().any(|l| l.starts_with("cosim-sim: idle sleep: sleeps=") && !l.contains("sleeps=0 "));
+        ensure!(slept == extra.is_none(), "{extra:?}: slept {slept}; log:\n{log}");
+        runs.push(counts);
+    }
+    ensure!(runs[0] == runs[1], "with the idle sleep {:?}, without {:?}", runs[0], runs[1]);
+    Ok(())
+}
+
 #[test]
 #[ignore = "needs `make sim-gemm`: run by `make test-gemm` (or `make test`)"]
 fn gemm_strides_and_alignment() -> Result<()> {

@@ -42,6 +42,8 @@ struct CurRead {
 pub(super) struct MmioState {
     queue: VecDeque<(MmioBeat, Option<CurRead>)>,
     cur_read: Option<CurRead>,
+    /// A write was given to the AXI master and its B response has not come yet.
+    write_on_bus: bool,
 }
 
 impl MmioState {
@@ -51,10 +53,17 @@ impl MmioState {
         !self.queue.is_empty()
     }
 
+    /// An access is queued or on the AXI master (the idle sleep waits for it).
+    #[inline]
+    pub(super) fn on_bus(&self) -> bool {
+        self.cur_read.is_some() || self.write_on_bus
+    }
+
     /// A new session or a device reset: queued accesses are dropped, and the read on the bus
     /// (which the design must still complete) is answered to no one.
     pub(super) fn forget_queued(&mut self) {
         self.queue.clear();
+        self.write_on_bus = false;
         if let Some(c) = &mut self.cur_read {
             c.stale = true;
         }
@@ -108,6 +117,7 @@ impl EpCore {
         let (beat, cur) = self.mmio.queue.pop_front()?;
         if beat.write {
             SharedStats::add(&self.stats.mmio_writes, 1);
+            self.mmio.write_on_bus = true;
         } else {
             self.mmio.cur_read = cur;
         }
@@ -140,6 +150,7 @@ impl EpCore {
 
     /// The AXI write of the last MMIO write completed with `bresp`.
     pub fn mmio_write_done(&mut self, bresp: u8) {
+        self.mmio.write_on_bus = false;
         if bresp >= 2 {
             SharedStats::add(&self.stats.mmio_errors, 1);
             tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, bresp, "MMIO write answered with an AXI error (posted: the host is not told)");
@@ -151,6 +162,7 @@ impl EpCore {
     pub fn mmio_timeout(&mut self, write: bool, cycles: u32) {
         SharedStats::add(&self.stats.mmio_errors, 1);
         if write {
+            self.mmio.write_on_bus = false; // the shell calls no write_done for it
             tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, cycles,
                 "MMIO write: the user design did not complete it in time; the bus stays busy until it does");
             return;

@@ -191,7 +191,6 @@ impl EpCore {
     }
 
     fn send(&mut self, m: Message) {
-        crate::registry::note_activity();
         if !self.connected {
             if let Message::Serial(b) = m {
                 // Console output before the host connects is kept (like a chardev log), up to a limit.
@@ -263,11 +262,20 @@ impl EpCore {
             mask |= PEND_AR_FULL;
         }
         self.allowed = mask & POP_BITS;
+        if mask != 0 || self.dma.reads_in_flight() != 0 || self.mmio.on_bus() {
+            self.mark_busy();
+        }
         mask
     }
 
+    /// This clock had something pending or in flight: the simulation must not sleep yet
+    /// (registry::idle). A plain store on x86 (relaxed; written and read by this thread).
+    #[inline]
+    fn mark_busy(&self) {
+        self.link.wake.busy_mark.store(self.cycle, Ordering::Relaxed);
+    }
+
     fn on_message(&mut self, m: ToSim) {
-        crate::registry::note_activity();
         match m {
             ToSim::Msg(Message::MmioRead(r)) => self.queue_mmio(false, r.tag, r.bar, r.offset, r.size, 0),
             ToSim::Msg(Message::MmioWrite(w)) => self.queue_mmio(true, 0, w.bar, w.offset, w.size, w.data),
