@@ -65,6 +65,10 @@ impl std::error::Error for Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// vfio_iommu_type1 refuses a group when MSI cannot be remapped (kernel log: "No interrupt
+/// remapping support").
+const HINT_IRQ_REMAP: &str =
+    "no interrupt remapping: QEMU's intel-iommu needs intremap=on (cosim-launch --iommu sets it)";
 const HINT_IOMMU: &str = "is the IOMMU on and the device bound to vfio-pci? boot with cosim-launch --iommu";
 
 fn err(step: &'static str, path: impl std::fmt::Display, source: io::Error) -> Error {
@@ -166,8 +170,10 @@ impl Device {
         let mut cfd = container.as_raw_fd_i32();
         sys::ioctl_ptr(&group, sys::VFIO_GROUP_SET_CONTAINER, &mut cfd)
             .map_err(|e| Error { hint: Some(HINT_IOMMU), ..err("VFIO_GROUP_SET_CONTAINER", &gpath, e) })?;
-        sys::ioctl_val(&container, sys::VFIO_SET_IOMMU, sys::VFIO_TYPE1V2_IOMMU)
-            .map_err(|e| Error { hint: Some(HINT_IOMMU), ..err("VFIO_SET_IOMMU (type-1 v2)", "/dev/vfio/vfio", e) })?;
+        sys::ioctl_val(&container, sys::VFIO_SET_IOMMU, sys::VFIO_TYPE1V2_IOMMU).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) { HINT_IRQ_REMAP } else { HINT_IOMMU };
+            Error { hint: Some(hint), ..err("VFIO_SET_IOMMU (type-1 v2)", "/dev/vfio/vfio", e) }
+        })?;
         let device: File = sys::group_get_device_fd(&group, bdf)
             .map_err(|e| err("VFIO_GROUP_GET_DEVICE_FD", format!("{gpath} ({bdf})"), e))?
             .into();
