@@ -32,7 +32,8 @@ fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
     }
     // Nonsense from the guest: a dimension above MAX_DIM is refused with an errno, and the
     // guest carries on with the next item.
-    // The same job again: the same C (back-to-back jobs on one device).
+    // The same job again: the same C, and with the default modelled DMA read latency the same
+    // RTL cycles and DMA wait, whatever QEMU's (TCG, loaded machine) response times were.
     let again = gemm_item(64, 64, 64, 14);
     args.extend(["--run", &again]);
     args.extend(["--run", "gemm --m 2000 --n 1 --k 1 --check"]);
@@ -44,6 +45,8 @@ fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
     let repeat = &gemms[sizes.len()];
     assert_exact(repeat);
     assert_eq!(repeat.c_hash, gemms[3].c_hash);
+    let counts = |r: &cosim_guest_results::Gemm| (r.rtl_cycles, r.dma_wait_cycles);
+    assert_eq!(counts(repeat), counts(&gemms[3]), "same job, same RTL cycles: {repeat:?} vs {:?}", gemms[3]);
     let refused = &gemms[sizes.len() + 1];
     assert_eq!((refused.ok, refused.errno), (false, Some(Some(22))), "EINVAL: {refused:?}");
     assert!(run.json["guest"]["klog"].to_string().contains("bad size m=2000"), "driver log line: {}", run.json);
@@ -78,8 +81,15 @@ fn two_devices_in_one_guest_work_at_the_same_time_with_independent_counters() {
     }
     let devs: Vec<&str> = gemms.iter().map(|r| r.device.as_str()).collect();
     assert!(devs[..2].contains(&"/dev/accel0") && devs[..2].contains(&"/dev/accel1"), "{devs:?}");
-    // The same GEMM on both devices, at the same time, gives the same C.
+    // The same GEMM on both devices, at the same time, gives the same C in the same RTL cycles.
     assert_eq!(gemms[0].c_hash, gemms[1].c_hash);
+    assert_eq!(
+        (gemms[0].rtl_cycles, gemms[0].dma_wait_cycles),
+        (gemms[1].rtl_cycles, gemms[1].dma_wait_cycles),
+        "{:?} vs {:?}",
+        gemms[0],
+        gemms[1]
+    );
     assert_eq!(device_info(&run.json, "/dev/accel0").jobs, 1, "accel0 ran one job");
     assert_eq!(device_info(&run.json, "/dev/accel1").jobs, 2, "accel1 ran two jobs");
 }
