@@ -3,7 +3,8 @@
 #
 #   make sim-gemm     builds $(BUILD)/sim/gemm_top/sim (endpoint shell + gemm_accel, shared verilator-tb)
 #   make sim          builds it and starts it in the foreground; it prints the endpoint to give QEMU
-#                     (`cosim-sim: ready endpoint=...`); Ctrl-C stops it. SIM_ENDPOINT=E picks the
+#                     (`cosim-sim: ready endpoint=...`; also for `cosim-launch --connect E`); it ends on
+#                     Ctrl-C or when QEMU quits (GOODBYE). SIM_ENDPOINT=E picks the
 #                     endpoint (default: a private ipc one), SIM_ARGS passes options (e.g. --stats)
 #   make test-gemm    register map and ioctl ABI against gemm-abi, lint (-Wall), C++ unit testbench of
 #                     gemm_accel, host-model tests against the sim
@@ -39,7 +40,8 @@ SIM_ARGS     ?=
 sim: sim-gemm
 	@case "$(SIM_ENDPOINT)" in ipc://*) mkdir -p -m 700 "$$(dirname "$(patsubst ipc://%,%,$(SIM_ENDPOINT))")";; esac
 	@echo "make sim: starting $(GEMM_SIM_DIR)/sim (the GEMM example); connect QEMU with"
-	@echo "  -device accelerator-pcie,endpoint=<the endpoint on the ready line below>  (Ctrl-C stops the simulation)"
+	@echo "  -device accelerator-pcie,endpoint=<the endpoint on the ready line below>, or boot the guest against it with"
+	@echo "  target/release/cosim-launch --connect <that endpoint> --run info   (it ends on Ctrl-C or when QEMU quits)"
 	$(GEMM_SIM_DIR)/sim $(if $(SIM_ENDPOINT),--endpoint $(SIM_ENDPOINT)) $(SIM_ARGS)
 
 # Lint: the accelerator alone (-Wall, no waivers), and gemm_top with the shell, where only
