@@ -291,7 +291,8 @@ fn serve_mode_exact_results_errors_pipelining_and_a_clean_stop() {
     );
     let mut c = Client::connect(&to);
 
-    // INFO: two devices, the RTL's configuration and the simulations' read latency.
+    // INFO: two devices, the RTL's configuration and the simulations' read latency (the shell's
+    // default: the launcher no longer passes one).
     match c.call(&codec::encode_info(1), 1) {
         Reply::Info(devs) => {
             assert_eq!(devs.len(), 2);
@@ -303,7 +304,7 @@ fn serve_mode_exact_results_errors_pipelining_and_a_clean_stop() {
                 );
                 assert_eq!(
                     (d.read_latency_cycles, d.clock_hz, d.dma_bytes_per_cycle),
-                    (100, 100_000_000, 8),
+                    (cosim_dpi_bridge::DEFAULT_DMA_LATENCY as u32, 100_000_000, 8),
                     "{d:?}"
                 );
             }
