@@ -61,6 +61,8 @@ fn the_template_program_does_a_dma_and_receives_its_interrupt_through_vfio() {
             "sh:template-sw",
             "--run",
             "sh:cat /opt/t/etc/marker",
+            "--run",
+            "sh:printf no-newline-at-end",
         ],
         &["--timeout-boot", "180", "--timeout-workload", "120"],
         Duration::from_secs(400),
@@ -85,6 +87,8 @@ fn the_template_program_does_a_dma_and_receives_its_interrupt_through_vfio() {
     assert!(cycles > 0, "CYCLES of the transfer: {line}");
     assert!(v["guest"]["failures"].as_array().is_some_and(|f| f.is_empty()), "{v:#}");
     assert!(lines.iter().any(|l| l == "overlay-marker-7e01"), "the overlay's file: {lines:?}");
+    // An "sh:" item's last line counts even without a newline.
+    assert!(lines.iter().any(|l| l == "no-newline-at-end"), "{lines:?}");
 }
 
 #[test]
