@@ -3,13 +3,19 @@
 #   make sim-template   builds $(BUILD)/sim/cosim_axil32_top/sim (shell + adapter + a register slave
 #                       with random back-pressure)
 #   make lint-template  verilator --lint-only -Wall of the adapter, its test top and the template
-#   make test-template  lint, the adapter's host-model test (host-model/tests/axil32.rs)
+#   make test-template  lint, the adapter's host-model test (host-model/tests/axil32.rs), then a
+#                       project made from the template in a temporary directory outside the
+#                       checkout: its simulation built there, its host-model tests run against it
+#                       (their cargo target dir is build/template-host-test, so only the first run
+#                       compiles the host model)
 #   make new-project DIR=/path   a new project from the template (scripts/new-project.sh)
 
 # verilator-tb adds every file of hdl/ep (the shell and the adapter) to a simulation's sources.
 AXIL32_SRC      := $(ROOT)/hdl/ep/cosim_axil32.sv
 AXIL32_TEST_SRC := $(ROOT)/hdl/test/cosim_axil32_regs.sv $(ROOT)/hdl/test/cosim_axil32_top.sv
 AXIL32_SIM_DIR  := $(BUILD)/sim/cosim_axil32_top
+TEMPLATE_DIR    := $(ROOT)/templates/device
+TEMPLATE_HOST_TARGET := $(BUILD)/template-host-test
 
 .PHONY: sim-template lint-template test-template new-project
 
@@ -22,10 +28,16 @@ $(AXIL32_SIM_DIR)/sim: $(HDL_EP_SRC) $(AXIL32_SRC) $(AXIL32_TEST_SRC) $(wildcard
 lint-template:
 	verilator --lint-only -Wall --top-module cosim_axil32 $(AXIL32_SRC)
 	verilator --lint-only -Wall --top-module cosim_axil32_top $(HDL_EP_SRC) $(AXIL32_SRC) $(AXIL32_TEST_SRC)
-	@echo "lint-template: verilator --lint-only -Wall clean (cosim_axil32, cosim_axil32_top)"
+	$(MAKE) --no-print-directory -C $(TEMPLATE_DIR) lint COSIM=$(ROOT)
+	@echo "lint-template: verilator --lint-only -Wall clean (cosim_axil32, cosim_axil32_top, template_top)"
 
 test-template: deps lint-template sim-template
 	$(CARGO) test --release -p cosim-host-model --test axil32 -- --include-ignored
+	@tmp=$$(mktemp -d /tmp/cosim-template-test.XXXXXX) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(ROOT)/scripts/new-project.sh "$$tmp/my-device" && \
+	  $(MAKE) -C "$$tmp/my-device" test CARGO="$(CARGO)" CARGO_TARGET_DIR=$(TEMPLATE_HOST_TARGET) && \
+	  test -x "$$tmp/my-device/build/sim/sim" && \
+	  echo "test-template: a project from the template in $$tmp (removed): simulation built there, host-model tests passed"
 
 new-project:
 	@test -n "$(DIR)" || { echo "usage: make new-project DIR=/path/to/new/project" >&2; exit 2; }
