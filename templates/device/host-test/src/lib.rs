@@ -1,7 +1,6 @@
 //! The template device as the host model sees it: its BAR0 registers (the map is in ../README.md)
 //! and a [`Device`] that starts the simulation and connects to it. The tests are in `tests/`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use cosim_host_model::{HostError, HostModel, SimProcess, Status};
@@ -34,11 +33,10 @@ pub struct Device {
 }
 
 impl Device {
-    /// Starts the simulation (`$COSIM_SIM`, else ../build/sim/sim as `make sim` builds it) on a
-    /// private endpoint and connects the host model.
+    /// Starts the simulation (`$COSIM_SIM`, else ../build/sim/sim as `make sim` builds it: cargo
+    /// runs tests in the crate's directory) on a private endpoint and connects the host model.
     pub fn open() -> anyhow::Result<Device> {
-        let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/sim/sim");
-        let sim = SimProcess::start(&cosim_host_model::sim_from_env(default)?)?;
+        let sim = SimProcess::start(&cosim_host_model::sim_from_env("../build/sim/sim")?)?;
         let host = HostModel::connect(sim.endpoint(), Duration::from_secs(10))?;
         Ok(Device { host, sim })
     }
