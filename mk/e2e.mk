@@ -54,17 +54,18 @@ bench-guest-mmio: e2e-artifacts
 
 BENCHES += bench-guest-mmio
 
-# The template device from a guest program (issue 14, item 7, guest half; launcher/tests/template.rs):
-# the guest boots with --iommu against the template's simulation, template-sw (templates/device/sw,
-# static, added with --guest-add) does one DMA transfer through VFIO and waits for its MSI-X
-# interrupt; a second boot without the IOMMU checks the program's hint.
-#   make test-template-guest   builds $(BUILD)/template/sim and template-sw, runs the test (2 boots)
+# Programs of your own in the guest through VFIO (issue 14, item 7, guest half):
+# launcher/tests/template.rs: the guest boots with --iommu against the template's simulation,
+# template-sw (templates/device/sw, static, added with --guest-add) does one DMA transfer through
+# VFIO and waits for its MSI-X interrupt; a second boot without the IOMMU checks the program's hint.
+# launcher/tests/vfio_gemm.rs: the GEMM RTL through VFIO instead of its driver (gemm-vfio example).
+#   make test-template-guest   builds $(BUILD)/template/sim, template-sw and gemm-vfio, runs both (3 boots)
 TEMPLATE_SIM_DIR   := $(BUILD)/template
 TEMPLATE_RTL       := $(sort $(wildcard $(ROOT)/templates/device/rtl/*.sv))
 TEMPLATE_SW_TARGET := $(BUILD)/template-sw
 TEMPLATE_SW        := $(TEMPLATE_SW_TARGET)/x86_64-unknown-linux-gnu/release/template-sw
 
-.PHONY: template-sw test-template-guest
+.PHONY: template-sw gemm-vfio test-template-guest
 $(TEMPLATE_SIM_DIR)/sim: $(HDL_EP_SRC) $(TEMPLATE_RTL) $(wildcard $(ROOT)/verilator-tb/*) \
                          $(wildcard $(ROOT)/dpi-bridge/src/*.rs $(ROOT)/dpi-bridge/src/*/*.rs $(ROOT)/protocol/src/*.rs $(ROOT)/transport/src/*.rs)
 	$(MAKE) -C $(ROOT)/verilator-tb STRICT=1 WAVES=0 TOP=template_top SOURCES="$(TEMPLATE_RTL)" OUT=$(TEMPLATE_SIM_DIR)
@@ -74,8 +75,15 @@ template-sw:
 	cd $(ROOT)/templates/device/sw && CARGO_TARGET_DIR=$(TEMPLATE_SW_TARGET) RUSTFLAGS="-C target-feature=+crt-static" \
 		$(CARGO) build --release --target x86_64-unknown-linux-gnu
 
-test-template-guest: deps qemu guest launcher $(TEMPLATE_SIM_DIR)/sim template-sw
+# The GEMM through VFIO (guest/vfio/examples/gemm-vfio.rs), static like accel-tool.
+gemm-vfio:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target x86_64-unknown-linux-gnu \
+		-p cosim-vfio --example gemm-vfio
+
+test-template-guest: deps qemu guest launcher sim-gemm $(TEMPLATE_SIM_DIR)/sim template-sw gemm-vfio
 	COSIM_BUILD=$(BUILD) TEMPLATE_SIM=$(TEMPLATE_SIM_DIR)/sim TEMPLATE_SW=$(TEMPLATE_SW) \
 		$(CARGO) test --release -p cosim-launch --test template -- --include-ignored --test-threads 1
+	COSIM_BUILD=$(BUILD) GEMM_VFIO=$${CARGO_TARGET_DIR:-$(ROOT)/target}/x86_64-unknown-linux-gnu/release/examples/gemm-vfio \
+		$(CARGO) test --release -p cosim-launch --test vfio_gemm -- --include-ignored
 
 TEST_TIERS += test-template-guest
