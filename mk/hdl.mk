@@ -9,6 +9,8 @@
 #                    of its sources in a temp dir outside the checkout), checks RUNPATH is $ORIGIN,
 #                    moves sim + library elsewhere, deletes the build and runs a host-model test on it
 #   make bench-hdl   cycles/s with and without the DPI poll, MMIO round trip vs raw ZeroMQ
+#   make stress-dma-latency  the read-burst test (modelled DMA read latency) STRESS_RUNS=500 times
+#                    under STRESS_HOGS=2 busy loops; not part of make test
 
 HDL_EP_SRC   := $(ROOT)/hdl/ep/cosim_dpi_pkg.sv $(ROOT)/hdl/ep/cosim_pcie_ep.sv $(ROOT)/hdl/ep/cosim_busy.sv
 HDL_TEST_SRC := $(ROOT)/hdl/test/cosim_test_dev.sv $(ROOT)/hdl/test/cosim_test_top.sv
