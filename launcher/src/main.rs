@@ -48,6 +48,10 @@ shutdown (until QEMU exits after the guest powers off).\n\n\
 Default paths come from $COSIM_BUILD (default: <repo>/build): sim/gemm_top/sim, qemu/qemu-system-x86_64, \
 guest/bzImage, guest/initramfs.cpio.gz. Logs go to ~/.cache/cosim/logs/run-<time>-<pid> unless --log-dir, \
 $COSIM_LOGS or $COSIM_CACHE say otherwise; the directory is printed at the start and on the last line.\n\n\
+Statistics: QEMU gets a QMP socket in the run's private directory (its path is logged), so each device's \
+statistics can be read while the run goes on (qom-get of /machine/peripheral/accelN, property stats); at the \
+end the launcher prints them per device next to each simulation's statistics (and puts both in the results as \
+device_stats).\n\n\
 Your own design and program (docs/user-guide.md, sections 3 and 4): --sim YOUR_SIM --iommu --guest-add PROGRAM \
 --run sh:PROGRAM. --guest-add puts files into the guest without rebuilding its image (a cpio archive appended to \
 a copy of the initramfs); --iommu gives the guest QEMU's virtual IOMMU and binds every accelerator function no \
@@ -414,6 +418,17 @@ struct Run {
     injected: Option<u64>,
 }
 
+impl Run {
+    /// The run's private directory (mode 0700), made on first use.
+    fn private_dir(&mut self) -> Result<&Path> {
+        if self.tmp_dir.is_none() {
+            self.tmp_dir =
+                Some(cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?);
+        }
+        Ok(self.tmp_dir.as_ref().expect("just made").path())
+    }
+}
+
 fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let build = default_build();
     let sim_bin = cli.sim.clone().unwrap_or_else(|| build.join("sim/gemm_top/sim"));
@@ -487,14 +502,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         }
         let socket = match &cli.serve_socket {
             Some(p) => p.clone(),
-            None => {
-                if run.tmp_dir.is_none() {
-                    run.tmp_dir = Some(
-                        cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?,
-                    );
-                }
-                run.tmp_dir.as_ref().expect("just made").path().join("serve.sock")
-            }
+            None => run.private_dir()?.join("serve.sock"),
         };
         Some(qemu::ServeChannel::Serial { socket })
     };
@@ -504,11 +512,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let initrd = if cli.guest_adds.is_empty() {
         initrd
     } else {
-        if run.tmp_dir.is_none() {
-            run.tmp_dir =
-                Some(cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?);
-        }
-        let out = run.tmp_dir.as_ref().expect("just made").path().join("initramfs-added.cpio");
+        let out = run.private_dir()?.join("initramfs-added.cpio");
         let n = guest_add::append_to_initrd(&initrd, &cli.guest_adds, &out).map_err(anyhow::Error::from)?;
         for a in &cli.guest_adds {
             log(format!("guest-add: {} -> {}", a.source.display(), a.dest.display()));
@@ -545,7 +549,15 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         run.stages.wait(Stage::SimStart, t, |s| s.sims_ready(), |_, _| {})?;
     }
 
-    // Stage: QEMU start.
+    // Stage: QEMU start. A QMP socket in the private directory: the devices' statistics can be
+    // read while the run goes on (docs/qemu-device.md, "Statistics").
+    let qmp = run.private_dir()?.join("qmp.sock");
+    log(format!(
+        "QMP socket {} (e.g. qom-get of /machine/peripheral/accel0, property stats)",
+        qmp.display()
+    ));
+    let mut qemu_args = vec!["-qmp".to_string(), format!("unix:{},server=on,wait=off", qmp.display())];
+    qemu_args.extend(cli.qemu_args.iter().cloned());
     let spec = QemuSpec {
         memory_mib: cli.memory,
         smp: cli.smp,
@@ -570,7 +582,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
             .collect(),
         device_opts: cli.device_opts.clone(),
         iommu: cli.iommu,
-        extra_args: cli.qemu_args.clone(),
+        extra_args: qemu_args,
     };
     let args = spec.args();
     let mut cmd = Command::new(&qemu_bin);
