@@ -2,8 +2,8 @@
 //! boots the guest with the virtual IOMMU against the template's simulation, adds the template's
 //! guest program (templates/device/sw, static) with --guest-add and runs it as an "sh:" item.
 //! The program opens the device through VFIO, runs one DMA transfer with the interrupt enabled
-//! and checks the result; the test checks its line in the launcher's JSON, the boot line (one
-//! accelerator, bound to vfio-pci, none for the GEMM driver) and the table's copy of the line.
+//! and checks the result; the test checks its line in the launcher's JSON and the boot line (one
+//! accelerator, bound to vfio-pci, none for the GEMM driver).
 //!
 //! Artefacts (`make test-template-guest` builds them): QEMU, the guest image, the launcher,
 //! `$TEMPLATE_SIM` (default `$COSIM_BUILD/template/sim`) and `$TEMPLATE_SW` (default
@@ -14,45 +14,37 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{build_dir, run_json, LAUNCH};
-use serde_json::Value;
+use common::{artefact, build_dir, run_json, run_vfio, sh_output, LAUNCH};
 
-fn artefact(env: &str, default: PathBuf) -> PathBuf {
-    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
-    assert!(p.is_file(), "{} missing (${env}): run `make test-template-guest`", p.display());
-    p
-}
-
-/// The "sh:" output lines of the run, in order.
-fn output_lines(v: &Value) -> Vec<String> {
-    let out = v["guest"]["output"].as_array().cloned().unwrap_or_default();
-    out.iter().filter_map(|o| o["line"].as_str().map(String::from)).collect()
-}
+const MAKE: &str = "make test-template-guest";
 
 /// The value of `key=` in a line of `key=value` words.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
+fn template_artefacts() -> (PathBuf, PathBuf) {
+    let build = build_dir();
+    let sim = artefact("TEMPLATE_SIM", build.join("template/sim"), MAKE);
+    let sw = artefact("TEMPLATE_SW", build.join("template-sw/x86_64-unknown-linux-gnu/release/template-sw"), MAKE);
+    (sim, sw)
+}
+
 #[test]
 #[ignore = "needs make test-template-guest: QEMU, the guest image, the template's simulation and guest program"]
 fn the_template_program_does_a_dma_and_receives_its_interrupt_through_vfio() {
-    let build = build_dir();
-    let sim = artefact("TEMPLATE_SIM", build.join("template/sim"));
-    let sw = artefact("TEMPLATE_SW", build.join("template-sw/x86_64-unknown-linux-gnu/release/template-sw"));
+    let (sim, sw) = template_artefacts();
     let add = format!("{}:/usr/local/bin/template-sw", sw.display());
     // A directory overlay in the same boot: its tree appears under DEST.
     let tree = common::fresh_dir("template-overlay");
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/marker"), "overlay-marker-7e01\n").unwrap();
     let overlay = format!("{}:/opt/t", tree.display());
-    let run = run_json(
-        LAUNCH,
+    let (run, lines) = run_vfio(
         "template-vfio",
         &[
             "--sim",
             sim.to_str().unwrap(),
-            "--iommu",
             "--guest-add",
             &add,
             "--guest-add",
@@ -64,18 +56,8 @@ fn the_template_program_does_a_dma_and_receives_its_interrupt_through_vfio() {
             "--run",
             "sh:printf no-newline-at-end",
         ],
-        &["--timeout-boot", "180", "--timeout-workload", "120"],
-        Duration::from_secs(400),
-        Duration::from_secs(20),
     );
     let v = &run.json;
-    assert_eq!(run.code, 0, "launcher failed: {v:#}\n{}", run.stderr);
-    let boot = &v["guest"]["boot"];
-    assert_eq!(boot["devices"], 1, "{boot}");
-    assert_eq!(boot["gemm"], 0, "the GEMM driver must not take the template: {boot}");
-    assert_eq!(boot["vfio"], serde_json::json!(["0000:00:10.0"]), "{boot}");
-
-    let lines = output_lines(v);
     let line =
         lines.iter().find(|l| l.starts_with("template-sw ")).unwrap_or_else(|| panic!("no result line: {lines:?}"));
     assert!(line.starts_with("template-sw 0000:00:10.0: pass "), "{line}");
@@ -112,9 +94,7 @@ fn guest_add_refuses_a_missing_source_and_a_relative_destination_as_usage_errors
 #[test]
 #[ignore = "needs make test-template-guest: QEMU, the guest image, the template's simulation and guest program"]
 fn without_the_iommu_the_program_fails_with_a_hint() {
-    let build = build_dir();
-    let sim = artefact("TEMPLATE_SIM", build.join("template/sim"));
-    let sw = artefact("TEMPLATE_SW", build.join("template-sw/x86_64-unknown-linux-gnu/release/template-sw"));
+    let (sim, sw) = template_artefacts();
     let run = run_json(
         LAUNCH,
         "template-noiommu",
@@ -126,7 +106,7 @@ fn without_the_iommu_the_program_fails_with_a_hint() {
     let v = &run.json;
     assert_eq!(run.code, 1, "the item must fail: {v:#}");
     assert_eq!(v["guest"]["boot"]["devices"], 1, "{v:#}");
-    let lines = output_lines(v);
+    let lines = sh_output(v);
     assert!(
         lines.iter().any(|l| l.starts_with("template-sw: FAIL: ") && l.contains("--iommu")),
         "no failure line naming --iommu: {lines:?}"

@@ -9,31 +9,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use common::{build_dir, run_json, LAUNCH};
-
-fn artefact(env: &str, default: PathBuf) -> PathBuf {
-    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
-    assert!(p.is_file(), "{} missing (${env}): run `make test-template-guest`", p.display());
-    p
-}
+use common::{artefact, build_dir, run_vfio};
 
 #[test]
 #[ignore = "needs make test-template-guest: QEMU, the guest image, the GEMM simulation and the gemm-vfio example"]
 fn the_gemm_example_runs_through_vfio_instead_of_its_driver() {
-    let sim = artefact("GEMM_SIM", build_dir().join("sim/gemm_top/sim"));
+    let make = "make test-template-guest";
+    let sim = artefact("GEMM_SIM", build_dir().join("sim/gemm_top/sim"), make);
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-gnu/release/examples");
-    let exe = artefact("GEMM_VFIO", target.join("gemm-vfio"));
+    let exe = artefact("GEMM_VFIO", target.join("gemm-vfio"), make);
     let add = format!("{}:/usr/local/bin/gemm-vfio", exe.display());
-    let run = run_json(
-        LAUNCH,
+    let (_, lines) = run_vfio(
         "gemm-vfio",
         &[
             "--sim",
             sim.to_str().unwrap(),
-            "--iommu",
             "--append",
             "cosim.vfio=0000:00:10.0",
             "--guest-add",
@@ -41,18 +33,7 @@ fn the_gemm_example_runs_through_vfio_instead_of_its_driver() {
             "--run",
             "sh:gemm-vfio",
         ],
-        &["--timeout-boot", "180", "--timeout-workload", "120"],
-        Duration::from_secs(400),
-        Duration::from_secs(20),
     );
-    let v = &run.json;
-    assert_eq!(run.code, 0, "launcher failed: {v:#}\n{}", run.stderr);
-    let boot = &v["guest"]["boot"];
-    assert_eq!(boot["devices"], 1, "{boot}");
-    assert_eq!(boot["gemm"], 0, "the GEMM driver let go of the function: {boot}");
-    assert_eq!(boot["vfio"], serde_json::json!(["0000:00:10.0"]), "{boot}");
-    let out = v["guest"]["output"].as_array().cloned().unwrap_or_default();
-    let lines: Vec<&str> = out.iter().filter_map(|o| o["line"].as_str()).collect();
     let line =
         lines.iter().find(|l| l.starts_with("gemm-vfio ")).unwrap_or_else(|| panic!("no result line: {lines:?}"));
     assert!(line.starts_with("gemm-vfio 0000:00:10.0: 8x8x8 pass cycles "), "{line}");

@@ -206,3 +206,40 @@ pub fn assert_exact(r: &Gemm) {
 pub fn pid_alive(pid: u64) -> bool {
     u32::try_from(pid).is_ok_and(|p| cosim_launch::procs::signal_pid(p, 0))
 }
+
+/// A file a test needs: `$env` if set, else `default`; fails the test naming `make` if missing.
+pub fn artefact(env: &str, default: PathBuf, make: &str) -> PathBuf {
+    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    assert!(p.is_file(), "{} missing (${env}): run `{make}`", p.display());
+    p
+}
+
+/// What the guest's "sh:" items printed (`guest.output`), line by line in order.
+pub fn sh_output(launcher: &Value) -> Vec<String> {
+    let out = launcher["guest"]["output"].as_array().cloned().unwrap_or_default();
+    out.iter().filter_map(|o| o["line"].as_str().map(String::from)).collect()
+}
+
+/// `cosim-launch ARGS --iommu` with one accelerator (boot and workload 180/120 s, 400 s in all):
+/// asserts exit 0 and a boot line with the function at 0000:00:10.0 bound to vfio-pci and none
+/// left to the GEMM driver; returns the run and its "sh:" output lines.
+pub fn run_vfio(name: &str, args: &[&str]) -> (JsonRun, Vec<String>) {
+    let mut all = vec!["--iommu"];
+    all.extend_from_slice(args);
+    let run = run_json(
+        LAUNCH,
+        name,
+        &all,
+        &["--timeout-boot", "180", "--timeout-workload", "120"],
+        Duration::from_secs(400),
+        Duration::from_secs(20),
+    );
+    let v = &run.json;
+    assert_eq!(run.code, 0, "launcher failed: {v:#}\n{}", run.stderr);
+    let boot = &v["guest"]["boot"];
+    assert_eq!(boot["devices"], 1, "{boot}");
+    assert_eq!(boot["gemm"], 0, "the GEMM driver must not hold the function: {boot}");
+    assert_eq!(boot["vfio"], serde_json::json!(["0000:00:10.0"]), "{boot}");
+    let lines = sh_output(v);
+    (run, lines)
+}
