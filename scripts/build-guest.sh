@@ -65,7 +65,7 @@ log "guest kernel: linux-image-$KVER ($KPKGVER)"
 # Modules copied into the initramfs (with their dependencies, found by modinfo): the NICs, the
 # virtio PCI transport with virtio-serial (the channel of `accel-tool serve`, docs/guest.md), and
 # VFIO (a user-space program drives a device behind the virtual IOMMU: cosim-launch --iommu).
-NIC_MODULES=(virtio_net e1000 e1000e virtio_pci virtio_console vfio vfio_iommu_type1 vfio_pci)
+CACHED_MODULES=(virtio_net e1000 e1000e virtio_pci virtio_console vfio vfio_iommu_type1 vfio_pci)
 # The cache layout version (v4) is part of the key: bump it when the cached contents change.
 KCACHE=$COSIM_CACHE/guest-kernel/${KVER}_${KPKGVER}_v4
 if [ ! -f "$KCACHE/.complete" ]; then
@@ -83,7 +83,7 @@ if [ ! -f "$KCACHE/.complete" ]; then
     mdir=$tmp/x/lib/modules/$KVER
     # Resolve dependencies with modinfo, keep each module's path under kernel/.
     declare -A seen=()
-    queue=("${NIC_MODULES[@]}")
+    queue=("${CACHED_MODULES[@]}")
     while [ ${#queue[@]} -gt 0 ]; do
         m=${queue[0]}; queue=("${queue[@]:1}")
         [ -n "${seen[$m]:-}" ] && continue
