@@ -3,7 +3,8 @@
 #   make sim-template   builds $(BUILD)/sim/cosim_axil32_top/sim (shell + adapter + a register slave
 #                       with random back-pressure)
 #   make lint-template  verilator --lint-only -Wall of the adapter, its test top and the template
-#   make test-template  lint, the adapter's host-model test (host-model/tests/axil32.rs), then a
+#   make test-template  lint, the adapter's testbench (hdl/test/cosim_axil32_tb.sv: bursts, W before
+#                       AW, held BREADY/RREADY), its host-model test (host-model/tests/axil32.rs), then a
 #                       project made from the template in a temporary directory outside the
 #                       checkout: its simulation built there, its host-model tests run against it
 #                       (their cargo target dir is build/template-host-test, so only the first run
@@ -14,6 +15,7 @@
 AXIL32_SRC      := $(ROOT)/hdl/ep/cosim_axil32.sv
 AXIL32_TEST_SRC := $(ROOT)/hdl/test/cosim_axil32_regs.sv $(ROOT)/hdl/test/cosim_axil32_top.sv
 AXIL32_SIM_DIR  := $(BUILD)/sim/cosim_axil32_top
+AXIL32_TB_DIR   := $(BUILD)/sim/cosim_axil32_tb
 TEMPLATE_DIR    := $(ROOT)/templates/device
 TEMPLATE_HOST_TARGET := $(BUILD)/template-host-test
 
@@ -25,13 +27,18 @@ $(AXIL32_SIM_DIR)/sim: $(HDL_EP_SRC) $(AXIL32_SRC) $(AXIL32_TEST_SRC) $(wildcard
                        $(wildcard $(ROOT)/dpi-bridge/src/*.rs $(ROOT)/dpi-bridge/src/*/*.rs $(ROOT)/protocol/src/*.rs $(ROOT)/transport/src/*.rs)
 	$(MAKE) -C $(ROOT)/verilator-tb STRICT=1 WAVES=0 TOP=cosim_axil32_top SOURCES="$(AXIL32_TEST_SRC)" OUT=$(AXIL32_SIM_DIR)
 
+# What the shell never sends (bursts, W before AW), in a plain Verilator testbench (-Wall, fatal).
+$(AXIL32_TB_DIR)/Vcosim_axil32_tb: $(AXIL32_SRC) $(ROOT)/hdl/test/cosim_axil32_regs.sv $(ROOT)/hdl/test/cosim_axil32_tb.sv
+	verilator --binary --timing -Wall --top-module cosim_axil32_tb --Mdir $(AXIL32_TB_DIR) $^
+
 lint-template:
 	verilator --lint-only -Wall --top-module cosim_axil32 $(AXIL32_SRC)
 	verilator --lint-only -Wall --top-module cosim_axil32_top $(HDL_EP_SRC) $(AXIL32_SRC) $(AXIL32_TEST_SRC)
 	$(MAKE) --no-print-directory -C $(TEMPLATE_DIR) lint COSIM=$(ROOT)
 	@echo "lint-template: verilator --lint-only -Wall clean (cosim_axil32, cosim_axil32_top, template_top)"
 
-test-template: deps lint-template sim-template
+test-template: deps lint-template sim-template $(AXIL32_TB_DIR)/Vcosim_axil32_tb
+	$(AXIL32_TB_DIR)/Vcosim_axil32_tb
 	$(CARGO) test --release -p cosim-host-model --test axil32 -- --include-ignored
 	@tmp=$$(mktemp -d /tmp/cosim-template-test.XXXXXX) && trap 'rm -rf "$$tmp"' EXIT && \
 	  $(ROOT)/scripts/new-project.sh "$$tmp/my-device" && \
