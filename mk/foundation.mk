@@ -11,13 +11,16 @@ BENCHES    += bench-transport
 test-msrv: deps
 	CARGO=$(CARGO) $(ROOT)/scripts/check-msrv.sh
 
+# The two-process peer tests run over the shared-memory link (the default) and over ZeroMQ only.
 test-protocol: deps
 	$(CARGO) test --release -p cosim-protocol -p cosim-transport -p cosim-test-peers
+	COSIM_SHM=0 $(CARGO) test --release -p cosim-test-peers --test zmq_two_process
 
 # Transport vs raw ZeroMQ (spawns cosim-zmq-peer, so it lives in test-peers), then keyed vs unkeyed tcp.
 bench-transport: deps
 	$(CARGO) bench -p cosim-test-peers --bench transport
 	$(CARGO) bench -p cosim-transport --bench access
+	$(CARGO) bench -p cosim-transport --bench shm
 
 # Coverage-guided fuzzing of Message::decode (cargo-fuzz, libFuzzer). FUZZ_SECONDS to taste.
 FUZZ_SECONDS ?= 60

@@ -42,6 +42,8 @@ test-hdl: deps lint-hdl sim-test test-out-of-tree
 	$(CARGO) test --release -p cosim-dpi-bridge --test dma_latency
 	$(CARGO) test --release -p cosim-host-model --test wait_irq
 	$(CARGO) test --release -p cosim-host-model --test hdl_bridge -- --include-ignored --test-threads=2
+	@echo "test-hdl: the same hdl_bridge suite over ZeroMQ only (COSIM_SHM=0; above: the shared-memory link)"
+	COSIM_SHM=0 $(CARGO) test --release -p cosim-host-model --test hdl_bridge -- --include-ignored --test-threads=2
 
 # The design's sources are copied to $$tmp/proj/rtl and named relative to it, as a user's are.
 # No waves: the build is the quickest (about 20 s of Verilator and C++ on two idle cores).

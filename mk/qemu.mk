@@ -18,8 +18,10 @@ BENCHES    += bench-qemu
 qemu: deps
 	$(ROOT)/scripts/build-qemu.sh --out $(BUILD)/qemu
 
+# The qtest suite runs twice: over the shared-memory link (the default) and over ZeroMQ only.
 test-qemu: qemu
 	$(CARGO) test --release -p cosim-qemu-device -- --include-ignored --test-threads=2
+	COSIM_SHM=0 $(CARGO) test --release -p cosim-qemu-device --test qtest -- --include-ignored --test-threads=2
 
 bench-qemu: qemu
 	$(CARGO) bench -p cosim-qemu-device --bench qemu_mmio

@@ -1,5 +1,6 @@
 //! MMIO read round trip through QEMU (qtest -> QEMU -> fake HDL peer -> QEMU -> qtest) against
-//! the raw ZeroMQ ping-pong of the same message pair, in the same run. `make bench-qemu`.
+//! the raw ping-pong of the same message pair, in the same run, over both links: ZeroMQ and the
+//! shared-memory link (two QEMUs, one started with `COSIM_SHM=0`). `make bench-qemu`.
 //! BENCH_ITERS sets the number of timed round trips per row (default 2000).
 
 #[path = "../tests/common/mod.rs"]
@@ -9,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::*;
-use cosim_protocol::{AccessSize, BarIndex, Message, MmioRead, MmioReadResp, Status};
+use cosim_protocol::{
+    AccessSize, BarDesc, BarIndex, Caps, Config, DeviceConfig, Init, Message, MmioRead, MmioReadResp, Status, VERSION_MAJOR,
+    VERSION_MINOR,
+};
 use cosim_transport::{Endpoint, Side, Transport, ZmqOptions, ZmqTransport};
 
 fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
@@ -19,7 +23,8 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (p(0.5), p(0.99), us(v.iter().sum::<Duration>()) / v.len() as f64)
 }
 
-/// A raw ZeroMQ ping-pong of the same message pair: host here, an echo thread as the device.
+/// A raw ping-pong of the same message pair: host here, an echo thread as the device; with
+/// `shm`, an INIT/CONFIG exchange first switches the pair to the shared-memory link.
 struct RawPingPong {
     host: ZmqTransport,
     echo: Option<std::thread::JoinHandle<()>>,
@@ -27,10 +32,19 @@ struct RawPingPong {
 }
 
 impl RawPingPong {
-    fn open(ep: &str) -> Result<Self> {
+    fn open(ep: &str, shm: bool) -> Result<Self> {
         let e = Endpoint::parse(ep)?;
-        let mut dev = ZmqTransport::open(&e, Side::Device, &ZmqOptions::default())?;
-        let host = ZmqTransport::open(&e, Side::Host, &ZmqOptions::default())?;
+        let opts = ZmqOptions { shm, ..ZmqOptions::default() };
+        let mut dev = ZmqTransport::open(&e, Side::Device, &opts)?;
+        let mut host = ZmqTransport::open(&e, Side::Host, &opts)?;
+        let session = 0x5e55;
+        host.send(&Message::Init(Init { major: VERSION_MAJOR, minor: VERSION_MINOR, caps: Caps::empty(), session, prev_session: 0 }))?;
+        anyhow::ensure!(matches!(dev.recv(Duration::from_secs(10))?, Some(Message::Init(_))), "no INIT");
+        let mut device = DeviceConfig { vendor_id: 0x1ded, device_id: 1, ..Default::default() };
+        device.bars[0] = BarDesc::mem32(0x1000);
+        dev.send(&Message::Config(Config { major: VERSION_MAJOR, minor: VERSION_MINOR, caps: Caps::empty(), session, device }))?;
+        anyhow::ensure!(matches!(host.recv(Duration::from_secs(10))?, Some(Message::Config(_))), "no CONFIG");
+        anyhow::ensure!(host.shm_active() == shm, "shared memory {} as asked", if shm { "off" } else { "on" });
         let echo = std::thread::spawn(move || loop {
             match dev.recv(Duration::from_secs(10)) {
                 Ok(Some(Message::MmioRead(r))) => {
@@ -72,47 +86,62 @@ fn timed_readl(q: &mut Qemu, addr: u64) -> Result<Duration> {
 fn main() -> Result<()> {
     let iters: usize = std::env::var("BENCH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
     let dir = TempDir::new("bench");
+    // The fake peers (device side, in this process) accept the shared-memory link; each QEMU
+    // decides with its own COSIM_SHM.
+    std::env::set_var(cosim_transport::SHM_ENV, "1");
 
-    let mut pp = RawPingPong::open(&dir.endpoint("raw"))?;
-    let ep = dir.endpoint("dev");
-    let _peer = FakePeer::start(&ep, test_config(TEST_DEVICE));
-    let mut q = Qemu::spawn(&device_args(&ep, "04.0", ""))?;
-    map_bars(&mut q, 4, 0)?;
+    let mut pp_zmq = RawPingPong::open(&dir.endpoint("raw"), false)?;
+    let mut pp_shm = RawPingPong::open(&dir.endpoint("rawshm"), true)?;
+    let (ep_zmq, ep_shm) = (dir.endpoint("dev"), dir.endpoint("devshm"));
+    let _peer_zmq = FakePeer::start(&ep_zmq, test_config(TEST_DEVICE));
+    let _peer_shm = FakePeer::start(&ep_shm, test_config(TEST_DEVICE));
+    let mut q_zmq = Qemu::spawn_env(&device_args(&ep_zmq, "04.0", ""), &[(cosim_transport::SHM_ENV, "0".into())])?;
+    let mut q_shm = Qemu::spawn_env(&device_args(&ep_shm, "04.0", ""), &[(cosim_transport::SHM_ENV, "1".into())])?;
+    map_bars(&mut q_zmq, 4, 0)?;
+    map_bars(&mut q_shm, 4, 0)?;
     for _ in 0..200 {
-        pp.round_trip()?;
-        timed_readl(&mut q, 0x1000)?;
-        timed_readl(&mut q, BAR0_ADDR + 0x10)?;
+        pp_zmq.round_trip()?;
+        pp_shm.round_trip()?;
+        timed_readl(&mut q_zmq, 0x1000)?;
+        timed_readl(&mut q_zmq, BAR0_ADDR + 0x10)?;
+        timed_readl(&mut q_shm, BAR0_ADDR + 0x10)?;
     }
-    // Interleaved in rounds of 50, so the machine's load hits all three rows alike.
-    let (mut raw, mut ram, mut dev) = (Vec::new(), Vec::new(), Vec::new());
-    while raw.len() < iters {
+    // Interleaved in rounds of 50, so the machine's load hits all rows alike.
+    let mut rows: [Vec<Duration>; 5] = Default::default();
+    while rows[0].len() < iters {
         for _ in 0..50 {
-            raw.push(pp.round_trip()?);
+            rows[0].push(pp_zmq.round_trip()?);
         }
         for _ in 0..50 {
-            ram.push(timed_readl(&mut q, 0x1000)?);
+            rows[1].push(pp_shm.round_trip()?);
         }
         for _ in 0..50 {
-            dev.push(timed_readl(&mut q, BAR0_ADDR + 0x10)?);
+            rows[2].push(timed_readl(&mut q_zmq, 0x1000)?);
+        }
+        for _ in 0..50 {
+            rows[3].push(timed_readl(&mut q_zmq, BAR0_ADDR + 0x10)?);
+        }
+        for _ in 0..50 {
+            rows[4].push(timed_readl(&mut q_shm, BAR0_ADDR + 0x10)?);
         }
     }
-
-    let (rm, r99, ravg) = stats(raw);
-    let (qm, q99, qavg) = stats(ram);
-    let (dm, d99, davg) = stats(dev);
+    let [(rm, r99, ravg), (sm, s99, savg), (qm, q99, qavg), (dm, d99, davg), (em, e99, eavg)] = rows.map(stats);
     println!("MMIO read round trip, {iters} timed iterations per row (after 200 warm-up), interleaved in rounds of 50, ipc endpoints");
     println!();
     println!("| path | median (us) | p99 (us) | mean (us) |");
     println!("|---|---:|---:|---:|");
     println!("| raw ZeroMQ ping-pong (MmioRead -> MmioReadResp, two threads) | {rm:.1} | {r99:.1} | {ravg:.1} |");
+    println!("| raw shared-memory ping-pong (the same, over the rings) | {sm:.1} | {s99:.1} | {savg:.1} |");
     println!("| qtest `readl` of guest RAM (qtest pipe only, no device) | {qm:.1} | {q99:.1} | {qavg:.1} |");
-    println!("| qtest `readl` of accelerator-pcie BAR0 (QEMU -> peer -> QEMU) | {dm:.1} | {d99:.1} | {davg:.1} |");
+    println!("| qtest `readl` of accelerator-pcie BAR0 over ZeroMQ (QEMU -> peer -> QEMU) | {dm:.1} | {d99:.1} | {davg:.1} |");
+    println!("| qtest `readl` of accelerator-pcie BAR0 over shared memory | {em:.1} | {e99:.1} | {eavg:.1} |");
     println!();
     println!(
-        "device read / raw ZeroMQ (medians): {:.2}x; device read minus the qtest pipe (medians): {:.1} us = {:.2}x raw ZeroMQ",
-        dm / rm,
+        "device read minus the qtest pipe (medians): ZeroMQ {:.1} us ({:.2}x raw ZeroMQ), shared memory {:.1} us ({:.2}x raw shared memory)",
         dm - qm,
-        (dm - qm) / rm
+        (dm - qm) / rm,
+        em - qm,
+        (em - qm) / sm
     );
     Ok(())
 }

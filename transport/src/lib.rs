@@ -13,6 +13,11 @@
 //! Access control (module `access`, docs/protocol.md "Access control"): ipc sockets live in a
 //! private directory and are 0600; tcp stays on loopback unless both sides share a key.
 //!
+//! On `ipc://` endpoints [`ZmqTransport`] also carries the session over shared memory when both
+//! sides agree at INIT (module [`shm`]; docs/protocol.md, "Shared-memory link"): same frames,
+//! SPSC rings instead of sockets, ZeroMQ kept for the handshake and as the fallback.
+//! `COSIM_SHM=0` turns it off.
+//!
 //! [`SessionLoop`] drives a session engine of `cosim_protocol::session` over a transport (the
 //! test doubles and the tests' host side use it; the session rules stay in the engine).
 //!

@@ -29,7 +29,7 @@ use crate::Side;
 pub const SHM_ENV: &str = "COSIM_SHM";
 
 /// Whether ipc endpoints use the shared-memory link when `COSIM_SHM` does not say.
-pub const SHM_DEFAULT: bool = false;
+pub const SHM_DEFAULT: bool = true;
 
 /// Log target of the link's switches and fallbacks.
 const LOG: &str = "cosim::shm";
@@ -56,8 +56,11 @@ pub(crate) struct ShmPath {
     side: Side,
     base: PathBuf,
     name: String,
+    /// The ring this side's session runs over (frames go through it while it is set).
     link: Option<ShmLink>,
-    active: bool,
+    /// Host: the mapping offered with the latest INIT, until its CONFIG says yes or no. The
+    /// ring in use stays until then (a stray INIT must not take a live session's ring away).
+    offer: Option<ShmLink>,
     /// Device: sessions whose INIT offered SHM (the last few).
     offered: VecDeque<u64>,
     epoll: Option<Epoll>,
@@ -73,7 +76,7 @@ impl ShmPath {
             base,
             name,
             link: None,
-            active: false,
+            offer: None,
             offered: VecDeque::new(),
             epoll: None,
             send_timeout,
@@ -81,9 +84,9 @@ impl ShmPath {
         }
     }
 
-    /// True while frames of this side go through the ring.
+    /// True while frames of this side go through a ring.
     pub(crate) fn active(&self) -> bool {
-        self.active
+        self.link.is_some()
     }
 
     /// Creates the epoll descriptor that [`ShmPath::notify_fd`] returns, covering ZeroMQ's
@@ -100,25 +103,25 @@ impl ShmPath {
         self.epoll.as_ref().map(Epoll::raw_fd)
     }
 
-    fn activate(&mut self) {
-        self.active = true;
-        if let (Some(e), Some(l)) = (&self.epoll, &self.link) {
+    /// Makes `l` the ring of this side's session (replacing any other).
+    fn activate(&mut self, l: ShmLink) {
+        self.drop_link();
+        if let Some(e) = &self.epoll {
             if let Err(err) = e.watch(l.bell_fd(), true) {
                 tracing::warn!(target: LOG, "{}: {err}", self.name);
             }
         }
-        let session = self.link.as_ref().map_or(0, ShmLink::session);
-        tracing::info!(target: LOG, "{}: session {session:#x} runs over shared memory ({:?} side)", self.name, self.side);
+        tracing::info!(target: LOG, "{}: session {:#x} runs over shared memory ({:?} side)", self.name, l.session(), self.side);
+        self.link = Some(l);
     }
 
-    /// Drops the ring (a new session, or the ring failed).
+    /// Back to ZeroMQ (a new session, or the ring failed).
     fn drop_link(&mut self) {
         if let Some(l) = self.link.take() {
-            if let (true, Some(e)) = (self.active, &self.epoll) {
+            if let Some(e) = &self.epoll {
                 let _ = e.watch(l.bell_fd(), false);
             }
         }
-        self.active = false;
     }
 
     fn fallback(&mut self, what: &str, e: &dyn std::fmt::Display) {
@@ -135,7 +138,7 @@ impl ShmPath {
     }
 
     fn ring_session(&self) -> Option<u64> {
-        self.link.as_ref().filter(|_| self.active).map(ShmLink::session)
+        self.link.as_ref().map(ShmLink::session)
     }
 
     /// Decides where `frame` goes; sends it through the ring when that is the answer.
@@ -143,32 +146,33 @@ impl ShmPath {
         let peek = SessionFrame::peek(frame);
         match (self.side, peek) {
             (Side::Host, Some(SessionFrame { opcode: Opcode::Init, session, .. })) => {
-                if self.link.as_ref().map(ShmLink::session) != Some(session) {
-                    self.drop_link();
+                let offered = self.offer.as_ref().map(ShmLink::session) == Some(session);
+                if !offered && self.ring_session() != Some(session) {
+                    self.offer = None;
                     match ShmLink::create(&self.base, session, DEFAULT_CAPACITY) {
-                        Ok(l) => self.link = Some(l),
+                        Ok(l) => self.offer = Some(l),
                         Err(e) => self.fallback("cannot create the shared mapping", &e),
                     }
                 }
+                let shm =
+                    self.offer.as_ref().map(ShmLink::session) == Some(session) || self.ring_session() == Some(session);
                 let mut f = frame.to_vec();
-                SessionFrame::set_cap(&mut f, Caps::SHM, self.link.is_some());
+                SessionFrame::set_cap(&mut f, Caps::SHM, shm);
                 return Ok(Route::Zmq(Some(f)));
             }
             (Side::Device, Some(SessionFrame { opcode: Opcode::Config, session, .. }))
                 if self.ring_session() != Some(session) =>
             {
+                // The device starts another session: the old ring goes whatever happens next.
                 self.drop_link();
                 if self.offered.contains(&session) {
                     match ShmLink::attach(&self.base, session) {
-                        Ok(l) => self.link = Some(l),
+                        Ok(l) => self.activate(l),
                         Err(e) => self.fallback("cannot attach the host's shared mapping", &e),
                     }
                 }
                 let mut f = frame.to_vec();
                 SessionFrame::set_cap(&mut f, Caps::SHM, self.link.is_some());
-                if self.link.is_some() {
-                    self.activate();
-                }
                 return Ok(Route::Zmq(Some(f)));
             }
             (_, Some(SessionFrame { opcode: Opcode::Heartbeat | Opcode::Goodbye, session, .. }))
@@ -178,10 +182,7 @@ impl ShmPath {
             }
             _ => {}
         }
-        if !self.active {
-            return Ok(Route::Zmq(None));
-        }
-        let link = self.link.as_mut().expect("active implies a link");
+        let Some(link) = self.link.as_mut() else { return Ok(Route::Zmq(None)) };
         if let Some(SessionFrame { opcode: Opcode::Config, .. }) = peek {
             // A CONFIG repeated for a repeated INIT, on the ring of its session.
             let mut f = frame.to_vec();
@@ -193,19 +194,17 @@ impl ShmPath {
         Ok(Route::Sent)
     }
 
-    /// Looks at a frame received over ZeroMQ: the host switches on the CONFIG that accepts its
-    /// mapping; the device remembers which INITs offered one.
+    /// Looks at a frame received over ZeroMQ: the host switches on the CONFIG that answers its
+    /// offer; the device remembers which INITs offered a mapping.
     pub(crate) fn saw_zmq_frame(&mut self, frame: &[u8]) {
         let Some(p) = SessionFrame::peek(frame) else { return };
         match (self.side, p.opcode) {
-            (Side::Host, Opcode::Config) => {
-                let ours = self.link.as_ref().map(ShmLink::session) == Some(p.session);
-                if !ours || self.active {
-                    return;
-                }
+            (Side::Host, Opcode::Config) if self.offer.as_ref().map(ShmLink::session) == Some(p.session) => {
+                let mut offer = self.offer.take().expect("checked");
                 if p.caps.contains(Caps::SHM) {
-                    self.link.as_mut().expect("ours").unlink();
-                    self.activate();
+                    // The device has opened the names: they can go.
+                    offer.unlink();
+                    self.activate(offer);
                 } else {
                     tracing::info!(target: LOG, "{}: the device does not use shared memory; session {:#x} runs over ZeroMQ",
                         self.name, p.session);
@@ -224,15 +223,11 @@ impl ShmPath {
 
     /// The active ring, if any, to look at (arm its doorbell).
     pub(crate) fn ring_ref(&self) -> Option<&ShmLink> {
-        self.link.as_ref().filter(|_| self.active)
+        self.link.as_ref()
     }
 
     /// The active ring, if any.
     pub(crate) fn ring(&mut self) -> Option<&mut ShmLink> {
-        if self.active {
-            self.link.as_mut()
-        } else {
-            None
-        }
+        self.link.as_mut()
     }
 }

@@ -1,6 +1,7 @@
 //! The shared-memory rings between two processes: this test binary runs itself again as the
 //! device side (selected by an environment variable), so the mapping, the doorbells and the
-//! futex-free wake-ups cross a real process boundary.
+//! wake-ups cross a real process boundary. `child_echo` is that device side: run by the other
+//! tests, it returns at once when run on its own.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
