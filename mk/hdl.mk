@@ -40,6 +40,7 @@ test-hdl: deps lint-hdl sim-test test-out-of-tree
 	$(CARGO) test --release -p cosim-dpi-bridge -p cosim-host-model --lib
 	$(CARGO) test --release -p cosim-dpi-bridge --test session
 	$(CARGO) test --release -p cosim-dpi-bridge --test dma_latency
+	$(CARGO) test --release -p cosim-dpi-bridge --test idle
 	$(CARGO) test --release -p cosim-host-model --test wait_irq
 	$(CARGO) test --release -p cosim-host-model --test hdl_bridge -- --include-ignored --test-threads=2
 	@echo "test-hdl: the same hdl_bridge suite over ZeroMQ only (COSIM_SHM=0; above: the shared-memory link)"
