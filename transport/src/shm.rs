@@ -573,6 +573,17 @@ impl ShmLink {
         Ok(self.available()? > 0)
     }
 
+    /// True if a frame is waiting (or the ring is broken, which the next receive reports).
+    /// Unlike [`ShmLink::arm`] it asks the peer for nothing: for a caller's own spin loop.
+    pub fn has_frames(&self) -> bool {
+        !self.backlog.is_empty() || self.available().map_or(true, |a| a > 0)
+    }
+
+    /// How long a wait spins before it sleeps (see [`SPIN_ENV`]).
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
     /// Spins up to the spin time for a frame, then returns what [`ShmLink::try_recv`] says.
     pub fn spin_recv(&mut self, limit: Duration) -> Result<Option<Vec<u8>>, ShmError> {
         let t0 = Instant::now();

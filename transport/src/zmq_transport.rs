@@ -189,6 +189,13 @@ impl ZmqTransport {
         Ok(ev.contains(zmq::POLLIN))
     }
 
+    /// With the shared-memory link active: how long a waiting side spins and whether a frame is
+    /// in the ring now (without arming the doorbell), for an event loop that spins briefly
+    /// before it sleeps on [`Self::notify_fd`]. `None` without an active ring.
+    pub fn ring_spin_hint(&self) -> Option<(Duration, bool)> {
+        self.shm.as_ref().and_then(ShmPath::ring_ref).map(|r| (r.spin(), r.has_frames()))
+    }
+
     /// True while this side's session runs over the shared-memory link.
     pub fn shm_active(&self) -> bool {
         self.shm.as_ref().is_some_and(ShmPath::active)
