@@ -453,9 +453,12 @@ impl ShmLink {
             Role::Host => (0, 1),
             Role::Device => (1, 0),
         };
-        // The device attaches to a fresh mapping: indices start at 0 (checked on first use).
-        let head = region.word64(tx, OFF_HEAD).load(Ordering::Acquire);
-        let tail = region.word64(rx, OFF_TAIL).load(Ordering::Acquire);
+        // Both sides start at 0 and own the index they write: the host's mapping is fresh, and
+        // the host sends nothing through it before the device attached (it waits for CONFIG).
+        // What the mapping says of our own indices is never read back.
+        let (head, tail) = (0, 0);
+        region.word64(tx, OFF_HEAD).store(head, Ordering::SeqCst);
+        region.word64(rx, OFF_TAIL).store(tail, Ordering::SeqCst);
         Self {
             region,
             tx,
@@ -842,6 +845,21 @@ mod tests {
         poke(&dev, 1, OFF_HEAD, 3);
         assert!(matches!(h.try_recv(), Err(ShmError::Corrupt(_))));
         assert!(matches!(h.arm(), Err(ShmError::Corrupt(_))));
+    }
+
+    #[test]
+    fn indices_planted_before_attach_are_not_taken() {
+        let d = dir();
+        let base = d.path().join("ep");
+        let mut h = ShmLink::create(&base, 15, DEFAULT_CAPACITY).unwrap();
+        // A hostile host writes unaligned indices into the device's words before it attaches.
+        poke(&h, 1, OFF_HEAD, (DEFAULT_CAPACITY - 4) as u64);
+        poke(&h, 0, OFF_TAIL, 3);
+        let mut dev = ShmLink::attach(&base, 15).unwrap();
+        dev.send(b"first", Duration::ZERO).unwrap();
+        assert_eq!(h.try_recv().unwrap().as_deref(), Some(&b"first"[..]));
+        h.send(b"back", Duration::ZERO).unwrap();
+        assert_eq!(dev.try_recv().unwrap().as_deref(), Some(&b"back"[..]));
     }
 
     #[test]
