@@ -21,7 +21,7 @@ help:
 	@echo "  build:       make deps | build | qemu | sim-gemm | sim-test | guest | launcher | gen-gemm-abi | clean"
 	@echo "  new device:  make new-project DIR=/path (your own project from templates/device, outside this tree)"
 	@echo "  test tiers:  make test-unit | test-msrv | test-protocol | fuzz-smoke | test-hdl (test-out-of-tree) | test-template | test-gemm | abi-gemm"
-	@echo "               | test-qemu | test-guest | test-e2e | test-share | test-serve | test-ml (test-ml-pure)"
+	@echo "               | test-qemu | test-guest | test-e2e | test-template-guest | test-share | test-serve | test-ml (test-ml-pure)"
 	@echo "               (make test runs them all)"
 	@echo "  runs:        make demo | dual | share (several VMs, one accelerator) | serve | ml-demo (PyTorch on the RTL) | fuzz"
 	@echo "               | sim (build and start the GEMM example's simulation; prints the endpoint for QEMU)"

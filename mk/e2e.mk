@@ -54,22 +54,20 @@ bench-guest-mmio: e2e-artifacts
 
 BENCHES += bench-guest-mmio
 
-# Programs of your own in the guest through VFIO (issue 14, item 7, guest half):
-# launcher/tests/template.rs: the guest boots with --iommu against the template's simulation,
-# template-sw (templates/device/sw, static, added with --guest-add) does one DMA transfer through
-# VFIO and waits for its MSI-X interrupt; a second boot without the IOMMU checks the program's hint.
+# Your own device, the whole path (issue 14, item 7): test-template-guest makes a project from the
+# template in a temporary directory outside the checkout (scripts/new-project.sh), builds its
+# simulation and its guest program there, runs its host-model tests (make test in the project),
+# then launcher/tests/template.rs boots the guest with --iommu against that simulation:
+# template-sw (added with --guest-add) does one DMA transfer through VFIO and waits for its MSI-X
+# interrupt; a second boot without the IOMMU checks the program's hint. The project's cargo target
+# directory is $(BUILD)/template-project, so only the first run compiles the host model.
 # launcher/tests/vfio_gemm.rs: the GEMM RTL through VFIO instead of its driver (gemm-vfio example).
-#   make test-template-guest   builds $(BUILD)/template/sim, template-sw and gemm-vfio, runs both (3 boots)
-TEMPLATE_SIM_DIR   := $(BUILD)/template
-TEMPLATE_RTL       := $(sort $(wildcard $(ROOT)/templates/device/rtl/*.sv))
-TEMPLATE_SW_TARGET := $(BUILD)/template-sw
-TEMPLATE_SW        := $(TEMPLATE_SW_TARGET)/x86_64-unknown-linux-gnu/release/template-sw
+#   make test-template-guest   the above (3 boots)
+#   make template-sw           templates/device/sw built in place (target dir $(BUILD)/template-sw)
+TEMPLATE_PROJECT_TARGET := $(BUILD)/template-project
+TEMPLATE_SW_TARGET      := $(BUILD)/template-sw
 
 .PHONY: template-sw gemm-vfio test-template-guest
-$(TEMPLATE_SIM_DIR)/sim: $(HDL_EP_SRC) $(TEMPLATE_RTL) $(wildcard $(ROOT)/verilator-tb/*) \
-                         $(wildcard $(ROOT)/dpi-bridge/src/*.rs $(ROOT)/dpi-bridge/src/*/*.rs $(ROOT)/protocol/src/*.rs $(ROOT)/transport/src/*.rs)
-	$(MAKE) -C $(ROOT)/verilator-tb STRICT=1 WAVES=0 TOP=template_top SOURCES="$(TEMPLATE_RTL)" OUT=$(TEMPLATE_SIM_DIR)
-
 # The template's guest program, built as a user builds it (its own Cargo project), target dir in build/.
 template-sw:
 	cd $(ROOT)/templates/device/sw && CARGO_TARGET_DIR=$(TEMPLATE_SW_TARGET) RUSTFLAGS="-C target-feature=+crt-static" \
@@ -80,9 +78,15 @@ gemm-vfio:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target x86_64-unknown-linux-gnu \
 		-p cosim-vfio --example gemm-vfio
 
-test-template-guest: deps qemu guest launcher sim-gemm $(TEMPLATE_SIM_DIR)/sim template-sw gemm-vfio
-	COSIM_BUILD=$(BUILD) TEMPLATE_SIM=$(TEMPLATE_SIM_DIR)/sim TEMPLATE_SW=$(TEMPLATE_SW) \
-		$(CARGO) test --release -p cosim-launch --test template -- --include-ignored --test-threads 1
+test-template-guest: deps qemu guest launcher sim-gemm gemm-vfio
+	@tmp=$$(mktemp -d /tmp/cosim-template-e2e.XXXXXX) && trap 'rm -rf "$$tmp"' EXIT && \
+	  proj="$$tmp/my-device" && \
+	  $(ROOT)/scripts/new-project.sh "$$proj" && \
+	  $(MAKE) -C "$$proj" test sw CARGO="$(CARGO)" CARGO_TARGET_DIR=$(TEMPLATE_PROJECT_TARGET) && \
+	  COSIM_BUILD=$(BUILD) TEMPLATE_SIM="$$proj/build/sim/sim" \
+	    TEMPLATE_SW=$(TEMPLATE_PROJECT_TARGET)/x86_64-unknown-linux-gnu/release/template-sw \
+	    $(CARGO) test --release -p cosim-launch --test template -- --include-ignored --test-threads 1 && \
+	  echo "test-template-guest: a project from the template in $$tmp (removed): simulation and guest program built there, host-model tests and the guest's VFIO run passed"
 	COSIM_BUILD=$(BUILD) GEMM_VFIO=$${CARGO_TARGET_DIR:-$(ROOT)/target}/x86_64-unknown-linux-gnu/release/examples/gemm-vfio \
 		$(CARGO) test --release -p cosim-launch --test vfio_gemm -- --include-ignored
 

@@ -6,7 +6,9 @@
 //! accelerator, bound to vfio-pci, none for the GEMM driver).
 //!
 //! Artefacts (`make test-template-guest` builds them): QEMU, the guest image, the launcher,
-//! `$TEMPLATE_SIM` (default `$COSIM_BUILD/template/sim`) and `$TEMPLATE_SW` (default
+//! `$TEMPLATE_SIM` and `$TEMPLATE_SW`: make sets them to the simulation and the guest program of a
+//! project it has just made from the template in a temporary directory outside the checkout
+//! (defaults, for a run by hand: `$COSIM_BUILD/template/sim` and
 //! `$COSIM_BUILD/template-sw/x86_64-unknown-linux-gnu/release/template-sw`).
 
 mod common;
