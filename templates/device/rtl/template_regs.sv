@@ -34,7 +34,9 @@ module template_regs (
   input  logic [31:0] dma_sum,
   // MSI-X request to cosim_pcie_ep
   output logic        msix_valid,
-  input  logic        msix_ready
+  input  logic        msix_ready,
+  // A transfer in progress (STATUS.BUSY), for cosim_busy in the top
+  output logic        busy
 );
   localparam logic [31:0] ID = 32'h7E01_0001;  // device id << 16 | register map version
   localparam logic [1:0] OKAY = 2'b00, DECERR = 2'b11;
@@ -45,7 +47,7 @@ module template_regs (
   localparam logic [2:0] REG_BAR = 3'd0;
 
   logic [31:0] scratch, src_lo, src_hi, dst_lo, dst_hi, len, sum, cycles, count;
-  logic        irq_en, busy, done, err;
+  logic        irq_en, done, err;
 
   // Byte-strobed update of a 32-bit register (the adapter passes 1- and 2-byte writes as strobes).
   function automatic logic [31:0] merge(input logic [31:0] old, input logic [31:0] data, input logic [3:0] strb);

@@ -46,6 +46,7 @@ module template_top #(
   logic [63:0] dma_src, dma_dst;
   logic [9:0] dma_words;
   logic [31:0] dma_sum;
+  logic dma_busy;
 
   cosim_pcie_ep #(
     .ENDPOINT(ENDPOINT),
@@ -113,7 +114,7 @@ module template_top #(
     .s_axil_rdata(l_rdata), .s_axil_rresp(l_rresp), .s_axil_rvalid(l_rvalid), .s_axil_rready(l_rready),
     .dma_start(dma_start), .dma_src(dma_src), .dma_dst(dma_dst), .dma_words(dma_words),
     .dma_done(dma_done), .dma_err(dma_err), .dma_sum(dma_sum),
-    .msix_valid(msix_valid), .msix_ready(msix_ready)
+    .msix_valid(msix_valid), .msix_ready(msix_ready), .busy(dma_busy)
   );
 
   template_dma #(.ID_W(IDW)) u_dma (
@@ -130,6 +131,12 @@ module template_top #(
     .m_axi_rid(d_rid), .m_axi_rdata(d_rdata), .m_axi_rresp(d_rresp), .m_axi_rlast(d_rlast),
     .m_axi_rvalid(d_rvalid), .m_axi_rready(d_rready)
   );
+
+  // Busy while a transfer runs or its interrupt waits to go out: only then does a clock without
+  // the host change anything. When it is low and the shell has nothing pending, the simulation
+  // stops its clock and sleeps until the host's next message instead of spinning a core
+  // (docs/hdl-endpoint.md, "Idle sleep"). Without a cosim_busy the simulation never sleeps.
+  cosim_busy u_busy (.clk(clk), .busy(dma_busy || msix_valid));
 
   // Shell outputs nobody reads: AXI-Lite has no AxPROT use here, and the NIC and UART receive
   // sides are dropped above. Verilator's -Wall does not report signals named unused*.
