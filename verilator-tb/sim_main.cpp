@@ -38,7 +38,8 @@ static const char* const kHelp =
     "                    (default: the design's ENDPOINT parameter; empty means a private ipc\n"
     "                    endpoint in a fresh 0700 directory, printed on the ready line)\n"
     "  --max-cycles N    stop after N clock cycles (default: run until stopped)\n"
-    "  --clock-mhz F     clock frequency for simulated time and waveforms (default 100)\n"
+    "  --clock-mhz F     clock frequency for simulated time and waveforms (default 100); also the\n"
+    "                    design clock reported to the host, unless +cosim_clock_hz=N is given\n"
     "  --waves FILE.fst  write an FST waveform (the model must be built with tracing, the default)\n"
     "  --stats           also print statistics every 2 s while running\n"
     "  --no-dpi-poll     do not call the per-clock DPI poll (benchmark baseline only: the host\n"
@@ -64,6 +65,7 @@ struct Options {
     std::string endpoint;
     unsigned long long max_cycles = 0;
     double clock_mhz = 100.0;
+    bool clock_set = false;  // --clock-mhz or +clock_mhz given
     std::string waves;
     bool stats = false;
     bool no_poll = false;
@@ -198,6 +200,7 @@ int main(int argc, char** argv) {
             o.max_cycles = std::strtoull(need(i, "--max-cycles").c_str(), nullptr, 0);
         } else if (a == "--clock-mhz") {
             o.clock_mhz = std::atof(need(i, "--clock-mhz").c_str());
+            o.clock_set = true;
         } else if (a == "--waves") {
             o.waves = need(i, "--waves");
         } else if (a == "--stats") {
@@ -211,10 +214,12 @@ int main(int argc, char** argv) {
         } else if (a == "--idle-throttle") {
             // Obsolete (a 1 ms sleep every 1024 cycles after 50 ms without messages): the idle
             // sleep replaces it and is the default.
+            std::fprintf(stderr, "cosim-sim: --idle-throttle is obsolete and ignored: the idle sleep is the default\n");
         } else if (starts_with(a, "+max_cycles=")) {
             o.max_cycles = std::strtoull(a.c_str() + 12, nullptr, 0);
         } else if (starts_with(a, "+clock_mhz=")) {
             o.clock_mhz = std::atof(a.c_str() + 11);
+            o.clock_set = true;
         } else if (starts_with(a, "+waves=")) {
             o.waves = a.substr(7);
         } else if (starts_with(a, "+cosim_endpoint=")) {
@@ -237,6 +242,12 @@ int main(int argc, char** argv) {
     if (o.max_cycles) o.idle_sleep = false;  // a run bounded in cycles runs them all
     if (!o.endpoint.empty()) vargs.push_back("+cosim_endpoint=" + o.endpoint);
     if (o.no_poll) vargs.push_back("+cosim_no_dpi_poll");
+    // One clock: the simulated one is also the design clock the shell reports in CONFIG, unless
+    // the design clock is given on its own.
+    bool clock_hz_given = false;
+    for (auto& v : vargs) clock_hz_given |= starts_with(v, "+cosim_clock_hz=");
+    if (o.clock_set && !clock_hz_given)
+        vargs.push_back("+cosim_clock_hz=" + std::to_string(static_cast<unsigned long long>(o.clock_mhz * 1e6 + 0.5)));
     std::vector<const char*> cargs;
     for (auto& s : vargs) cargs.push_back(s.c_str());
 

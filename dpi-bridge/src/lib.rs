@@ -69,15 +69,15 @@ pub struct EpBuilder {
     dma_latency: u64,
 }
 
-/// Default modelled DMA read latency in clocks: 100, 1 us at the default 100 MHz clock (see
-/// `EpConfig::dma_latency`), so the same job gives the same cycle counts in every run. It equals
-/// the default of the shell's `DMA_READ_LATENCY` parameter (hdl/ep/cosim_pcie_ep.sv; a test
-/// checks). 0 (`+cosim_dma_latency=0`) is free-running.
-pub const DEFAULT_DMA_LATENCY: u64 = 100;
+/// Default modelled DMA read latency in clocks (see `EpConfig::dma_latency`): defined in the
+/// protocol crate ([`cosim_protocol::DEFAULT_DMA_READ_LATENCY`]), equal to the default of the
+/// shell's `DMA_READ_LATENCY` parameter (a test below checks). 0 (`+cosim_dma_latency=0`) is
+/// free-running.
+pub const DEFAULT_DMA_LATENCY: u64 = cosim_protocol::DEFAULT_DMA_READ_LATENCY;
 
-/// Default design clock reported in CONFIG: 100 MHz, the default of the shell's `CLOCK_HZ`
-/// parameter (hdl/ep/cosim_pcie_ep.sv).
-pub const DEFAULT_CLOCK_HZ: u64 = 100_000_000;
+/// Default design clock reported in CONFIG ([`cosim_protocol::DEFAULT_CLOCK_HZ`]), the default of
+/// the shell's `CLOCK_HZ` parameter (tests/clock.rs checks).
+pub use cosim_protocol::DEFAULT_CLOCK_HZ;
 
 impl EpBuilder {
     /// Instance `name` (for logs) on base endpoint `endpoint`. An empty `endpoint` means a

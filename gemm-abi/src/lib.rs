@@ -503,7 +503,8 @@ pub mod defaults {
     pub const DMA_BYTES_PER_CYCLE: u32 = 8;
     /// Largest DMA burst in beats (AXI INCR; bursts also never cross a 4 KiB boundary).
     pub const DMA_MAX_BURST_BEATS: u32 = 256;
-    /// The simulation's clock in Hz (`verilator-tb` `--clock-mhz`, default 100).
+    /// The simulation's default design clock in Hz (cosim_protocol::DEFAULT_CLOCK_HZ, the shell's
+    /// `CLOCK_HZ` default; perf-model's tests check they agree).
     pub const CLOCK_HZ: u64 = 100_000_000;
 }
 

@@ -8,10 +8,9 @@
 //! (COSIM_KEY_FILE), so the two paths differ only in the link. The measuring code runs in B: this
 //! binary re-invoked under `ip netns exec B` with `COSIM_TWO_HOSTS_MEASURE` set. It holds a host
 //! model on each link and alternates between them in short blocks (and alternates which link
-//! goes first), so the machine's load hits both alike. Both simulations run with
-//! `--idle-throttle`, so the one not being measured sleeps (after 50 ms without a message)
-//! instead of taking a core from the measurement; each block starts with a few untimed reads
-//! that wake its simulation up.
+//! goes first), so the machine's load hits both alike. The simulation not being measured sleeps
+//! (the idle sleep, the default: docs/hdl-endpoint.md) instead of taking a core from the
+//! measurement; each block starts with a few untimed reads that wake its simulation up.
 //!
 //! - MMIO read round trip: `read(BAR0, SCRATCH0, 8)`, BENCH_READS reads per link (default 10000)
 //!   in blocks of 25 (each block after 5 untimed reads), after 100 warm-up reads.
@@ -175,7 +174,7 @@ fn main() -> Result<()> {
 
     let mut net = NetnsPair::create("bench");
     let (a, b) = (net.addr[A].clone(), net.addr[B].clone());
-    let args = ["--idle-throttle"];
+    let args: [&str; 0] = [];
     net.start_sim(A, &bin, &format!("tcp://{a}:7000?peer={b}"), &args, &key, &logs.join("sim-veth.log"));
     net.start_sim(B, &bin, "tcp://127.0.0.1:7100", &args, &key, &logs.join("sim-loopback.log"));
 

@@ -159,6 +159,23 @@ fn registers_over_tcp_with_plusarg_overrides() -> Result<()> {
     Ok(())
 }
 
+/// One clock: `--clock-mhz` sets the simulated clock and the design clock reported in CONFIG;
+/// `+cosim_clock_hz` sets the reported one on its own.
+#[test]
+#[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
+fn the_clock_option_is_the_reported_design_clock() -> Result<()> {
+    let cases: [(&[&str], u64); 3] = [
+        (&[], cosim_dpi_bridge::DEFAULT_CLOCK_HZ),
+        (&["--clock-mhz", "250"], 250_000_000),
+        (&["--clock-mhz", "250", "+cosim_clock_hz=33000000"], 33_000_000),
+    ];
+    for (args, want) in cases {
+        let r = start_with(args, false)?;
+        ensure!(r.host.config().clock_hz == want, "{args:?}: reported {} Hz, want {want}", r.host.config().clock_hz);
+    }
+    Ok(())
+}
+
 fn copy(h: &mut HostModel, src: u64, dst: u64, len: u64, max_beats: u64, vector: u64) -> Result<()> {
     h.write(0, DMA_SRC, 8, src)?;
     h.write(0, DMA_DST, 8, dst)?;

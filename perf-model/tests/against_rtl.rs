@@ -21,6 +21,12 @@ use cosim_perf_model::{error_percent, predict, Engine, Gemm, Model};
 const SIZES: &str = "4x4x4,16x16x16,17x33x9,32x256x128,64x64x1,64x64x64,65x65x65,100x100x100,\
 128x128x128,96x32x64,360x64x64,360x10x64,64x1024x64,1024x16x256,256x256x256,512x512x512";
 
+/// The models' clock (gemm-abi, which has no dependencies) is the simulation's default clock.
+#[test]
+fn the_models_clock_is_the_simulations_default() {
+    assert_eq!(cosim_gemm_abi::defaults::CLOCK_HZ, cosim_dpi_bridge::DEFAULT_CLOCK_HZ);
+}
+
 #[test]
 #[ignore = "needs make sim-gemm: run by make test-serve"]
 fn models_against_the_rtl() -> Result<()> {

@@ -92,6 +92,17 @@ pub struct DeviceConfig {
     pub clock_hz: u64,
 }
 
+/// The simulation's default modelled DMA read latency in clocks: 100, 1 us at the default
+/// 100 MHz clock, so the same job gives the same cycle counts in every run. The shell's
+/// `DMA_READ_LATENCY` parameter (hdl/ep/cosim_pcie_ep.sv) has the same default (dpi-bridge checks);
+/// `+cosim_dma_latency=0` is free-running. Defined here, where every peer and the guest tool can
+/// see it: the performance models of `accel-tool serve` need the same number.
+pub const DEFAULT_DMA_READ_LATENCY: u64 = 100;
+
+/// The design clock a simulation reports in CONFIG by default: 100 MHz, the default of the
+/// shell's `CLOCK_HZ` parameter (dpi-bridge checks).
+pub const DEFAULT_CLOCK_HZ: u64 = 100_000_000;
+
 /// Why a [`DeviceConfig`] cannot be presented on PCI.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

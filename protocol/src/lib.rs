@@ -19,7 +19,9 @@ pub mod liveness;
 pub mod session;
 
 pub use codec::{DecodeError, HEADER_LEN, MAGIC};
-pub use config::{BarDesc, BarFlags, ConfigError, DeviceConfig, MsixConfig, NUM_BARS};
+pub use config::{
+    BarDesc, BarFlags, ConfigError, DeviceConfig, MsixConfig, DEFAULT_CLOCK_HZ, DEFAULT_DMA_READ_LATENCY, NUM_BARS,
+};
 
 /// Protocol major version. Peers with different majors refuse each other.
 ///

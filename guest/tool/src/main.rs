@@ -114,8 +114,8 @@ enum Cmd {
         #[arg(long, default_value = "cosim.serve")]
         serial: String,
         /// The simulation's modelled DMA read latency in cycles (+cosim_dma_latency), for the
-        /// performance models in each reply (0: free-running).
-        #[arg(long, default_value_t = 0)]
+        /// performance models in each reply (0: free-running). Default: the simulation's default.
+        #[arg(long, default_value_t = cosim_protocol::DEFAULT_DMA_READ_LATENCY as u32)]
         read_latency: u32,
         /// Per-job timeout in ms (0: the driver's default).
         #[arg(long, default_value_t = 0)]
