@@ -279,11 +279,16 @@ impl Stages {
                 if let Some(st) = self.sims[i].poll() {
                     if !self.sim_exit_logged[i] {
                         self.sim_exit_logged[i] = true;
-                        tracing::warn!(
-                            target: "cosim_launch",
-                            "simulation {i} exited ({st}) during stage {name}; see {}",
-                            self.sim_log(i).display()
-                        );
+                        // A simulation ends by itself when QEMU says goodbye at shutdown: expected.
+                        if stage == Stage::Shutdown && st.success() {
+                            tracing::info!(target: "cosim_launch", "simulation {i} exited ({st}) at shutdown");
+                        } else {
+                            tracing::warn!(
+                                target: "cosim_launch",
+                                "simulation {i} exited ({st}) during stage {name}; see {}",
+                                self.sim_log(i).display()
+                            );
+                        }
                     }
                     if stage == Stage::SimStart {
                         self.drain();
