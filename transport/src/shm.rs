@@ -650,6 +650,10 @@ impl ShmLink {
         if self.free()? < rec {
             let t0 = Instant::now();
             loop {
+                // Empty the bell first: a ring left from an earlier frame in our rx ring would
+                // make every poll below return at once (a hot spin until room or the timeout).
+                // Nothing is lost: room and our rx ring are both checked again below.
+                self.my_bell.drain();
                 self.region.word32(self.tx, OFF_PRODUCER_WAITS).store(1, Ordering::SeqCst);
                 if self.free()? >= rec {
                     break;

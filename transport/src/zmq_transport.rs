@@ -214,6 +214,22 @@ impl ZmqTransport {
         }
     }
 
+    /// Waits on ZeroMQ alone until `deadline` (returns early, with nothing, on a signal).
+    fn recv_zmq_until(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, TransportError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let mut items = [self.rx.as_poll_item(zmq::POLLIN)];
+        let n = match zmq::poll(&mut items, ms) {
+            Ok(n) => n,
+            Err(zmq::Error::EINTR) => 0,
+            Err(e) => return Err(TransportError::Zmq { op: "poll", source: e }),
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        self.recv_zmq()
+    }
+
     /// One frame from the ring without waiting (a failed ring falls back to ZeroMQ).
     fn recv_ring(&mut self) -> Option<Vec<u8>> {
         let ring = self.shm.as_mut()?.ring()?;
@@ -231,7 +247,13 @@ impl ZmqTransport {
     fn recv_both(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, TransportError> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Some(ring) = self.shm.as_mut().and_then(ShmPath::ring) else { return self.recv_zmq() };
+            // The ring failed (or went) meanwhile: ZeroMQ for the rest of the wait.
+            let Some(ring) = self.shm.as_mut().and_then(ShmPath::ring) else {
+                return match self.recv_zmq()? {
+                    Some(f) => Ok(Some(f)),
+                    None => self.recv_zmq_until(deadline),
+                };
+            };
             match ring.spin_recv(left) {
                 Ok(Some(f)) => return Ok(Some(f)),
                 Ok(None) => {}
@@ -317,16 +339,6 @@ impl Transport for ZmqTransport {
         if self.shm_active() {
             return self.recv_both(Instant::now() + timeout);
         }
-        let ms = timeout.as_millis().clamp(1, i64::MAX as u128) as i64;
-        let mut items = [self.rx.as_poll_item(zmq::POLLIN)];
-        let n = match zmq::poll(&mut items, ms) {
-            Ok(n) => n,
-            Err(zmq::Error::EINTR) => 0,
-            Err(e) => return Err(TransportError::Zmq { op: "poll", source: e }),
-        };
-        if n == 0 {
-            return Ok(None);
-        }
-        self.recv_zmq()
+        self.recv_zmq_until(Instant::now() + timeout)
     }
 }
