@@ -348,6 +348,10 @@ static char *accel_get_stats(Object *obj, Error **errp)
         return g_strdup("{}");  /* not realized, or QEMU is exiting */
     }
     n = cosim_device_stats_json(s->dev, NULL, 0);
+    if (n == 0) {  /* 0: the device is busy or failed; a JSON object is never empty */
+        error_setg(errp, "accelerator-pcie: statistics not available");
+        return NULL;
+    }
     buf = g_malloc(n + 1);
     if (cosim_device_stats_json(s->dev, buf, n + 1) != n) {
         g_free(buf);

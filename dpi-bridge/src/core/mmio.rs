@@ -44,6 +44,10 @@ pub(super) struct MmioState {
     cur_read: Option<CurRead>,
     /// A write was given to the AXI master and its B response has not come yet.
     write_on_bus: bool,
+    /// An access timed out and the AXI master still waits for the design's late answer (the
+    /// shell reports none): the bus counts as busy until the shell pops the next access, which
+    /// it does only once the master is free, so the idle sleep never stops the clock under it.
+    stuck: bool,
 }
 
 impl MmioState {
@@ -56,7 +60,7 @@ impl MmioState {
     /// An access is queued or on the AXI master (the idle sleep waits for it).
     #[inline]
     pub(super) fn on_bus(&self) -> bool {
-        self.cur_read.is_some() || self.write_on_bus
+        self.cur_read.is_some() || self.write_on_bus || self.stuck
     }
 
     /// A new session or a device reset: queued accesses are dropped, and the read on the bus
@@ -115,6 +119,7 @@ impl EpCore {
             return None;
         }
         let (beat, cur) = self.mmio.queue.pop_front()?;
+        self.mmio.stuck = false;
         if beat.write {
             SharedStats::add(&self.stats.mmio_writes, 1);
             self.mmio.write_on_bus = true;
@@ -161,6 +166,7 @@ impl EpCore {
     /// completion (for a read) and a warning is logged.
     pub fn mmio_timeout(&mut self, write: bool, cycles: u32) {
         SharedStats::add(&self.stats.mmio_errors, 1);
+        self.mmio.stuck = true;
         if write {
             self.mmio.write_on_bus = false; // the shell calls no write_done for it
             tracing::warn!(target: "cosim::dpi", ep = %self.cfg.name, cycles,
@@ -217,6 +223,22 @@ mod tests {
         c.mmio_read_done(0, 0x1122_3344_5566_7788);
         assert_eq!(sent(&io), vec![Message::MmioReadResp(MmioReadResp { tag: 9, status: Status::Ok, data: 0x55 })]);
         assert_eq!(c.tick() & PEND_MMIO, 0);
+    }
+
+    #[test]
+    fn a_timed_out_access_keeps_the_bus_busy_until_the_next_pop() {
+        let (mut c, io) = core();
+        let bar0 = BarIndex::new(0).unwrap();
+        io.to_sim(ToSim::Msg(Message::MmioRead(MmioRead { tag: 1, bar: bar0, size: AccessSize::B4, offset: 0 })));
+        assert_eq!(c.tick() & PEND_MMIO, PEND_MMIO);
+        c.mmio_pop().unwrap();
+        c.mmio_timeout(false, 100);
+        assert!(c.mmio.on_bus(), "the AXI master still waits for the late answer: no idle sleep");
+        io.to_sim(ToSim::Msg(Message::MmioRead(MmioRead { tag: 2, bar: bar0, size: AccessSize::B4, offset: 8 })));
+        assert_eq!(c.tick() & PEND_MMIO, PEND_MMIO);
+        c.mmio_pop().unwrap();
+        c.mmio_read_done(0, 7);
+        assert!(!c.mmio.on_bus(), "the shell popped again, so the master was free");
     }
 
     #[test]
