@@ -151,6 +151,14 @@ pub enum ConfigError {
 }
 
 impl DeviceConfig {
+    /// Whether `other` presents the same PCI function (identity, BARs, MSI-X): everything but the
+    /// design clock, which tools read and the guest never sees. A host keeps a device's
+    /// configuration for its lifetime (PCI cannot change under a running guest) and accepts a
+    /// restarted simulation only when this holds.
+    pub fn same_pci_function(&self, other: &DeviceConfig) -> bool {
+        DeviceConfig { clock_hz: 0, ..self.clone() } == DeviceConfig { clock_hz: 0, ..other.clone() }
+    }
+
     /// Checks that the configuration can be presented as a PCI function.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.vendor_id == 0xffff {
@@ -280,6 +288,18 @@ impl DeviceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_design_clock_is_not_part_of_the_pci_function() {
+        let a = good();
+        let b = DeviceConfig { clock_hz: a.clock_hz + 1_000_000, ..a.clone() };
+        assert!(a.same_pci_function(&b), "a restarted simulation with another clock is the same function");
+        let c = DeviceConfig { device_id: a.device_id ^ 1, ..a.clone() };
+        assert!(!a.same_pci_function(&c));
+        let mut d = a.clone();
+        d.msix.vectors += 1;
+        assert!(!a.same_pci_function(&d));
+    }
 
     fn good() -> DeviceConfig {
         let mut c = DeviceConfig {

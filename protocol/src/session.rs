@@ -661,14 +661,14 @@ impl HostSession {
             return;
         }
         if let Some(pinned) = &self.pinned {
-            if *pinned != c.device {
+            if !pinned.same_pci_function(&c.device) {
                 let why = DownReason::ConfigChanged { pinned: Box::new(pinned.clone()), now: Box::new(c.device.clone()) };
                 self.refuse_session(session, why);
                 return;
             }
-        } else {
-            self.pinned = Some(c.device.clone());
         }
+        // The design clock is not PCI: a restarted simulation may report another one.
+        self.pinned = Some(c.device.clone());
         self.peer_caps = c.caps;
         self.refused = None;
         self.prev_session = session;
