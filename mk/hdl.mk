@@ -8,7 +8,8 @@
 #   make test-out-of-tree  builds the test design as a user does (scripts/cosim-build-sim, from a copy
 #                    of its sources in a temp dir outside the checkout), checks RUNPATH is $ORIGIN,
 #                    moves sim + library elsewhere, deletes the build and runs a host-model test on it
-#   make bench-hdl   cycles/s with and without the DPI poll, MMIO round trip vs raw ZeroMQ
+#   make bench-hdl   cycles/s with and without the DPI poll, MMIO round trip vs raw ZeroMQ, and
+#                    the test design's DMA copies against its bus (both links, latency 0 and 100)
 #   make stress-dma-latency  the read-burst test (modelled DMA read latency) STRESS_RUNS=500 times
 #                    under STRESS_HOGS=2 busy loops; not part of make test
 
@@ -66,6 +67,7 @@ test-out-of-tree: deps
 
 bench-hdl: deps sim-test
 	$(CARGO) bench -p cosim-host-model --bench hdl_bridge
+	$(CARGO) bench -p cosim-host-model --bench dma_copy
 
 # The modelled DMA read latency under load (issue 15, item 4): the read-burst test
 # (narrow_fixed_and_wrap_read_bursts: ten bursts polled by MMIO reads, a simulation per run)

@@ -24,6 +24,8 @@
 //                         the copy engine runs is kept (BUSY) and starts the burst once it is idle
 //   0x170 BR_SUM      RO  sum = sum * 31 + byte over the bytes of every beat's byte lanes, in
 //                         beat order and lane order
+//   0x178 DMA_CYCLES  RO  clocks the last copy took, from the cycle its START was taken to its
+//                         completion (bench: copy bytes against data width x cycles)
 //   0xfe0 SLVERR      RO  answers with SLVERR
 // BAR1 (4 KiB, AXI 0x0001_0000): RAM, 512 x 64 bits, byte-writable.
 // Accesses with another BAR index on a*user answer DECERR.
@@ -185,6 +187,7 @@ module cosim_test_dev #(
       9'h02c: return br_addr;
       9'h02d: return {28'b0, br_err, br_done, br_busy || br_queued, 1'b0, br_cfg[31:0]};
       9'h02e: return br_sum;
+      9'h02f: return dma_cycles;
       default: return 64'h0;
     endcase
   endfunction
@@ -238,6 +241,7 @@ module cosim_test_dev #(
   logic busy, done, err, irq_en_q;
   logic [10:0] vec_q;
   logic copy_irq;
+  logic [63:0] cp_start, dma_cycles;  // CYCLES when the running copy started; clocks of the last one
 
   assign status_word = {copies, 29'b0, err, done, busy};
 
@@ -419,6 +423,7 @@ module cosim_test_dev #(
       id_busy <= '0;
       next_id <= '0;
       copy_irq <= 1'b0;
+      dma_cycles <= '0;
     end else begin
       // R beats land at their burst's buffer offset, whatever order the IDs complete in.
       if (d_rvalid && !br_busy) begin
@@ -438,6 +443,7 @@ module cosim_test_dev #(
         C_IDLE: if (start_pulse && !bw_busy && !br_busy && !br_queued) begin
           done <= 1'b0;
           err <= 1'b0;
+          cp_start <= cycles;
           src_q <= dma_src;
           dst_q <= dma_dst;
           len_q <= dma_len[31:0];
@@ -493,6 +499,7 @@ module cosim_test_dev #(
           busy <= 1'b0;
           done <= 1'b1;
           copies <= copies + 32'd1;
+          dma_cycles <= cycles - cp_start;
           copy_irq <= irq_en_q;
           cst <= C_IDLE;
         end
