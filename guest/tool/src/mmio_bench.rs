@@ -345,14 +345,19 @@ pub fn run(o: &Options) -> Result<Vec<MmioBench>, String> {
                 let barrier = Arc::clone(&barrier);
                 let (reads, writes) = (o.reads, o.writes);
                 std::thread::spawn(move || {
-                    let r = measure(&p, at_once, reads, writes, &barrier);
+                    // The driver is bound again even if the measurement panics.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        measure(&p, at_once, reads, writes, &barrier)
+                    }));
                     restore(p);
-                    r
+                    r.unwrap_or_else(|e| std::panic::resume_unwind(e))
                 })
             })
             .collect();
-        for h in handles {
-            records.push(h.join().map_err(|_| "a benchmark thread panicked".to_string())?);
+        // Every thread is joined (and so every device restored) before a panic is reported.
+        let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        for r in joined {
+            records.push(r.map_err(|_| "a benchmark thread panicked".to_string())?);
         }
     }
     records.sort_by(|a, b| (a.devices, &a.device).cmp(&(b.devices, &b.device)));
