@@ -99,6 +99,8 @@ impl GuestAdd {
         let meta = fs::metadata(&source).map_err(|_| AddError::Missing { spec: spec.into(), path: source.clone() })?;
         let name = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let dest = match dest {
+            // "FILE:/dir/": into that directory, under the file's own name.
+            Some(d) if d.ends_with('/') && d.len() > 1 && !meta.is_dir() => guest_path(spec, d)?.join(&name),
             Some(d) => guest_path(spec, d)?,
             None if meta.is_dir() => PathBuf::from("/"),
             None if meta.permissions().mode() & 0o111 != 0 => Path::new(DEFAULT_BIN_DIR).join(&name),
@@ -313,6 +315,19 @@ mod tests {
         fs::write(&colon, b"").unwrap();
         assert_eq!(GuestAdd::parse(&s(&colon)).unwrap().dest, Path::new("/root/a:b"));
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_destination_ending_in_a_slash_is_a_directory_for_a_file() {
+        let dir = std::env::temp_dir().join(format!("cosim-guest-add-slash-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("prog");
+        fs::write(&file, b"x").unwrap();
+        let a = GuestAdd::parse(&format!("{}:/opt/t/", file.display())).unwrap();
+        assert_eq!(a.dest, Path::new("/opt/t/prog"));
+        let b = GuestAdd::parse(&format!("{}:/opt/t", file.display())).unwrap();
+        assert_eq!(b.dest, Path::new("/opt/t"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
