@@ -16,7 +16,8 @@
 //! each free-running (`+cosim_dma_latency=0`: read data arrives whenever the host answers) and
 //! with the default modelled read latency (100 clocks: the clock waits for the host); and, as the
 //! RTL's own ceiling, a 1-clock modelled latency (host memory answering in one clock); and the
-//! shared-memory link free-running with `COSIM_SHM_SPIN_US=0` on both sides (no spinning). Two burst
+//! shared-memory link free-running with `COSIM_SHM_SPIN_US=20` on both sides (a waiting side spins
+//! 20 us before it sleeps; the default is no spin). Two burst
 //! limits (DMA_LEN[47:32]): 16 beats (the engine's default) and 256 (its longest).
 //!
 //! Environment: BENCH_ROUNDS (default 3), BENCH_COPIES (copies per round and variant, default
@@ -44,19 +45,23 @@ fn env_num(name: &str, dflt: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(dflt)
 }
 
+/// The spin of the spinning variant, in microseconds (what the default was before the DMA tail).
+const SPIN_US: u32 = 20;
+
 #[derive(Clone, Copy)]
 struct Variant {
     shm: bool,
     latency: u32,
-    /// `COSIM_SHM_SPIN_US=0` on both sides: a waiting side sleeps on its doorbell at once.
-    no_spin: bool,
+    /// `COSIM_SHM_SPIN_US=20` on both sides: a waiting side looks at the ring for 20 us before it
+    /// sleeps on its doorbell (the default is no spin: `DEFAULT_SPIN`).
+    spin: bool,
 }
 
 impl Variant {
     fn name(&self) -> String {
-        let link = match (self.shm, self.no_spin) {
+        let link = match (self.shm, self.spin) {
             (true, false) => "shared memory",
-            (true, true) => "shared memory, no spin",
+            (true, true) => "shared memory, 20 us spin",
             _ => "ZeroMQ",
         };
         match self.latency {
@@ -107,7 +112,7 @@ fn block(h: &mut HostModel, len: u64, beats: u64, copies: u64, seed: u8, acc: &m
 fn run_variant(bin: &std::path::Path, v: Variant, len: u64, copies: u64, round: u8, accs: &mut [Acc]) -> Result<()> {
     let (dir, ep) = temp_endpoint("dmacopy")?;
     let shm_env = if v.shm { "1" } else { "0" };
-    let spin_env = if v.no_spin { "0".to_string() } else { DEFAULT_SPIN.as_micros().to_string() };
+    let spin_env = if v.spin { SPIN_US.to_string() } else { DEFAULT_SPIN.as_micros().to_string() };
     let mut sim = SimProcess::spawn_with(
         bin,
         &ep,
@@ -146,12 +151,12 @@ fn main() -> Result<()> {
     let len = env_num("BENCH_LEN", 4096);
     ensure!((8..=4096).contains(&len), "BENCH_LEN must be 8..4096 (the engine's limit)");
     let variants = [
-        Variant { shm: true, latency: 0, no_spin: false },
-        Variant { shm: false, latency: 0, no_spin: false },
-        Variant { shm: true, latency: 0, no_spin: true },
-        Variant { shm: true, latency: 100, no_spin: false },
-        Variant { shm: false, latency: 100, no_spin: false },
-        Variant { shm: true, latency: 1, no_spin: false },
+        Variant { shm: true, latency: 0, spin: false },
+        Variant { shm: false, latency: 0, spin: false },
+        Variant { shm: true, latency: 0, spin: true },
+        Variant { shm: true, latency: 100, spin: false },
+        Variant { shm: false, latency: 100, spin: false },
+        Variant { shm: true, latency: 1, spin: false },
     ];
     let mut accs: Vec<[Acc; 2]> = variants.iter().map(|_| Default::default()).collect();
     for round in 0..rounds {

@@ -24,9 +24,9 @@
 //! Ring 0 carries `h2d`, ring 1 `d2h`. A record is a 4-byte frame length, 4 reserved bytes and
 //! the frame, padded to 8 bytes; records wrap around the end of the data area.
 //!
-//! Waiting: a consumer with nothing to read looks at the ring for up to [`DEFAULT_SPIN`],
-//! yielding the CPU between looks (a busy spin measured far worse on a loaded 2-core machine:
-//! the peer often needs that very core), then sets its "sleeps"
+//! Waiting: a consumer with nothing to read looks at the ring for up to [`DEFAULT_SPIN`] (none
+//! by default; `COSIM_SHM_SPIN_US`), yielding the CPU between looks (a busy spin measured far
+//! worse on a loaded 2-core machine: the peer often needs that very core), then sets its "sleeps"
 //! word, checks the ring once more and sleeps in `poll(2)` on its doorbell, a FIFO in the
 //! endpoint's private directory. A producer that publishes a record and finds the word set
 //! clears it and writes one byte to the FIFO. A FIFO, unlike a futex, is a file descriptor: it
@@ -66,8 +66,12 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 /// Smallest and largest capacity [`ShmLink::attach`] accepts from a peer's header.
 const MIN_CAPACITY: usize = 1 << 18;
 const MAX_CAPACITY: usize = 1 << 26;
-/// How long a waiting side spins before it sleeps on its doorbell.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+/// How long a waiting side spins before it sleeps on its doorbell: not at all by default. A
+/// 20 us yielding spin cut the guest-visible MMIO read from about 41 to 26 us (median) on the
+/// 2-core machine, but with a simulation clocking without pause beside it (DMA, free-running) a
+/// spinning thread lost its core for milliseconds and DMA copies got a tail of up to 100 ms
+/// (docs/benchmarks.md, "DMA copy engine against its bus"). Spin on machines with cores to spare.
+pub const DEFAULT_SPIN: Duration = Duration::ZERO;
 /// Environment variable overriding [`DEFAULT_SPIN`], in microseconds (0: never spin).
 pub const SPIN_ENV: &str = "COSIM_SHM_SPIN_US";
 
