@@ -35,6 +35,8 @@ if [ -e "$dir" ]; then
     [ -z "$(ls -A -- "$dir")" ] || die "$dir exists and is not empty; give a new or empty directory"
 fi
 mkdir -p -- "$dir"
+# A failure from here on leaves nothing behind, so the same command can simply be run again.
+trap 'status=$?; if [ $status -ne 0 ]; then find "$dir" -mindepth 1 -delete 2>/dev/null; rmdir -- "$dir" 2>/dev/null; fi' EXIT
 
 # The template without what a build in the checkout left there.
 tar -C "$TEMPLATE" --exclude=./build --exclude=./host-test/target --exclude=./sw/target -cf - . | tar -C "$dir" -xf -
