@@ -487,9 +487,6 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let serve = if !cli.serve {
         None
     } else if cli.serve_channel == "tcp" {
-        if cli.serve_socket.is_some() {
-            return Err(anyhow::anyhow!("--serve-socket is for --serve-channel serial").into());
-        }
         Some(qemu::ServeChannel::Tcp {
             host_port: match cli.serve_port {
                 Some(p) => p,
@@ -497,9 +494,6 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
             },
         })
     } else {
-        if cli.serve_port.is_some() {
-            return Err(anyhow::anyhow!("--serve-port is for --serve-channel tcp").into());
-        }
         let socket = match &cli.serve_socket {
             Some(p) => p.clone(),
             None => run.private_dir()?.join("serve.sock"),
@@ -716,8 +710,27 @@ fn serve_until_stopped(cli: &Cli, run: &mut Run, channel: &qemu::ServeChannel) -
     }
 }
 
+/// Option combinations clap cannot express (they depend on a value): usage errors, exit 2.
+fn usage_errors(cli: &Cli) -> Result<(), clap::Error> {
+    use clap::CommandFactory;
+    let clash = if cli.serve_channel == "serial" && cli.serve_port.is_some() {
+        Some("--serve-port is for --serve-channel tcp (serial uses --serve-socket)")
+    } else if cli.serve_channel == "tcp" && cli.serve_socket.is_some() {
+        Some("--serve-socket is for --serve-channel serial")
+    } else {
+        None
+    };
+    match clash {
+        Some(m) => Err(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, m)),
+        None => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = usage_errors(&cli) {
+        e.exit();
+    }
     let Some(log_dir) = cosim_launch::start_supervisor(cli.log_dir.clone(), "run") else {
         return ExitCode::from(exit::SETUP);
     };
@@ -800,6 +813,17 @@ mod tests {
         assert_eq!(sim_dma_latency(&args(&["--stats"])), None);
         assert_eq!(sim_dma_latency(&args(&["+cosim_dma_latency=100", "--stats", "+cosim_dma_latency=7"])), Some(7));
         assert_eq!(sim_dma_latency(&args(&["+cosim_dma_latency=x"])), None);
+    }
+
+    #[test]
+    fn serve_options_of_the_other_channel_are_usage_errors() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["cosim-launch", "--serve"].iter().chain(args)).unwrap();
+        for args in [&["--serve-channel", "serial", "--serve-port", "7070"][..], &["--serve-socket", "/tmp/s"][..]] {
+            let e = usage_errors(&parse(args)).unwrap_err();
+            assert_eq!(e.exit_code(), i32::from(exit::USAGE), "{args:?}");
+        }
+        assert!(usage_errors(&parse(&["--serve-port", "7070"])).is_ok());
+        assert!(usage_errors(&parse(&["--serve-channel", "serial", "--serve-socket", "/tmp/s"])).is_ok());
     }
 
     #[test]
