@@ -29,14 +29,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[((s.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// CPU seconds (user + system) process `pid` used so far (/proc counts in USER_HZ = 100).
-fn process_cpu_s(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    Ok((f[11].parse::<u64>()? + f[12].parse::<u64>()?) as f64 / 100.0)
-}
-
 struct Rig {
     sim: SimProcess,
     host: HostModel,
@@ -69,11 +61,10 @@ fn finish(mut r: Rig) -> Result<String> {
 /// Share of one core the simulation used over `secs` of idleness.
 fn idle_cpu(bin: &std::path::Path, args: &[&str], secs: u64) -> Result<(f64, String)> {
     let mut r = start(bin, args)?;
-    let pid = r.sim.pid();
     r.host.poll(Duration::from_millis(100))?;
-    let (c0, t0) = (process_cpu_s(pid)?, Instant::now());
+    let (c0, t0) = (r.sim.cpu_seconds()?, Instant::now());
     r.host.poll(Duration::from_secs(secs))?;
-    let share = (process_cpu_s(pid)? - c0) / t0.elapsed().as_secs_f64();
+    let share = (r.sim.cpu_seconds()? - c0) / t0.elapsed().as_secs_f64();
     Ok((share, finish(r)?))
 }
 

@@ -158,6 +158,21 @@ impl SimProcess {
         self.child.id()
     }
 
+    /// CPU seconds (user + system) the simulation used so far, from `/proc/<pid>/stat` (which
+    /// counts in USER_HZ, 100 on Linux whatever the kernel's HZ): e.g. to check that an idle
+    /// simulation sleeps.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let pid = self.pid();
+        let bad = |why: &str| HostError::Sim(format!("/proc/{pid}/stat: {why}"));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| bad(&e.to_string()))?;
+        // The fields after the command name (which may hold spaces) in parentheses: utime is the
+        // 14th field of the line, stime the 15th.
+        let rest = stat.rfind(')').and_then(|i| stat.get(i + 2..)).ok_or_else(|| bad("no command name"))?;
+        let f: Vec<&str> = rest.split(' ').collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| bad("no utime/stime"));
+        Ok((tick(11)? + tick(12)?) as f64 / 100.0)
+    }
+
     /// Path of the captured output.
     pub fn log_path(&self) -> &Path {
         &self.log_path

@@ -616,18 +616,6 @@ fn two_endpoints_in_one_simulation() -> Result<()> {
     Ok(())
 }
 
-/// CPU seconds (user + system) that process `pid` used so far (/proc/<pid>/stat, clock ticks).
-fn process_cpu_s(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses: utime is the 14th
-    // field of the line, stime the 15th.
-    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // /proc counts in USER_HZ, which is 100 on Linux whatever the kernel HZ.
-    Ok(ticks as f64 / 100.0)
-}
-
 /// The idle sleep (docs/hdl-endpoint.md): an idle simulation uses little CPU, its clock stops
 /// while it sleeps, and it wakes for the host's next MMIO read and a DMA copy.
 #[test]
@@ -635,13 +623,12 @@ fn process_cpu_s(pid: u32) -> Result<f64> {
 fn an_idle_simulation_sleeps_and_wakes_for_the_host() -> Result<()> {
     const CYCLES: u64 = 0x138;
     let mut r = start()?;
-    let pid = r.sim.pid();
     let h = &mut r.host;
     h.write(0, SCRATCH0, 8, 0x77)?;
     let c0 = h.read(0, CYCLES, 8)?;
-    let (cpu0, t0) = (process_cpu_s(pid)?, Instant::now());
+    let (cpu0, t0) = (r.sim.cpu_seconds()?, Instant::now());
     h.poll(Duration::from_secs(2))?; // heartbeats only: the simulation goes quiet and sleeps
-    let (cpu, wall) = (process_cpu_s(pid)? - cpu0, t0.elapsed().as_secs_f64());
+    let (cpu, wall) = (r.sim.cpu_seconds()? - cpu0, t0.elapsed().as_secs_f64());
     ensure!(h.read(0, SCRATCH0, 8)? == 0x77, "an MMIO read after the sleep");
     let c1 = h.read(0, CYCLES, 8)?;
     ensure!(cpu / wall < 0.2, "an idle simulation used {:.0} % of a core ({cpu:.2} s CPU in {wall:.2} s)", 100.0 * cpu / wall);
