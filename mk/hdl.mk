@@ -4,7 +4,7 @@
 #                    and $(BUILD)/sim/cosim_test_dual/sim (two instances, two endpoints, one simulation)
 #   make lint-hdl    verilator --lint-only -Wall of the shell and the test designs
 #   make test-hdl    lint, unit tests of dpi-bridge/host-model, host model against the simulations,
-#                    and test-out-of-tree
+#                    the simulation's vfio-user server driven by a vfio-user client, and test-out-of-tree
 #   make test-out-of-tree  builds the test design as a user does (scripts/cosim-build-sim, from a copy
 #                    of its sources in a temp dir outside the checkout), checks RUNPATH is $ORIGIN,
 #                    moves sim + library elsewhere, deletes the build and runs a host-model test on it
@@ -43,6 +43,7 @@ test-hdl: deps lint-hdl sim-test test-out-of-tree
 	$(CARGO) test --release -p cosim-dpi-bridge --test dma_latency
 	$(CARGO) test --release -p cosim-dpi-bridge --test idle
 	$(CARGO) test --release -p cosim-host-model --test wait_irq
+	$(CARGO) test --release -p cosim-host-model --test vfio_user -- --include-ignored --test-threads=2
 	$(CARGO) test --release -p cosim-host-model --test hdl_bridge -- --include-ignored --test-threads=2
 	@echo "test-hdl: the same hdl_bridge suite over ZeroMQ only (COSIM_SHM=0; above: the shared-memory link)"
 	COSIM_SHM=0 $(CARGO) test --release -p cosim-host-model --test hdl_bridge -- --include-ignored --test-threads=2

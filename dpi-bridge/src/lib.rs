@@ -29,6 +29,9 @@ mod io;
 #[allow(unsafe_code)]
 mod link;
 pub mod registry;
+#[allow(unsafe_code)]
+mod guest_mem;
+pub mod vfio_user;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -165,27 +168,37 @@ impl EpBuilder {
         } else {
             (None, self.endpoint.clone())
         };
-        let endpoint = Endpoint::parse(&endpoint_str)?;
         let (sim, io_link) = link::link().map_err(|e| BridgeError::Thread(format!("eventfd: {e}")))?;
         let stats = Arc::new(SharedStats::default());
+        let wake = sim.wake.clone();
+        if let Some(path) = vfio_user::socket_path(&endpoint_str) {
+            let io_cfg = io::IoConfig { name: self.name.clone(), device: self.device.clone(), caps: Caps::empty() };
+            let io = vfio_user::spawn(path, io_cfg, io_link, stats.clone())?;
+            registry::register(&endpoint_str, stats.clone(), wake);
+            tracing::info!(target: "cosim::dpi", ep = %self.name, endpoint = %endpoint_str, "vfio-user server listening, waiting for a client");
+            return Ok(Ep { core: EpCore::new(self.ep_config(endpoint_str), sim, stats), io: Some(io), _private_dir: private_dir });
+        }
+        let endpoint = Endpoint::parse(&endpoint_str)?;
         let mut caps = Caps::NIC | Caps::SERIAL;
         if self.device.msix.vectors > 0 {
             caps |= Caps::MSIX;
         }
         let io_cfg = io::IoConfig { name: self.name.clone(), device: self.device.clone(), caps };
-        let wake = sim.wake.clone();
         let io = io::spawn(&endpoint, io_cfg, io_link, stats.clone())?;
         registry::register(&endpoint_str, stats.clone(), wake);
         tracing::info!(target: "cosim::dpi", ep = %self.name, endpoint = %endpoint_str, "endpoint bound, waiting for the host");
-        let cfg = EpConfig {
+        Ok(Ep { core: EpCore::new(self.ep_config(endpoint_str), sim, stats), io: Some(io), _private_dir: private_dir })
+    }
+
+    fn ep_config(&self, endpoint: String) -> EpConfig {
+        EpConfig {
             name: self.name.clone(),
-            endpoint: endpoint_str,
+            endpoint,
             device: self.device.clone(),
             axi_base: self.axi_base,
             max_reads: self.max_reads,
             dma_latency: self.dma_latency,
-        };
-        Ok(Ep { core: EpCore::new(cfg, sim, stats), io: Some(io), _private_dir: private_dir })
+        }
     }
 }
 

@@ -12,19 +12,8 @@ use cosim_host_model::{
 
 const T: Duration = Duration::from_secs(20);
 
-// BAR0 registers of cosim_test_dev.
-const ID: u64 = 0x000;
-const SCRATCH0: u64 = 0x008;
-const DMA_SRC: u64 = 0x100;
-const DMA_DST: u64 = 0x108;
-const DMA_LEN: u64 = 0x110;
-const DMA_CTRL: u64 = 0x118;
-const DMA_STATUS: u64 = 0x120;
-const IRQ_TRIGGER: u64 = 0x128;
-const COUNTERS: u64 = 0x130;
-const STALL: u64 = 0x140;
-const SLOW: u64 = 0x148;
-const SLVERR: u64 = 0xfe0;
+mod test_dev;
+use test_dev::*;
 
 struct Rig {
     sim: SimProcess,
