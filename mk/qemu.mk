@@ -2,6 +2,8 @@
 # and the MMIO round-trip benchmark. Owner: QEMU device part. Docs: docs/qemu-device.md.
 #
 #   make qemu         build (or relink) $(BUILD)/qemu/qemu-system-x86_64 (cached in $(COSIM_CACHE)/qemu)
+#   make qemu-stock   the same QEMU source without cosim's device: $(BUILD)/qemu-stock/qemu-system-x86_64
+#                     (the vfio-user mode's QEMU; cached separately)
 #   make test-qemu    unit tests of the device logic + qtest tests against a scripted fake HDL peer
 #   make bench-qemu   MMIO read round trip through QEMU vs raw ZeroMQ ping-pong
 
@@ -9,14 +11,19 @@ QEMU_BIN := $(BUILD)/qemu/qemu-system-x86_64
 # Firmware directories for running the self-built QEMU (seabios, qemu-system-data, ipxe-qemu).
 QEMU_FIRMWARE := /usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu
 export COSIM_QEMU := $(QEMU_BIN)
+QEMU_STOCK_BIN := $(BUILD)/qemu-stock/qemu-system-x86_64
+export COSIM_QEMU_STOCK := $(QEMU_STOCK_BIN)
 
-.PHONY: qemu test-qemu bench-qemu
+.PHONY: qemu qemu-stock test-qemu bench-qemu
 TEST_TIERS += test-qemu
 BENCHES    += bench-qemu
 
 # Always runs the script: it is incremental (cargo + ninja), a no-op rebuild takes seconds.
 qemu: deps
 	$(ROOT)/scripts/build-qemu.sh --out $(BUILD)/qemu
+
+qemu-stock: deps
+	$(ROOT)/scripts/build-qemu.sh --stock --out $(BUILD)/qemu-stock
 
 # The qtest suite runs twice: over the shared-memory link (the default) and over ZeroMQ only.
 test-qemu: qemu

@@ -5,7 +5,7 @@
 # Apt sources added (the mirror is taken from the machine's existing Debian source entry, so no
 # host name is hard-coded here):
 #   - bookworm-backports (deb, deb-src): qemu-system-data / qemu-system-x86 10.0 (firmware, baseline VM)
-#   - trixie (deb-src only): the QEMU 10.0 source package we build our device into
+#   (QEMU 10.2.2 source itself is fetched by scripts/build-qemu.sh through a private apt state)
 set -euo pipefail
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -23,6 +23,7 @@ PACKAGES=(
     verilator zlib1g-dev
     # QEMU build
     ninja-build libglib2.0-dev libpixman-1-dev flex bison libslirp-dev libfdt-dev
+    device-tree-compiler  # dtc: QEMU 10.2 builds its .dtb files (the +ds tarball has no prebuilt ones)
     python3-venv dpkg-dev xz-utils bzip2
     # firmware for running QEMU (seabios, option ROMs, NIC ROMs)
     seabios ipxe-qemu
@@ -54,7 +55,7 @@ mirror_uri() {
 need_update=0
 if [ ! -f "$SOURCES" ]; then
     uri=$(mirror_uri)
-    log "adding apt sources (bookworm-backports, deb-src bookworm and trixie) from mirror $uri"
+    log "adding apt sources (bookworm-backports, deb-src bookworm) from mirror $uri"
     $SUDO tee "$SOURCES" >/dev/null <<SRC
 Types: deb deb-src
 URIs: $uri
@@ -64,7 +65,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb-src
 URIs: $uri
-Suites: bookworm trixie
+Suites: bookworm
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC

@@ -47,7 +47,7 @@ struct AccelPcieState {
     uint32_t port;
     uint32_t timeout_ms;
     NICConf conf;
-    CharBackend chr;
+    CharFrontend chr;
 
     CosimDevice *dev;
     CosimDeviceInfo info;
@@ -369,7 +369,7 @@ static const Property accel_properties[] = {
     DEFINE_PROP_CHR("chardev", AccelPcieState, chr),
 };
 
-static void accel_class_init(ObjectClass *klass, void *data)
+static void accel_class_init(ObjectClass *klass, const void *data)
 {
     DeviceClass *dc = DEVICE_CLASS(klass);
     PCIDeviceClass *k = PCI_DEVICE_CLASS(klass);
