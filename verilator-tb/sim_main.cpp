@@ -32,11 +32,15 @@ static volatile std::sig_atomic_t g_signal = 0;
 static void on_signal(int sig) { g_signal = sig; }
 
 static const char* const kHelp =
-    "usage: %s [--endpoint <ipc:///path/name | tcp://host:port[?peer=host]>] [options] [+plusargs]\n"
+    "usage: %s [--endpoint <ipc:///path/name | tcp://host:port[?peer=host] | vfio-user:///path>]\n"
+    "          [options] [+plusargs]\n"
     "\n"
     "  --endpoint E      base endpoint of the (first) cosim_pcie_ep; same as +cosim_endpoint=E\n"
     "                    (default: the design's ENDPOINT parameter; empty means a private ipc\n"
-    "                    endpoint in a fresh 0700 directory, printed on the ready line)\n"
+    "                    endpoint in a fresh 0700 directory, printed on the ready line).\n"
+    "                    vfio-user:///abs/path.sock: a vfio-user server on that Unix socket for\n"
+    "                    an unpatched QEMU 10.1+ (-device vfio-user-pci, guest RAM shared);\n"
+    "                    serves one QEMU at a time and waits for the next (docs/vfio-user.md)\n"
     "  --max-cycles N    stop after N clock cycles (default: run until stopped)\n"
     "  --clock-mhz F     clock frequency for simulated time and waveforms (default 100); also the\n"
     "                    design clock reported to the host, unless +cosim_clock_hz=N is given\n"
@@ -56,7 +60,7 @@ static const char* const kHelp =
     "Plusargs: +cosim_endpoint=E, +cosim_endpoint@<instance>=E, +max_cycles=N, +clock_mhz=F,\n"
     "+waves=FILE, +cosim_no_dpi_poll, +cosim_mmio_timeout=N and the ID/BAR overrides of\n"
     "docs/hdl-endpoint.md. Prints 'cosim-sim: ready endpoint=E' on stderr once bound; ends on\n"
-    "Ctrl-C, SIGTERM or a GOODBYE from the host, printing statistics.\n"
+    "Ctrl-C, SIGTERM or a GOODBYE from the host (not in vfio-user mode), printing statistics.\n"
     "\n"
     "Environment: COSIM_KEY_FILE=F  shared key for tcp (required unless the endpoint and its\n"
     "?peer= are loopback; the host side needs the same key): docs/protocol.md, Access control.\n";

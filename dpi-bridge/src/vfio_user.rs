@@ -31,7 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE, VFIO_IRQ_SET_ACTION_MASK,
     VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
-    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_IRQS, VFIO_PCI_NUM_REGIONS,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_REGIONS,
     VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
 };
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend, ServerRegion};
@@ -287,8 +287,11 @@ fn remove_stale_socket(path: &Path) -> Result<(), crate::BridgeError> {
     std::fs::remove_file(path).map_err(|e| err(format!("cannot remove the stale socket: {e}")))
 }
 
+/// INTx, MSI and MSI-X (the first three VFIO PCI indexes; only MSI-X has vectors). The error and
+/// request indexes are left out: QEMU then treats the function as having no error reporting,
+/// as it does for conventional PCI, instead of warning that it could not enable it.
 fn irq_infos(d: &DeviceConfig) -> Vec<IrqInfo> {
-    (0..VFIO_PCI_NUM_IRQS)
+    (0..=VFIO_PCI_MSIX_IRQ_INDEX)
         .map(|index| {
             if index == VFIO_PCI_MSIX_IRQ_INDEX && d.msix.vectors > 0 {
                 IrqInfo {
@@ -560,10 +563,10 @@ impl ServerBackend for Backend {
         self.touch()?;
         let writable = flags.contains(DmaMapFlags::WRITE);
         if fd.is_none() {
-            tracing::warn!(target: "cosim::dpi", ep = %self.s.name, address = format_args!("{address:#x}"), size,
-                "DMA_MAP without a file descriptor: this range of guest memory is not shared with the simulation, so \
-                 the design's DMA to it will fail (QEMU needs -object memory-backend-memfd,...,share=on -machine \
-                 memory-backend=...)");
+            // Firmware ROMs come without one even when the RAM is shared; a DMA into such a range
+            // fails with a warning that says how to share the RAM.
+            tracing::debug!(target: "cosim::dpi", ep = %self.s.name, address = format_args!("{address:#x}"), size,
+                "DMA_MAP without a file descriptor: DMA to this range will fail");
         }
         self.s.mem.map(address, size, fd.as_ref(), offset, writable).map_err(|e| {
             tracing::warn!(target: "cosim::dpi", ep = %self.s.name, error = %e, "DMA_MAP refused");

@@ -188,8 +188,10 @@ fn a_client_that_goes_away_mid_job_leaves_the_simulation_serving_the_next() -> R
         let mut c = connect(&r)?;
         let _ram = Ram::new(&mut c)?;
         wr(&mut c, 0, SCRATCH0, 8, 42)?;
-        // A long copy (256 KiB) that is still running when the client vanishes.
-        start_copy(&mut c, RAM_AT, RAM_AT + 0x8_0000, 0x4_0000, 1)?;
+        // A slow copy (4 KiB in single-beat bursts: 512 DMA reads) still running when the
+        // client vanishes.
+        start_copy(&mut c, RAM_AT, RAM_AT + 0x8_0000, 4096 | (1 << 32), 1)?;
+        ensure!(rd(&mut c, 0, DMA_STATUS, 8)? & 1 == 1, "the copy is running when the client goes");
     }
     r.sim.wait_log("vfio-user client disconnected", T)?;
     let mut c = connect(&r)?;

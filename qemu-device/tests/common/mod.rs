@@ -316,7 +316,12 @@ impl Qemu {
 
     /// [`Qemu::spawn`] with extra environment variables.
     pub fn spawn_env(args: &[String], env: &[(&str, String)]) -> Result<Self> {
-        let mut cmd = Command::new(qemu_bin());
+        Self::spawn_bin(&qemu_bin(), args, env)
+    }
+
+    /// [`Qemu::spawn_env`] with another QEMU binary (the stock one of the vfio-user mode).
+    pub fn spawn_bin(bin: &Path, args: &[String], env: &[(&str, String)]) -> Result<Self> {
+        let mut cmd = Command::new(bin);
         cmd.envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         cmd.args(["-M", "q35", "-accel", "qtest", "-qtest", "stdio", "-display", "none", "-nodefaults", "-m", "128M"])
             .args(firmware_args())
