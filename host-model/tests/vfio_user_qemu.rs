@@ -37,6 +37,11 @@ struct Rig {
 }
 
 fn start() -> Result<Rig> {
+    start_with(true)
+}
+
+/// `shared`: guest RAM in a shared memfd (what vfio-user DMA needs) or QEMU's default private RAM.
+fn start_with(shared: bool) -> Result<Rig> {
     let bin = sim_binary("cosim_test_top", "sim-test")?;
     let dir = tempfile::Builder::new().prefix("cosim-vfio-user-qemu").tempdir()?;
     let sock = dir.path().join("dev.sock");
@@ -47,17 +52,11 @@ fn start() -> Result<Rig> {
         "socket": { "path": sock, "type": "unix" },
         "addr": format!("{SLOT:02x}.0"),
     });
-    let args: Vec<String> = [
-        "-object",
-        "memory-backend-memfd,id=ram,size=128M,share=on",
-        "-machine",
-        "memory-backend=ram",
-        "-device",
-        &dev.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = Vec::new();
+    if shared {
+        args.extend(["-object", "memory-backend-memfd,id=ram,size=128M,share=on", "-machine", "memory-backend=ram"].map(String::from));
+    }
+    args.extend(["-device".to_string(), dev.to_string()]);
     let mut q = Qemu::spawn_bin(&stock_qemu(), &args, &[])?;
     let id = q.cfg_read(SLOT, 0, 4);
     ensure!(
@@ -142,5 +141,29 @@ fn qemu_survives_the_simulation_going_away() -> Result<()> {
     ensure!(v == u32::MAX, "read after the server went away: {v:#x}");
     ensure!(r.q.readl(0x1000).is_ok(), "QEMU still answers");
     r.q.wait_stderr("failed: Bad address", T)?;
+    Ok(())
+}
+
+/// The usual mistake: QEMU's RAM is not shared memory. Everything but DMA works; the design's DMA
+/// fails with an error status, and the simulation says what to change.
+#[test]
+#[ignore = "needs `make sim-test qemu-stock`: run by `make test-vfio-user` (or `make test`)"]
+fn guest_ram_that_is_not_shared_fails_dma_with_a_hint() -> Result<()> {
+    let mut r = start_with(false)?;
+    let q = &mut r.q;
+    q.write(8, BAR0_ADDR + SCRATCH0, 5)?;
+    ensure!(q.readq(BAR0_ADDR + SCRATCH0)? == 5, "MMIO works without shared RAM");
+    q.mem_write(0x20_0000, &[7; 64])?;
+    q.write(8, BAR0_ADDR + DMA_SRC, 0x20_0000)?;
+    q.write(8, BAR0_ADDR + DMA_DST, 0x30_0000)?;
+    q.write(8, BAR0_ADDR + DMA_LEN, 64)?;
+    q.write(4, BAR0_ADDR + DMA_CTRL, 0b01)?;
+    let st = wait_for("the copy to end", T, || {
+        let st = q.readq(BAR0_ADDR + DMA_STATUS)?;
+        Ok((st & 0b011 == 0b010).then_some(st))
+    })?;
+    ensure!(st & 0b100 != 0, "status {st:#x}: ERROR expected");
+    ensure!(q.mem_read(0x30_0000, 64)? == [0; 64], "nothing was written");
+    r.sim.wait_log("not shared memory (start QEMU with -object memory-backend-memfd", T)?;
     Ok(())
 }
