@@ -18,16 +18,16 @@ help:
 	@echo "  make demo    install what is missing, build everything, run GEMMs on the RTL from a guest"
 	@echo "  make test    install what is missing, run every test tier (unit, integration, end-to-end)"
 	@echo
-	@echo "  build:       make deps | build | qemu | sim-gemm | sim-test | guest | launcher | gen-gemm-abi | clean"
+	@echo "  build:       make deps | build | qemu | qemu-stock | sim-gemm | sim-test | guest | launcher | gen-gemm-abi | clean"
 	@echo "  new device:  make new-project DIR=/path (your own project from templates/device, outside this tree)"
 	@echo "  test tiers:  make test-unit | test-msrv | test-protocol | fuzz-smoke | test-hdl (test-out-of-tree) | test-template | test-gemm | abi-gemm"
-	@echo "               | test-qemu | test-guest | test-e2e | test-template-guest | test-share | test-serve | test-ml (test-ml-pure)"
+	@echo "               | test-qemu | test-guest | test-e2e | test-vfio-user | test-template-guest | test-share | test-serve | test-ml (test-ml-pure)"
 	@echo "               (make test runs them all)"
-	@echo "  runs:        make demo | dual | share (several VMs, one accelerator) | serve | ml-demo (PyTorch on the RTL) | fuzz"
+	@echo "  runs:        make demo | launch-vfio-user (stock QEMU through vfio-user) | dual | share (several VMs, one accelerator) | serve | ml-demo (PyTorch on the RTL) | fuzz"
 	@echo "               | sim (build and start the GEMM example's simulation; prints the endpoint for QEMU)"
 	@echo "  your design: scripts/cosim-build-sim --help (build its simulation into your directory; docs/user-guide.md)"
 	@echo "  benchmarks:  make bench (all) | bench-transport | bench-hdl | bench-gemm | bench-qemu | bench-two-hosts"
-	@echo "               | bench-share | bench-guest-mmio"
+	@echo "               | bench-share | bench-guest-mmio | bench-vfio-user"
 
 deps:
 	@$(ROOT)/scripts/install-deps.sh
@@ -39,7 +39,7 @@ test-unit: deps
 	$(CARGO) test --release --workspace --lib --bins
 
 # Parts in dependency order (their test tiers run in this order).
-PARTS := foundation hdl template gemm qemu guest e2e share serve ml
+PARTS := foundation hdl template gemm qemu guest e2e vfio-user share serve ml
 -include $(foreach p,$(PARTS),$(ROOT)/mk/$(p).mk)
 
 clean:

@@ -91,7 +91,8 @@ static void print_stats(const char* what, unsigned long long cycles, double wall
                  "cosim-sim: %s cycles=%llu wall_s=%.3f cycles_per_s=%.0f mmio_reads=%llu mmio_writes=%llu "
                  "mmio_errors=%llu dma_reads=%llu dma_read_bytes=%llu dma_writes=%llu dma_write_bytes=%llu "
                  "irqs=%llu frames_tx=%llu frames_rx=%llu serial_tx=%llu serial_rx=%llu malformed=%llu "
-                 "dropped=%llu sessions=%llu refused_pops=%llu resets=%llu dma_hold_s=%.3f sim_cpu_s=%.3f cycles_per_cpu_s=%.0f\n",
+                 "dropped=%llu sessions=%llu refused_pops=%llu resets=%llu dma_hold_s=%.3f sim_cpu_s=%.3f cycles_per_cpu_s=%.0f "
+                 "clock_hz=%llu\n",
                  what, cycles, wall_s, wall_s > 0 ? cycles / wall_s : 0.0, (unsigned long long)s.mmio_reads,
                  (unsigned long long)s.mmio_writes, (unsigned long long)s.mmio_errors,
                  (unsigned long long)s.dma_reads, (unsigned long long)s.dma_read_bytes,
@@ -101,7 +102,7 @@ static void print_stats(const char* what, unsigned long long cycles, double wall
                  (unsigned long long)s.malformed, (unsigned long long)s.dropped, (unsigned long long)s.sessions,
                  (unsigned long long)s.refused_pops,
                  (unsigned long long)s.resets, s.dma_hold_us * 1e-6, cpu_s,
-                 cpu_s > 0 ? cycles / cpu_s : 0.0);
+                 cpu_s > 0 ? cycles / cpu_s : 0.0, (unsigned long long)s.clock_hz);
 }
 
 // The idle sleep: every kCheckCycles clocks, asks the bridge whether the design is idle and

@@ -170,6 +170,7 @@ impl EpBuilder {
         };
         let (sim, io_link) = link::link().map_err(|e| BridgeError::Thread(format!("eventfd: {e}")))?;
         let stats = Arc::new(SharedStats::default());
+        stats.clock_hz.store(self.device.clock_hz, std::sync::atomic::Ordering::Relaxed);
         let wake = sim.wake.clone();
         if let Some(path) = vfio_user::socket_path(&endpoint_str) {
             let io_cfg = io::IoConfig { name: self.name.clone(), device: self.device.clone(), caps: Caps::empty() };

@@ -204,6 +204,8 @@ pub struct SharedStats {
     pub resets: AtomicU64,
     /// Wall time the simulation clock was held waiting for DMA read completions (microseconds).
     pub dma_hold_us: AtomicU64,
+    /// The design clock this endpoint reports, in Hz (set once at start).
+    pub clock_hz: AtomicU64,
 }
 
 impl SharedStats {

@@ -212,6 +212,9 @@ pub struct CosimSimStats {
     pub resets: u64,
     /// Wall time the clock was held for DMA read completions, in microseconds.
     pub dma_hold_us: u64,
+    /// The design clock the endpoints report (CLOCK_HZ / +cosim_clock_hz), in Hz; 0 if they
+    /// differ or none reports one.
+    pub clock_hz: u64,
 }
 
 /// Sums the statistics of every endpoint.
@@ -240,6 +243,8 @@ pub fn stats() -> CosimSimStats {
         s.refused_pops += g(&x.refused_pops);
         s.resets += g(&x.resets);
         s.dma_hold_us += g(&x.dma_hold_us);
+        let c = g(&x.clock_hz);
+        s.clock_hz = if s.endpoints == 1 || s.clock_hz == c { c } else { 0 };
     }
     s
 }

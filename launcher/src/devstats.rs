@@ -52,9 +52,13 @@ pub fn collect(log_dir: &Path, devices: usize) -> Vec<Value> {
         .collect()
 }
 
-/// The design clock every device reported (None if unknown or if they differ).
+/// The design clock every device reported (None if unknown or if they differ): QEMU's, else the
+/// simulation's `clock_hz=` (vfio-user mode has no QEMU statistics).
 pub fn clock_hz(stats: &[Value]) -> Option<u64> {
-    let mut clocks = stats.iter().map(|s| s["qemu"]["clock_hz"].as_u64().filter(|&c| c > 0));
+    let mut clocks = stats.iter().map(|s| {
+        let reported = |side: &str| s[side]["clock_hz"].as_u64().filter(|&c| c > 0);
+        reported("qemu").or_else(|| reported("sim"))
+    });
     let first = clocks.next()??;
     clocks.all(|c| c == Some(first)).then_some(first)
 }
@@ -147,5 +151,10 @@ mod tests {
         other[1]["qemu"]["clock_hz"] = json!(250_000_000);
         assert_eq!(clock_hz(&other), None, "devices disagree");
         assert_eq!(clock_hz(&[]), None);
+        // Without QEMU's statistics (vfio-user mode), the simulations' clock if they report one.
+        let sims = |c: &[Value]| c.iter().map(|c| json!({"qemu": null, "sim": {"clock_hz": c}})).collect::<Vec<_>>();
+        assert_eq!(clock_hz(&sims(&[json!(250_000_000), json!(250_000_000)])), Some(250_000_000));
+        assert_eq!(clock_hz(&sims(&[json!(250_000_000), json!(0)])), None);
+        assert_eq!(clock_hz(&[json!({"qemu": null, "sim": {"cycles": 5}})]), None);
     }
 }

@@ -11,6 +11,11 @@
 //! With `--connect ENDPOINT` (one per device) it starts no simulation: QEMU connects to
 //! simulations that already run, on this machine or another one (docs/user-guide.md, "Two hosts").
 //!
+//! With `--mode vfio-user` an unpatched QEMU (10.1 or later) drives the simulations: each is a
+//! vfio-user server on a Unix socket in the run's private directory, QEMU gets one
+//! `-device vfio-user-pci` per simulation and shares the guest RAM with them (docs/user-guide.md,
+//! "vfio-user mode").
+//!
 //! With `--serve` the guest runs `accel-tool serve` instead of a workload, reachable from the host
 //! on 127.0.0.1 through QEMU user networking; once it answers an INFO the launcher prints one line
 //! `COSIM-SERVE {"host":"127.0.0.1","port":P,"devices":N}` on stdout and keeps everything up until
@@ -30,6 +35,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 
 use cosim_launch::guest_add::{self, GuestAdd};
+use cosim_launch::procs::{Output, Proc};
 use cosim_launch::qemu::{self, Accelerator, QemuSpec};
 use cosim_launch::stages::{Stage, StageError, Stages};
 use cosim_launch::{default_build, devstats, exit, inject, markers};
@@ -76,6 +82,16 @@ the launcher then prints exactly one line on stdout, COSIM-SERVE {\"host\":\"127
 (no timeout) until SIGINT or SIGTERM, then stops them and exits 0. The performance models in each reply \
 use the simulations' modelled DMA read latency: the shell's default (100 clocks, so cycle counts are \
 reproducible) unless a --sim-arg=+cosim_dma_latency=N sets it.\n\n\
+vfio-user mode (--mode vfio-user): an unpatched QEMU 10.1 or later drives the RTL, no cosim code in it. Each \
+simulation is a vfio-user server on a Unix socket in the run's private directory \
+(+cosim_endpoint=vfio-user://DIR/accelN.sock); QEMU gets one -device vfio-user-pci per simulation at the same PCI \
+slot as the patched device, and the guest RAM as a shared memfd backend that the simulations map for DMA. QEMU: \
+--qemu, else $COSIM_QEMU_STOCK, else $COSIM_BUILD/qemu-stock/qemu-system-x86_64 (make qemu-stock); it must list \
+vfio-user-pci in `-device help`. The same guest, driver and workloads run. What needs the patched device or its \
+link is a usage error: --accel-netdev (the NIC channel), --serve, --connect, --transport tcp, --inject-stray, \
+--iommu (not supported yet). The RTL's UART bytes are dropped (no accelN-uart.log), and the statistics at exit \
+are the simulations' only (stock QEMU has no accelerator-pcie statistics). --device-opt KEY=VALUE goes to \
+vfio-user-pci as a JSON member (VALUE a number or true/false, else a string), e.g. x-msg-timeout=10000.\n\n\
 Exit status: 0 every workload item passed (serve mode: stopped by SIGINT or SIGTERM after serving); 1 the \
 workload ran but an item failed; 2 usage error; 3 setup error (missing artifact, cannot start a process); \
 4 a stage timed out or a process died early (serve mode: also QEMU or a simulation ending while serving); \
@@ -83,9 +99,16 @@ workload ran but an item failed; 2 usage error; 3 setup error (missing artifact,
     after_help = "Examples:\n  cosim-launch --sim ~/mydev/build/sim --iommu --guest-add ~/mydev/sw/mydev-sw --run sh:mydev-sw\n  \
 cosim-launch --devices 2 --run 'gemm --m 64 --n 64 --k 64 --check --device all' --run info\n  \
 COSIM_KEY_FILE=~/cosim.key cosim-launch --connect 'tcp://10.0.0.1:7000?peer=10.0.0.2' --run 'gemm --m 64 --n 64 --k 64 --check'\n  \
-cosim-launch --serve --devices 2 --serve-port 7070   # then connect a client (python/cosim) to 127.0.0.1:7070"
+cosim-launch --serve --devices 2 --serve-port 7070   # then connect a client (python/cosim) to 127.0.0.1:7070\n  \
+cosim-launch --mode vfio-user --qemu /usr/bin/qemu-system-x86_64 --run 'gemm --m 64 --n 64 --k 64 --check'"
 )]
 struct Cli {
+    /// Which QEMU device stands for each simulation: "patched" (accelerator-pcie in cosim's QEMU,
+    /// over the cosim link) or "vfio-user" (vfio-user-pci in any QEMU 10.1 or later; the
+    /// simulation is a vfio-user server; see "vfio-user mode" above).
+    #[arg(long, value_enum, default_value_t = Mode::Patched)]
+    mode: Mode,
+
     /// Number of accelerator-pcie devices, each backed by its own simulation (0: no accelerator;
     /// at most 15). Accelerator N sits at PCI address 0000:00:1N.0 hex (0x10 + N) in the guest.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=qemu::ACCEL_MAX as i64))]
@@ -116,7 +139,8 @@ struct Cli {
     #[arg(long)]
     sim_stats: bool,
 
-    /// QEMU binary [default: $COSIM_BUILD/qemu/qemu-system-x86_64].
+    /// QEMU binary [default: $COSIM_BUILD/qemu/qemu-system-x86_64; vfio-user mode:
+    /// $COSIM_QEMU_STOCK, else $COSIM_BUILD/qemu-stock/qemu-system-x86_64].
     #[arg(long)]
     qemu: Option<PathBuf>,
 
@@ -140,7 +164,8 @@ struct Cli {
     #[arg(long, default_value = "")]
     append: String,
 
-    /// Extra option for every -device accelerator-pcie (repeatable), e.g. timeout-ms=5000.
+    /// Extra option for every -device accelerator-pcie (repeatable), e.g. timeout-ms=5000. In
+    /// vfio-user mode a member of every vfio-user-pci's JSON, e.g. x-msg-timeout=10000.
     #[arg(long = "device-opt", value_name = "KEY=VALUE")]
     device_opts: Vec<String>,
 
@@ -263,6 +288,32 @@ struct Cli {
     json: bool,
 }
 
+/// The QEMU device of each accelerator (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// `accelerator-pcie` in cosim's QEMU, over the cosim link.
+    Patched,
+    /// `vfio-user-pci` in any QEMU 10.1 or later; the simulation serves vfio-user.
+    VfioUser,
+}
+
+/// The stock QEMU for vfio-user mode when --qemu is not given.
+const QEMU_STOCK_ENV: &str = "COSIM_QEMU_STOCK";
+
+/// How long `qemu -device help` and `qemu -version` may take.
+const QEMU_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest Unix socket path (`sun_path` minus the NUL).
+const UNIX_PATH_MAX: usize = 107;
+
+impl Mode {
+    /// The name `--mode` takes, also the results' `mode`.
+    fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+    }
+}
+
 fn log(msg: impl AsRef<str>) {
     tracing::info!("{}", msg.as_ref());
 }
@@ -286,6 +337,63 @@ impl Cli {
             self.connect.len()
         }
     }
+}
+
+/// The QEMU binary: `--qemu`, else (patched) `<build>/qemu/qemu-system-x86_64`, else (vfio-user)
+/// `$COSIM_QEMU_STOCK` if set and not empty, else `<build>/qemu-stock/qemu-system-x86_64`.
+fn qemu_binary(mode: Mode, given: Option<&Path>, stock_env: Option<std::ffi::OsString>, build: &Path) -> PathBuf {
+    match (given, mode) {
+        (Some(q), _) => q.to_path_buf(),
+        (None, Mode::Patched) => build.join("qemu/qemu-system-x86_64"),
+        (None, Mode::VfioUser) => stock_env
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| build.join("qemu-stock/qemu-system-x86_64")),
+    }
+}
+
+/// Runs `qemu ARGS` to its end (at most [`QEMU_PROBE_TIMEOUT`]); its stdout, or why not.
+fn qemu_probe(qemu: &Path, args: &[&str]) -> Result<String> {
+    let (tx, _rx) = std::sync::mpsc::channel::<cosim_launch::procs::Line<()>>();
+    let mut cmd = Command::new(qemu);
+    cmd.args(args);
+    let what = format!("{} {}", qemu.display(), args.join(" "));
+    let mut p = Proc::spawn(&what, cmd, Output::Capture, Output::Capture, &tx)?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = p.poll() {
+            break st;
+        }
+        if t0.elapsed() > QEMU_PROBE_TIMEOUT {
+            p.kill_now();
+            p.wait();
+            bail!("`{what}` did not finish within {} s", QEMU_PROBE_TIMEOUT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = String::from_utf8_lossy(&p.take_stdout()).into_owned();
+    if !status.success() {
+        let err = String::from_utf8_lossy(&p.take_stderr()).into_owned();
+        bail!("`{what}` failed ({status}): {}", err.trim());
+    }
+    Ok(out)
+}
+
+/// vfio-user mode needs a QEMU with the vfio-user client (10.1 or later): its `-device help`
+/// must list `vfio-user-pci`.
+fn check_vfio_user_client(qemu: &Path) -> Result<()> {
+    let help = qemu_probe(qemu, &["-device", "help"])?;
+    if qemu::device_help_lists(&help, qemu::VFIO_USER_DEVICE) {
+        return Ok(());
+    }
+    let version = qemu_probe(qemu, &["-version"]).unwrap_or_default();
+    let version = version.lines().next().unwrap_or("version unknown").trim();
+    bail!(
+        "{} ({version}) has no {} device (not in its `-device help`): vfio-user mode needs QEMU 10.1 or later \
+         (build one with `make qemu-stock`, or give --qemu)",
+        qemu.display(),
+        qemu::VFIO_USER_DEVICE
+    )
 }
 
 /// A `--connect` tcp endpoint beyond loopback needs the key the simulation was started with;
@@ -432,7 +540,7 @@ impl Run {
 fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let build = default_build();
     let sim_bin = cli.sim.clone().unwrap_or_else(|| build.join("sim/gemm_top/sim"));
-    let qemu_bin = cli.qemu.clone().unwrap_or_else(|| build.join("qemu/qemu-system-x86_64"));
+    let qemu_bin = qemu_binary(cli.mode, cli.qemu.as_deref(), std::env::var_os(QEMU_STOCK_ENV), &build);
     let kernel = cli.kernel.clone().unwrap_or_else(|| build.join("guest/bzImage"));
     let initrd = cli.initrd.clone().unwrap_or_else(|| build.join("guest/initramfs.cpio.gz"));
     if cli.devices > 0 && cli.connect.is_empty() {
@@ -443,7 +551,13 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
             log(format!("no --run: the default item is the GEMM example's ({d}); a design of your own needs --run"));
         }
     }
-    require_file(&qemu_bin, "QEMU binary", "make qemu")?;
+    if cli.mode == Mode::VfioUser {
+        require_file(&qemu_bin, "QEMU binary (10.1 or later, for vfio-user mode)", "make qemu-stock")?;
+        check_vfio_user_client(&qemu_bin)?;
+        log(format!("vfio-user mode: {} lists {}", qemu_bin.display(), qemu::VFIO_USER_DEVICE));
+    } else {
+        require_file(&qemu_bin, "QEMU binary", "make qemu")?;
+    }
     require_file(&kernel, "guest kernel", "make guest")?;
     require_file(&initrd, "guest initramfs", "make guest")?;
     let workload = if cli.serve { String::new() } else { qemu::workload(&cli.runs)? };
@@ -466,7 +580,21 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         run.endpoints = cli.connect.clone();
     } else if cli.devices > 0 {
         let dir = cosim_transport::PrivateDir::new("launch").context("cannot create the run's private directory")?;
-        if cli.transport == "ipc" {
+        if cli.mode == Mode::VfioUser {
+            // One vfio-user server socket per simulation, in the private directory.
+            for i in 0..cli.device_count() {
+                let socket = dir.path().join(format!("accel{i}.sock"));
+                if socket.as_os_str().len() > UNIX_PATH_MAX {
+                    return Err(anyhow::anyhow!(
+                        "the vfio-user socket path {} is longer than {UNIX_PATH_MAX} bytes (the Unix socket limit): \
+                         set TMPDIR or XDG_RUNTIME_DIR to a shorter directory",
+                        socket.display()
+                    )
+                    .into());
+                }
+                run.endpoints.push(format!("{}{}", cosim_dpi_bridge::vfio_user::SCHEME, socket.display()));
+            }
+        } else if cli.transport == "ipc" {
             run.endpoints = (0..cli.device_count()).map(|i| dir.endpoint(&format!("accel{i}"))).collect();
         } else {
             for _ in 0..cli.device_count() {
@@ -520,7 +648,10 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let start_sims = if cli.connect.is_empty() { run.endpoints.as_slice() } else { &[] };
     for (i, ep) in start_sims.iter().enumerate() {
         let mut cmd = Command::new(&sim_bin);
-        cmd.arg("--endpoint").arg(ep);
+        match cli.mode {
+            Mode::Patched => cmd.arg("--endpoint").arg(ep),
+            Mode::VfioUser => cmd.arg(format!("+cosim_endpoint={ep}")),
+        };
         if let Some(k) = &key_file {
             cmd.env(cosim_transport::KEY_FILE_ENV, k);
         }
@@ -535,7 +666,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         }
         cmd.args(&cli.sim_args);
         let logp = run.stages.sim_log(i);
-        log(format!("starting simulation {i}: {} --endpoint {ep} (log {})", sim_bin.display(), logp.display()));
+        log(format!("starting simulation {i}: {} endpoint {ep} (log {})", sim_bin.display(), logp.display()));
         pids.insert(format!("sim{i}"), json!(run.stages.spawn_sim(cmd)?));
     }
     if cli.connect.is_empty() {
@@ -546,10 +677,13 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     // Stage: QEMU start. A QMP socket in the private directory: the devices' statistics can be
     // read while the run goes on (docs/qemu-device.md, "Statistics").
     let qmp = run.private_dir()?.join("qmp.sock");
-    log(format!(
-        "QMP socket {} (e.g. qom-get of /machine/peripheral/accel0, property stats)",
-        qmp.display()
-    ));
+    match cli.mode {
+        Mode::Patched => log(format!(
+            "QMP socket {} (e.g. qom-get of /machine/peripheral/accel0, property stats)",
+            qmp.display()
+        )),
+        Mode::VfioUser => log(format!("QMP socket {} (vfio-user-pci has no cosim statistics)", qmp.display())),
+    }
     let mut qemu_args = vec!["-qmp".to_string(), format!("unix:{},server=on,wait=off", qmp.display())];
     qemu_args.extend(cli.qemu_args.iter().cloned());
     let spec = QemuSpec {
@@ -572,7 +706,13 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
         nic: cli.nic.clone(),
         serve: serve.clone(),
         accelerators: (run.endpoints.iter().enumerate())
-            .map(|(i, ep)| Accelerator { endpoint: ep.clone(), uart_log: log_dir.join(format!("accel{i}-uart.log")) })
+            .map(|(i, ep)| match cosim_dpi_bridge::vfio_user::socket_path(ep) {
+                Some(socket) if cli.mode == Mode::VfioUser => Accelerator::VfioUser { socket: socket.into() },
+                _ => Accelerator::Patched {
+                    endpoint: ep.clone(),
+                    uart_log: log_dir.join(format!("accel{i}-uart.log")),
+                },
+            })
             .collect(),
         device_opts: cli.device_opts.clone(),
         iommu: cli.iommu,
@@ -710,13 +850,30 @@ fn serve_until_stopped(cli: &Cli, run: &mut Run, channel: &qemu::ServeChannel) -
     }
 }
 
+/// The first option given that vfio-user mode cannot serve (it needs the patched device or the
+/// cosim link), with the reason.
+fn vfio_user_conflict(cli: &Cli) -> Option<String> {
+    let refused = [
+        (cli.accel_netdev.is_some(), "--accel-netdev", "the accelerator's NIC channel needs the patched device"),
+        (cli.serve, "--serve", "serve mode needs the patched device"),
+        (!cli.connect.is_empty(), "--connect", "it joins a simulation over the cosim link, which vfio-user replaces"),
+        (cli.transport == "tcp", "--transport tcp", "vfio-user runs on Unix sockets"),
+        (cli.inject_stray.is_some(), "--inject-stray", "it injects frames of the cosim link"),
+        (cli.iommu, "--iommu", "vfio-user-pci behind QEMU's virtual IOMMU is not supported yet"),
+    ];
+    let (_, opt, why) = refused.into_iter().find(|(given, _, _)| *given)?;
+    Some(format!("{opt} is not available in vfio-user mode: {why} (it works with --mode patched)"))
+}
+
 /// Option combinations clap cannot express (they depend on a value): usage errors, exit 2.
 fn usage_errors(cli: &Cli) -> Result<(), clap::Error> {
     use clap::CommandFactory;
     let clash = if cli.serve_channel == "serial" && cli.serve_port.is_some() {
-        Some("--serve-port is for --serve-channel tcp (serial uses --serve-socket)")
+        Some("--serve-port is for --serve-channel tcp (serial uses --serve-socket)".to_string())
     } else if cli.serve_channel == "tcp" && cli.serve_socket.is_some() {
-        Some("--serve-socket is for --serve-channel serial")
+        Some("--serve-socket is for --serve-channel serial".to_string())
+    } else if cli.mode == Mode::VfioUser {
+        vfio_user_conflict(cli)
     } else {
         None
     };
@@ -765,6 +922,7 @@ fn main() -> ExitCode {
         "guest": run.stages.report.to_json(),
         "stray_frames_injected": run.injected,
         "connect": cli.connect,
+        "mode": cli.mode.name(),
         "device_stats": device_stats,
     });
     let _ = std::fs::write(log_dir.join("results.json"), format!("{summary:#}\n"));
@@ -782,7 +940,11 @@ fn main() -> ExitCode {
         println!("{summary}");
     } else {
         print!("{}", markers::table_at_clock(&run.stages.report, devstats::clock_hz(&device_stats)));
-        print!("{}", devstats::table(&device_stats));
+        let stats = devstats::table(&device_stats);
+        print!("{stats}");
+        if cli.mode == Mode::VfioUser && !stats.is_empty() {
+            println!("(vfio-user mode: the statistics are the simulations' only; stock QEMU keeps none per device)");
+        }
         match code {
             exit::OK => println!("result: PASS (logs in {})", log_dir.display()),
             exit::FAILED => println!("result: FAIL: a workload item failed (logs in {})", log_dir.display()),
@@ -847,5 +1009,63 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         let want = format!("the shell's default ({DEFAULT_DMA_LATENCY} clocks");
         assert!(help.replace('\n', " ").contains(&want), "--help does not say {want:?}");
+    }
+
+    #[test]
+    fn the_mode_is_patched_unless_asked_and_vfio_user_refuses_what_needs_the_patched_device() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["cosim-launch"].iter().chain(args)).unwrap();
+        assert_eq!(parse(&[]).mode, Mode::Patched);
+        assert!(Cli::try_parse_from(["cosim-launch", "--mode", "stock"]).is_err());
+        let vu = ["--mode", "vfio-user"];
+        assert_eq!(parse(&vu).mode, Mode::VfioUser);
+        assert_eq!((Mode::Patched.name(), Mode::VfioUser.name()), ("patched".into(), "vfio-user".into()));
+        let refused: [(&[&str], &str); 7] = [
+            (&["--accel-netdev", "user"], "--accel-netdev"),
+            (&["--serve"], "--serve"),
+            (&["--serve", "--serve-channel", "serial"], "--serve"),
+            (&["--connect", "ipc:///tmp/x/accel0"], "--connect"),
+            (&["--transport", "tcp"], "--transport tcp"),
+            (&["--inject-stray", "10"], "--inject-stray"),
+            (&["--iommu"], "--iommu"),
+        ];
+        for (args, opt) in refused {
+            let cli = parse(&[&vu[..], args].concat());
+            let e = usage_errors(&cli).unwrap_err();
+            assert_eq!(e.exit_code(), i32::from(exit::USAGE), "{args:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{opt} is not available in vfio-user mode")), "{args:?}: {msg}");
+            // The same options are fine with the patched device.
+            assert!(usage_errors(&parse(args)).is_ok(), "{args:?}");
+        }
+        // What a stock QEMU can do is accepted.
+        let ok = parse(&[
+            &vu[..],
+            &["--devices", "2", "--nic", "user", "--transport", "ipc", "--device-opt", "x-msg-timeout=9000"],
+            &["--sim-stats", "--waves", "--kill-sim-after", "3", "--guest-add", "/bin/sh:/bin/x"],
+        ]
+        .concat());
+        assert!(usage_errors(&ok).is_ok());
+    }
+
+    #[test]
+    fn the_qemu_binary_is_the_given_one_else_the_mode_s_build() {
+        let b = Path::new("/b");
+        let q = Path::new("/my/qemu");
+        assert_eq!(qemu_binary(Mode::Patched, None, None, b), Path::new("/b/qemu/qemu-system-x86_64"));
+        assert_eq!(qemu_binary(Mode::Patched, None, Some("/s/q".into()), b), Path::new("/b/qemu/qemu-system-x86_64"));
+        assert_eq!(qemu_binary(Mode::VfioUser, None, None, b), Path::new("/b/qemu-stock/qemu-system-x86_64"));
+        assert_eq!(qemu_binary(Mode::VfioUser, None, Some("".into()), b), Path::new("/b/qemu-stock/qemu-system-x86_64"));
+        assert_eq!(qemu_binary(Mode::VfioUser, None, Some("/s/q".into()), b), Path::new("/s/q"));
+        assert_eq!(qemu_binary(Mode::VfioUser, Some(q), Some("/s/q".into()), b), q);
+        assert_eq!(qemu_binary(Mode::Patched, Some(q), None, b), q);
+    }
+
+    #[test]
+    fn the_help_describes_vfio_user_mode() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string().replace('\n', " ");
+        for want in ["vfio-user mode (--mode vfio-user)", "make qemu-stock", "COSIM_QEMU_STOCK", "--iommu (not supported"] {
+            assert!(help.contains(want), "--help does not say {want:?}");
+        }
     }
 }

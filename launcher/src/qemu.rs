@@ -12,6 +12,12 @@
 //! Serve mode ([`ServeChannel`]): a virtio-net NIC on QEMU user networking, restricted (the guest
 //! reaches nothing), with one host forward from 127.0.0.1 to `accel-tool serve` in the guest (the
 //! default), or a virtio-serial port on a Unix socket.
+//!
+//! vfio-user mode ([`Accelerator::VfioUser`], any QEMU 10.1 or later, no cosim code in it): per
+//! accelerator `N`, `-device {"driver":"vfio-user-pci","id":"accelN","addr":<slot>,"socket":
+//! {"path":<socket>,"type":"unix"}}` (JSON: the socket is a structured property) at the same slot
+//! as the patched device, and the guest RAM as a shared memfd backend ([`SHARED_RAM_ID`]), which
+//! the simulation's vfio-user server maps for DMA.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -122,13 +128,81 @@ pub fn serve_append(channel: &ServeChannel, read_latency: u32) -> String {
     }
 }
 
-/// One `accelerator-pcie` device.
+/// QEMU's device for a simulation that is a vfio-user server (QEMU 10.1 or later).
+pub const VFIO_USER_DEVICE: &str = "vfio-user-pci";
+
+/// Id of the guest RAM's shared memfd backend in vfio-user mode.
+pub const SHARED_RAM_ID: &str = "cosim-ram";
+
+/// True if QEMU's `-device help` output lists `driver` (lines `name "DRIVER", bus ..., desc ...`).
+pub fn device_help_lists(help: &str, driver: &str) -> bool {
+    let want = format!("name \"{driver}\"");
+    help.lines().any(|l| l.trim_start().starts_with(&want))
+}
+
+/// One accelerator: the QEMU device that stands for one simulation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accelerator {
-    /// The simulation's endpoint (docs/protocol.md, "Channels").
-    pub endpoint: String,
-    /// File that receives what the RTL's UART sends (a `file` chardev).
-    pub uart_log: PathBuf,
+pub enum Accelerator {
+    /// `accelerator-pcie` (cosim's patched QEMU) on the cosim link.
+    Patched {
+        /// The simulation's endpoint (docs/protocol.md, "Channels").
+        endpoint: String,
+        /// File that receives what the RTL's UART sends (a `file` chardev).
+        uart_log: PathBuf,
+    },
+    /// [`VFIO_USER_DEVICE`] (any QEMU 10.1 or later): the simulation serves vfio-user on this Unix
+    /// socket. The guest RAM must then be shared ([`QemuSpec::args`] sees to it).
+    VfioUser {
+        /// The simulation's socket (its endpoint is `vfio-user://` + this path).
+        socket: PathBuf,
+    },
+}
+
+/// A `--device-opt KEY=VALUE` as a member of a JSON `-device`: VALUE is taken as JSON if it is a
+/// number, `true`, `false` or `null`, else as a string (`x-msg-timeout=10000` is a number,
+/// `x-foo=on` a string).
+fn json_member(opt: &str) -> String {
+    let (k, v) = opt.split_once('=').unwrap_or((opt, ""));
+    let value = match serde_json::from_str::<serde_json::Value>(v) {
+        Ok(j) if !j.is_object() && !j.is_array() && !j.is_string() => j,
+        _ => serde_json::Value::from(v),
+    };
+    format!("{}:{value}", serde_json::Value::from(k))
+}
+
+impl Accelerator {
+    /// The device's `-chardev` (patched: the UART) and `-device` arguments as accelerator `i`.
+    fn args(&self, i: usize, netdev: bool, device_opts: &[String]) -> Vec<String> {
+        let slot = ACCEL_FIRST_SLOT as usize + i;
+        match self {
+            Accelerator::Patched { endpoint, uart_log } => {
+                let mut dev =
+                    format!("accelerator-pcie,id=accel{i},addr=0x{slot:02x}.0,endpoint={endpoint},chardev=accuart{i}");
+                if netdev {
+                    dev.push_str(",netdev=accnet0");
+                }
+                for o in device_opts {
+                    dev.push(',');
+                    dev.push_str(o);
+                }
+                let chardev = format!("file,id=accuart{i},path={}", uart_log.display());
+                vec!["-chardev".into(), chardev, "-device".into(), dev]
+            }
+            Accelerator::VfioUser { socket } => {
+                let path = serde_json::Value::from(socket.display().to_string());
+                let mut dev = format!(
+                    "{{\"driver\":\"{VFIO_USER_DEVICE}\",\"id\":\"accel{i}\",\"addr\":\"0x{slot:02x}.0\",\
+                     \"socket\":{{\"path\":{path},\"type\":\"unix\"}}"
+                );
+                for o in device_opts {
+                    dev.push(',');
+                    dev.push_str(&json_member(o));
+                }
+                dev.push('}');
+                vec!["-device".into(), dev]
+            }
+        }
+    }
 }
 
 /// Everything QEMU's command line is made of.
@@ -152,7 +226,8 @@ pub struct QemuSpec {
     pub serve: Option<ServeChannel>,
     /// One device per simulation, in order (`accel0`, `accel1`, ...).
     pub accelerators: Vec<Accelerator>,
-    /// Extra `KEY=VALUE` options for every `accelerator-pcie`.
+    /// Extra `KEY=VALUE` options for every accelerator's `-device` (vfio-user: JSON members,
+    /// VALUE a JSON scalar or else a string).
     pub device_opts: Vec<String>,
     /// QEMU's virtual IOMMU (`-device intel-iommu,intremap=on`): the guest can use VFIO.
     pub iommu: bool,
@@ -161,11 +236,27 @@ pub struct QemuSpec {
 }
 
 impl QemuSpec {
+    /// True if a vfio-user server maps the guest RAM, which must then be a shared memfd.
+    pub fn shared_ram(&self) -> bool {
+        self.accelerators.iter().any(|a| matches!(a, Accelerator::VfioUser { .. }))
+    }
+
     /// The arguments after the program name.
     pub fn args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |s: &str| a.push(s.into());
-        for s in ["-M", "q35", "-accel", "tcg", "-m", &self.memory_mib.to_string(), "-smp", &self.smp.to_string()] {
+        let m = self.memory_mib.to_string();
+        if self.shared_ram() {
+            let machine = format!("q35,memory-backend={SHARED_RAM_ID}");
+            let ram = format!("memory-backend-memfd,id={SHARED_RAM_ID},size={m}M,share=on");
+            for s in ["-M", &machine, "-object", &ram] {
+                push(s);
+            }
+        } else {
+            push("-M");
+            push("q35");
+        }
+        for s in ["-accel", "tcg", "-m", &m, "-smp", &self.smp.to_string()] {
             push(s);
         }
         for s in ["-nographic", "-no-reboot", "-bios", "qboot.rom", "-vga", "none"] {
@@ -192,19 +283,8 @@ impl QemuSpec {
             a.extend(sv.args().into_iter().map(OsString::from));
         }
         for (i, acc) in self.accelerators.iter().enumerate() {
-            a.push("-chardev".into());
-            a.push(format!("file,id=accuart{i},path={}", acc.uart_log.display()).into());
-            let slot = ACCEL_FIRST_SLOT as usize + i;
-            let mut dev =
-                format!("accelerator-pcie,id=accel{i},addr=0x{slot:02x}.0,endpoint={},chardev=accuart{i}", acc.endpoint);
-            if i == 0 && self.accel_netdev.is_some() {
-                dev.push_str(",netdev=accnet0");
-            }
-            for o in &self.device_opts {
-                dev.push(',');
-                dev.push_str(o);
-            }
-            a.extend(["-device".into(), dev.into()]);
+            let netdev = i == 0 && self.accel_netdev.is_some();
+            a.extend(acc.args(i, netdev, &self.device_opts).into_iter().map(OsString::from));
         }
         a.extend(self.extra_args.iter().map(OsString::from));
         a
@@ -270,7 +350,7 @@ mod tests {
             accel_netdev: None,
             nic: None,
             serve: None,
-            accelerators: vec![Accelerator {
+            accelerators: vec![Accelerator::Patched {
                 endpoint: "ipc:///run/x/accel0".into(),
                 uart_log: "/l/accel0-uart.log".into(),
             }],
@@ -353,7 +433,7 @@ mod tests {
         s.accel_netdev = Some("stream,server=on,addr.type=inet,addr.host=127.0.0.1,addr.port=5555".into());
         s.nic = Some("user".into());
         s.accelerators
-            .push(Accelerator { endpoint: "tcp://127.0.0.1:7010".into(), uart_log: "/l/accel1-uart.log".into() });
+            .push(Accelerator::Patched { endpoint: "tcp://127.0.0.1:7010".into(), uart_log: "/l/accel1-uart.log".into() });
         s.device_opts = vec!["timeout-ms=5000".into(), "foo=bar".into()];
         s.extra_args = vec!["-s".into(), "a b".into()];
         let want = [
@@ -431,7 +511,7 @@ mod tests {
         let mut s = spec();
         s.iommu = true;
         s.accelerators
-            .push(Accelerator { endpoint: "ipc:///run/x/accel1".into(), uart_log: "/l/accel1-uart.log".into() });
+            .push(Accelerator::Patched { endpoint: "ipc:///run/x/accel1".into(), uart_log: "/l/accel1-uart.log".into() });
         let a = argv(&s);
         let iommu = a.iter().position(|x| x == "intel-iommu,intremap=on").unwrap();
         let first_dev = a.iter().position(|x| x.starts_with("accelerator-pcie")).unwrap();
@@ -469,5 +549,69 @@ mod tests {
     fn shell_line_quotes_arguments_with_spaces_or_quotes() {
         let s = shell_line(Path::new("/q/qemu"), &["-m".into(), "512".into(), "-append".into(), "a=\"b c\"".into()]);
         assert_eq!(s, "/q/qemu -m 512 -append 'a=\"b c\"'");
+    }
+
+    #[test]
+    fn vfio_user_mode_shares_the_guest_ram_and_gives_each_accelerator_a_json_device_at_its_slot() {
+        let mut s = spec();
+        s.accelerators = (0..2).map(|i| Accelerator::VfioUser { socket: format!("/run/x/accel{i}.sock").into() }).collect();
+        s.append = kernel_append(&workload(&[]).unwrap(), false, &accel_param(2, false)).unwrap();
+        assert!(s.shared_ram());
+        let mut want = vec![
+            "-M",
+            "q35,memory-backend=cosim-ram",
+            "-object",
+            "memory-backend-memfd,id=cosim-ram,size=512M,share=on",
+        ];
+        // The rest of the fixed part as in patched mode, without its "-M q35".
+        want.extend(&DEFAULTS[2..]);
+        want.extend([
+            "console=ttyS0 panic=-1 cosim.run=\"gemm --m 64 --n 64 --k 64 --seed 1 --check\" \
+             cosim.accel=0000:00:10.0,0000:00:11.0",
+            "-device",
+            r#"{"driver":"vfio-user-pci","id":"accel0","addr":"0x10.0","socket":{"path":"/run/x/accel0.sock","type":"unix"}}"#,
+            "-device",
+            r#"{"driver":"vfio-user-pci","id":"accel1","addr":"0x11.0","socket":{"path":"/run/x/accel1.sock","type":"unix"}}"#,
+        ]);
+        assert_eq!(argv(&s), want);
+        // Each device argument is JSON that names the same slots as the patched device's.
+        for (i, dev) in argv(&s).iter().filter(|a| a.starts_with('{')).enumerate() {
+            let v: serde_json::Value = serde_json::from_str(dev).unwrap();
+            assert_eq!(v["addr"], format!("0x{:02x}.0", ACCEL_FIRST_SLOT as usize + i), "{dev}");
+            assert_eq!(accel_bdf(i), format!("0000:00:{}", v["addr"].as_str().unwrap().trim_start_matches("0x")));
+        }
+        // The shared backend is as large as the guest RAM.
+        s.memory_mib = 1024;
+        assert!(argv(&s).contains(&"memory-backend-memfd,id=cosim-ram,size=1024M,share=on".to_string()));
+        assert!(!spec().shared_ram(), "the patched device needs no shared RAM");
+    }
+
+    #[test]
+    fn vfio_user_device_options_become_json_members_and_paths_are_escaped() {
+        let mut s = spec();
+        s.accelerators = vec![Accelerator::VfioUser { socket: "/run/a \"b\"/accel0.sock".into() }];
+        s.device_opts = vec!["x-msg-timeout=10000".into(), "x-flag=true".into(), "rombar=0".into(), "x-name=on".into()];
+        let a = argv(&s);
+        let dev = a.iter().find(|x| x.starts_with('{')).unwrap();
+        let v: serde_json::Value = serde_json::from_str(dev).unwrap_or_else(|e| panic!("{dev}: {e}"));
+        assert_eq!(v["socket"]["path"], "/run/a \"b\"/accel0.sock");
+        assert_eq!(v["socket"]["type"], "unix");
+        assert_eq!(v["x-msg-timeout"], 10000);
+        assert_eq!(v["x-flag"], true);
+        assert_eq!(v["rombar"], 0);
+        assert_eq!(v["x-name"], "on");
+        assert!(!a.iter().any(|x| x == "-chardev"), "no UART chardev without the patched device: {a:?}");
+    }
+
+    #[test]
+    fn device_help_is_searched_for_the_exact_driver_name() {
+        let help = "Storage devices:\nname \"nvme\", bus PCI, desc \"Non-Volatile Memory Express\"\n\n\
+                    Misc devices:\nname \"vfio-pci\", bus PCI, desc \"VFIO-based PCI device assignment\"\n\
+                    name \"vfio-user-pci\", bus PCI, desc \"VFIO over socket PCI device assignment\"\n";
+        assert!(device_help_lists(help, VFIO_USER_DEVICE));
+        assert!(device_help_lists(help, "vfio-pci"));
+        let old = help.replace("name \"vfio-user-pci\"", "name \"vfio-user-pci-x\"");
+        assert!(!device_help_lists(&old, VFIO_USER_DEVICE), "a longer name that starts alike is not it");
+        assert!(!device_help_lists("", VFIO_USER_DEVICE));
     }
 }

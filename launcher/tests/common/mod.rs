@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod e2e_checks;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
