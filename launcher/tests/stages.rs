@@ -5,21 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{fresh_dir as tmpdir, run_bounded, Finished, LAUNCH};
+use common::{fresh_dir as tmpdir, run_bounded, script, Finished, LAUNCH};
 use serde_json::Value;
-
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    let mut perm = std::fs::metadata(&p).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&p, perm).unwrap();
-    p
-}
 
 /// Runs the launcher with `--json` within a wall-clock limit (fails the test past it).
 fn launch(args: &[&str], limit: Duration) -> (Finished, Value) {

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::e2e_checks::{self, VFIO_USER};
-use common::{artefact, build_dir, device_info, fresh_dir, run_bounded, JsonRun, LAUNCH};
+use common::{artefact, build_dir, device_info, fresh_dir, run_bounded, script, JsonRun, LAUNCH};
 use serde_json::Value;
 
 const NEEDS: &str = "needs `make qemu-stock sim-gemm guest`: run by `make test-vfio-user`";
@@ -125,15 +125,6 @@ fn guest_mmio_reaches_the_rtl_through_vfio_user() {
 
 // ---------------------------------------------------------------------------------------------
 // Usage and setup errors: no artefact needed.
-
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    let mut perm = std::fs::metadata(&p).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&p, perm).unwrap();
-    p
-}
 
 /// `cosim-launch --mode vfio-user ARGS --log-dir LOG` with `env`, bounded (20 s).
 fn launch_vfio_user(args: &[&str], log: &Path, env: &[(&str, &Path)]) -> common::Finished {

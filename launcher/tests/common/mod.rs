@@ -245,3 +245,13 @@ pub fn run_vfio(name: &str, args: &[&str]) -> (JsonRun, Vec<String>) {
     let lines = sh_output(v);
     (run, lines)
 }
+
+/// An executable shell script `name` in `dir` (fake QEMUs and simulations for setup-error tests).
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let mut perm = std::fs::metadata(&p).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&p, perm).unwrap();
+    p
+}
