@@ -9,7 +9,10 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+
+use cosim_protocol::{DmaRead, DmaReadResp, DmaWrite, Status};
 
 /// One `DMA_MAP` range: guest (bus) addresses `iova..iova + size`.
 #[derive(Debug)]
@@ -170,6 +173,54 @@ impl GuestMemory {
             unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(done), p.add(off), n) };
             done += n;
         })
+    }
+}
+
+/// The client's memory as the design's DMA uses it, straight from the simulation thread (no
+/// message, no other thread): reads complete at once, writes land at once. A miss is an error
+/// completion (a read) or a dropped write, with a warning at powers of two of the fault count.
+#[derive(Debug)]
+pub(crate) struct DmaMemory {
+    name: String,
+    /// The mappings (`DMA_MAP`/`DMA_UNMAP` of the vfio-user server thread).
+    pub(crate) mem: GuestMemory,
+    faults: AtomicU64,
+}
+
+impl DmaMemory {
+    pub(crate) fn new(name: &str) -> Self {
+        Self { name: name.to_string(), mem: GuestMemory::default(), faults: AtomicU64::new(0) }
+    }
+
+    /// Completes a DMA read from the mapped memory.
+    pub(crate) fn read(&self, r: &DmaRead) -> DmaReadResp {
+        match self.mem.read(r.addr.0, r.len as usize) {
+            Ok(data) => DmaReadResp { tag: r.tag, status: Status::Ok, data },
+            Err(e) => {
+                self.fault("read", r.addr.0, r.len as usize, &e);
+                DmaReadResp { tag: r.tag, status: Status::UnsupportedRequest, data: Vec::new() }
+            }
+        }
+    }
+
+    /// Performs a posted DMA write into the mapped memory.
+    pub(crate) fn write(&self, w: &DmaWrite) {
+        if let Err(e) = self.mem.write(w.addr.0, &w.data) {
+            self.fault("write", w.addr.0, w.data.len(), &e);
+        }
+    }
+
+    /// DMA accesses that missed the client's memory so far.
+    pub(crate) fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+
+    fn fault(&self, what: &str, addr: u64, len: usize, e: &DmaFault) {
+        let n = self.faults.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(target: "cosim::dpi", ep = %self.name, addr = format_args!("{addr:#x}"), len, faults = n,
+                "DMA {what} failed: {e}; the design gets an error response (this warning repeats at powers of two)");
+        }
     }
 }
 

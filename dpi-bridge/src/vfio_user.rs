@@ -10,18 +10,20 @@
 //!   most [`MMIO_READ_TIMEOUT`]); `DMA_MAP`/`DMA_UNMAP` map the client's guest memory
 //!   ([`GuestMemory`]); `SET_IRQS` takes the MSI-X eventfds; `DEVICE_RESET` resets the design.
 //!   When a client goes away the design sees the host lost; the next client starts a new session.
-//! - the **device thread** takes what the design sends: DMA reads and writes go straight to the
-//!   mapped guest memory (bounds-checked; a miss is an error completion to the design and a
-//!   warning, never a crash), MSI-X interrupts go to the client's eventfds (masked or unassigned
-//!   vectors set their pending bit, which the PBA shows and an unmask or a new eventfd delivers),
-//!   MMIO completions go back to the server thread. NIC frames and UART bytes need the patched
-//!   `accelerator-pcie` device: in this mode they are dropped with one warning.
+//! - the design's **DMA** does not leave the simulation thread: the core reads and writes the
+//!   mapped guest memory itself ([`DmaMemory`], bounds-checked; a miss is an error completion to
+//!   the design and a warning, never a crash), so a read's data is there the next clock.
+//! - the **device thread** takes the rest of what the design sends: MSI-X interrupts go to the
+//!   client's eventfds (masked or unassigned vectors set their pending bit, which the PBA shows
+//!   and an unmask or a new eventfd delivers), MMIO completions go back to the server thread. NIC
+//!   frames and UART bytes need the patched `accelerator-pcie` device: in this mode they are
+//!   dropped with one warning.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,7 +38,7 @@ use vfio_bindings::bindings::vfio::{
 };
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend, ServerRegion};
 
-use crate::guest_mem::GuestMemory;
+use crate::guest_mem::DmaMemory;
 use crate::io::IoConfig;
 use crate::link::{IoLink, SharedStats, ToIo, ToSim};
 
@@ -209,14 +211,13 @@ struct Shared {
     name: String,
     link: IoLink,
     stats: Arc<SharedStats>,
-    mem: GuestMemory,
+    /// The client's memory; the simulation thread does the design's DMA in it directly.
+    dma: Arc<DmaMemory>,
     irqs: Mutex<Irqs>,
     /// MMIO completions, device thread -> server thread: (tag, status, data).
     mmio_tx: Sender<(u32, Status, u64)>,
     mmio_rx: Receiver<(u32, Status, u64)>,
     closing: AtomicBool,
-    /// DMA accesses that missed the client's memory.
-    dma_faults: AtomicU64,
 }
 
 /// Binds the socket on the caller's thread (so an error is reported at once) and starts the
@@ -227,6 +228,7 @@ pub(crate) fn spawn(
     cfg: IoConfig,
     link: IoLink,
     stats: Arc<SharedStats>,
+    dma: Arc<DmaMemory>,
 ) -> Result<JoinHandle<()>, crate::BridgeError> {
     let path = PathBuf::from(path);
     if !path.is_absolute() {
@@ -245,12 +247,11 @@ pub(crate) fn spawn(
         name: cfg.name.clone(),
         link,
         stats,
-        mem: GuestMemory::default(),
+        dma,
         irqs: Mutex::new(Irqs::new(usize::from(d.msix.vectors))),
         mmio_tx,
         mmio_rx,
         closing: AtomicBool::new(false),
-        dma_faults: AtomicU64::new(0),
     });
     let mut backend = Backend { s: shared.clone(), config: ConfigSpace::new(d), device: d.clone(), next_tag: 1, in_session: false };
     let thread_name = |what: &str| format!("cosim-vu{what}-{}", cfg.name).chars().take(15).collect::<String>();
@@ -344,21 +345,6 @@ fn device_thread(s: Arc<Shared>, path: PathBuf) {
             Message::MmioReadResp(r) => {
                 let _ = s.mmio_tx.send((r.tag, r.status, r.data));
             }
-            Message::DmaRead(r) => {
-                let (status, data) = match s.mem.read(r.addr.0, r.len as usize) {
-                    Ok(data) => (Status::Ok, data),
-                    Err(e) => {
-                        s.dma_fault("read", r.addr.0, r.len as usize, &e);
-                        (Status::UnsupportedRequest, Vec::new())
-                    }
-                };
-                s.link.to_sim(ToSim::Msg(Message::DmaReadResp(DmaReadResp { tag: r.tag, status, data })));
-            }
-            Message::DmaWrite(w) => {
-                if let Err(e) = s.mem.write(w.addr.0, &w.data) {
-                    s.dma_fault("write", w.addr.0, w.data.len(), &e);
-                }
-            }
             Message::Msix(m) => {
                 let ok = s.irqs.lock().unwrap_or_else(|p| p.into_inner()).fire(usize::from(m.vector));
                 if !ok {
@@ -383,19 +369,9 @@ fn device_thread(s: Arc<Shared>, path: PathBuf) {
     s.closing.store(true, Ordering::SeqCst);
     let _ = UnixStream::connect(&path);
     let _ = std::fs::remove_file(&path);
-    let faults = s.dma_faults.load(Ordering::Relaxed);
+    let faults = s.dma.faults();
     if faults > 0 {
         tracing::warn!(target: "cosim::dpi", ep = %s.name, faults, "DMA accesses outside the client's memory during this run");
-    }
-}
-
-impl Shared {
-    fn dma_fault(&self, what: &str, addr: u64, len: usize, e: &crate::guest_mem::DmaFault) {
-        let n = self.dma_faults.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_power_of_two() {
-            tracing::warn!(target: "cosim::dpi", ep = %self.name, what, addr = format_args!("{addr:#x}"), len, faults = n,
-                "DMA {what} failed: {e}; the design gets an error response (this warning repeats at powers of two)");
-        }
     }
 }
 
@@ -443,7 +419,7 @@ impl Backend {
             self.in_session = false;
             self.s.link.to_sim(ToSim::HostLost);
         }
-        self.s.mem.clear();
+        self.s.dma.mem.clear();
         let mut irqs = self.s.irqs.lock().unwrap_or_else(|p| p.into_inner());
         *irqs = Irqs::new(usize::from(self.device.msix.vectors));
         drop(irqs);
@@ -568,7 +544,7 @@ impl ServerBackend for Backend {
             tracing::debug!(target: "cosim::dpi", ep = %self.s.name, address = format_args!("{address:#x}"), size,
                 "DMA_MAP without a file descriptor: DMA to this range will fail");
         }
-        self.s.mem.map(address, size, fd.as_ref(), offset, writable).map_err(|e| {
+        self.s.dma.mem.map(address, size, fd.as_ref(), offset, writable).map_err(|e| {
             tracing::warn!(target: "cosim::dpi", ep = %self.s.name, error = %e, "DMA_MAP refused");
             io_err(std::io::ErrorKind::InvalidInput, e.to_string())
         })?;
@@ -579,11 +555,11 @@ impl ServerBackend for Backend {
     fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> Result<(), std::io::Error> {
         self.touch()?;
         let n = if flags.contains(DmaUnmapFlags::UNMAP_ALL) {
-            let n = self.s.mem.counts().0;
-            self.s.mem.clear();
+            let n = self.s.dma.mem.counts().0;
+            self.s.dma.mem.clear();
             n
         } else {
-            self.s.mem.unmap(address, size)
+            self.s.dma.mem.unmap(address, size)
         };
         tracing::debug!(target: "cosim::dpi", ep = %self.s.name, address = format_args!("{address:#x}"), size, removed = n, "DMA_UNMAP");
         Ok(())

@@ -367,6 +367,44 @@ mod tests {
         );
     }
 
+    /// A vfio-user endpoint's DMA: straight into the client's memory, no message on the link; a
+    /// read's data is on the R channel the next clock (or at its modelled latency), a miss is
+    /// DECERR, a write lands at once.
+    #[test]
+    fn direct_dma_completes_without_messages() {
+        use crate::guest_mem::DmaMemory;
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(8192).unwrap();
+        let mem = std::sync::Arc::new(DmaMemory::new("t"));
+        mem.mem.map(0x4000, 8192, Some(&f), 0, true).unwrap();
+        mem.mem.write(0x4100, &[7; 16]).unwrap();
+        for latency in [0u64, 5] {
+            let (mut c, io) = core_with_latency(latency);
+            c.set_direct_dma(mem.clone());
+            c.dma_ar(1, 0x4100, 1, 3, 1);
+            let mut clocks = 1;
+            while c.tick() & PEND_RBEAT == 0 {
+                clocks += 1;
+                assert!(clocks < 10, "no read data");
+            }
+            assert_eq!(clocks, latency.max(1), "read data after {clocks} clocks with latency {latency}");
+            assert_eq!(c.dma_r().map(|b| (b.data, b.resp)), Some((0x0707_0707_0707_0707, 0)));
+            c.dma_ar(2, 0x9_0000, 0, 3, 1);
+            for _ in 0..6 {
+                c.tick();
+            }
+            c.tick();
+            assert_eq!(c.dma_r().map(|b| (b.data, b.resp)), Some((0x0707_0707_0707_0707, 0)), "second beat");
+            c.tick();
+            assert_eq!(c.dma_r().map(|b| b.resp), Some(DECERR), "a read outside the client's memory");
+            c.dma_aw(3, 0x4200, 0, 3, 1);
+            assert_eq!(c.dma_w(0x1122_3344_5566_7788, 0xff, true), Some((3, 0)));
+            assert_eq!(mem.mem.read(0x4200, 8).unwrap(), 0x1122_3344_5566_7788u64.to_le_bytes());
+            assert!(sent(&io).is_empty(), "no DMA message went to the I/O thread");
+        }
+        assert_eq!(mem.faults(), 2);
+    }
+
     #[test]
     fn dma_reads_outstanding_out_of_order_completion() {
         let (mut c, io) = core();

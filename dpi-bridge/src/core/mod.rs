@@ -22,12 +22,14 @@ mod dma;
 mod mmio;
 mod streams;
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cosim_protocol::*;
 
+use crate::guest_mem::DmaMemory;
 use crate::link::{SharedStats, SimLink, ToIo, ToSim};
 
 use self::dma::{DmaState, DECERR};
@@ -100,6 +102,11 @@ pub struct EpCore {
     allowed: u32,
     /// Pops refused because their bit was not reported (a shell bug).
     refused: Refusals,
+    /// vfio-user endpoints: the client's memory, read and written here instead of sending DMA
+    /// messages ([`EpCore::set_direct_dma`]).
+    direct: Option<Arc<DmaMemory>>,
+    /// Direct DMA read completions, taken in at the next tick (as a message from the host would be).
+    direct_done: VecDeque<DmaReadResp>,
 }
 
 /// Counts pops refused for want of their pending bit and rate-limits the warning about them.
@@ -148,7 +155,16 @@ impl EpCore {
             cycle: 0,
             allowed: 0,
             refused: Refusals::default(),
+            direct: None,
+            direct_done: VecDeque::new(),
         }
+    }
+
+    /// The design's DMA goes straight to `mem` (a vfio-user client's shared memory) instead of
+    /// DMA_READ/DMA_WRITE messages: a read completes for the next clock, a write at once. The
+    /// modelled read latency still applies.
+    pub(crate) fn set_direct_dma(&mut self, mem: Arc<DmaMemory>) {
+        self.direct = Some(mem);
     }
 
     /// The configuration.
@@ -206,6 +222,13 @@ impl EpCore {
             }
             return;
         }
+        if let Some(d) = &self.direct {
+            match &m {
+                Message::DmaRead(r) => return self.direct_done.push_back(d.read(r)),
+                Message::DmaWrite(w) => return d.write(w),
+                _ => {}
+            }
+        }
         if self.link.tx.send(ToIo::Send(m)).is_ok() {
             self.link.waker.wake();
         }
@@ -226,6 +249,10 @@ impl EpCore {
     #[inline]
     pub fn tick(&mut self) -> u32 {
         // A plain load first: the locked swap only when something arrived.
+        // Direct DMA completions first: they answer reads issued before anything now in the link.
+        while let Some(r) = self.direct_done.pop_front() {
+            self.on_dma_read_resp(r);
+        }
         if self.link.pending.load(Ordering::Relaxed) && self.link.pending.swap(false, Ordering::Acquire) {
             while let Ok(m) = self.link.rx.try_recv() {
                 self.on_message(m);
