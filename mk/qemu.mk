@@ -12,7 +12,9 @@ QEMU_BIN := $(BUILD)/qemu/qemu-system-x86_64
 QEMU_FIRMWARE := /usr/share/seabios /usr/share/qemu /usr/lib/ipxe/qemu
 export COSIM_QEMU := $(QEMU_BIN)
 QEMU_STOCK_BIN := $(BUILD)/qemu-stock/qemu-system-x86_64
-export COSIM_QEMU_STOCK := $(QEMU_STOCK_BIN)
+# vfio-user mode's QEMU: yours if COSIM_QEMU_STOCK is set (any QEMU 10.1+), else the one built here.
+COSIM_QEMU_STOCK ?= $(QEMU_STOCK_BIN)
+export COSIM_QEMU_STOCK
 
 .PHONY: qemu qemu-stock test-qemu bench-qemu
 TEST_TIERS += test-qemu

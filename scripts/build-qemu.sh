@@ -106,6 +106,9 @@ fetch_pinned() {
   The archive may have dropped this version. Put $DSC and $ORIG (SHA-256 $ORIG_SHA256)
   into $DL by hand, or update the pin in scripts/build-qemu.sh (version and sums from the new .dsc)."; }
 }
+# One fetch at a time (the device and stock builds may run at once under make -j).
+exec 9>"$DL/.fetch.lock"
+flock -w 600 9 || die "waited 10 min for another build-qemu's download ($DL/.fetch.lock)"
 if ! sum_ok "$ORIG" "$ORIG_SHA256" || ! sum_ok "$DSC" "$DSC_SHA256"; then
     fetch_pinned
 fi
@@ -113,6 +116,7 @@ sum_ok "$DSC" "$DSC_SHA256" || die "$DL/$DSC: missing or its SHA-256 is not the 
 grep -q "^ $ORIG_SHA256 [0-9]* $ORIG\$" "$DL/$DSC" || die "$DSC does not list $ORIG with SHA-256 $ORIG_SHA256"
 sum_ok "$ORIG" "$ORIG_SHA256" || die "$DL/$ORIG: missing or its SHA-256 is not the one in $DSC ($ORIG_SHA256)"
 stage "    $ORIG: SHA-256 matches $DSC"
+exec 9>&-
 
 if [ ! -f "$SRC/.cosim-unpacked" ]; then
     stage "    unpacking $ORIG"

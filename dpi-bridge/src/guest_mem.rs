@@ -67,6 +67,10 @@ pub(crate) enum MapError {
     Overlap { iova: u64, size: u64 },
     #[error("DMA_MAP 0x{iova:x}+0x{size:x}: mmap failed: {err}")]
     Mmap { iova: u64, size: u64, err: std::io::Error },
+    #[error("DMA_MAP 0x{iova:x}+0x{size:x}: the file is {file_len} bytes, the map needs {need} (a DMA there would crash the simulation with SIGBUS)")]
+    PastEnd { iova: u64, size: u64, file_len: u64, need: u64 },
+    #[error("DMA_UNMAP 0x{iova:x}+0x{size:x} covers only part of a mapping; mappings are not split")]
+    Partial { iova: u64, size: u64 },
 }
 
 /// The client's guest memory as the server sees it.
@@ -89,6 +93,12 @@ impl GuestMemory {
         let ptr = match fd {
             None => std::ptr::null_mut(),
             Some(f) => {
+                // Pages past the end of a regular file or memfd fault with SIGBUS when touched.
+                let meta = f.metadata().map_err(|err| MapError::Mmap { iova, size, err })?;
+                let need = offset.saturating_add(size);
+                if meta.file_type().is_file() && meta.len() < need {
+                    return Err(MapError::PastEnd { iova, size, file_len: meta.len(), need });
+                }
                 let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
                 // SAFETY: a fresh shared mapping of the client's descriptor, no fixed address; the
                 // result is checked before use.
@@ -105,13 +115,19 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// `DMA_UNMAP`: removes the mappings inside `iova..iova + size`; returns how many.
-    pub(crate) fn unmap(&self, iova: u64, size: u64) -> usize {
+    /// `DMA_UNMAP`: removes the mappings inside `iova..iova + size`; returns how many. A range
+    /// that covers only part of a mapping is refused (nothing removed), as the kernel's VFIO
+    /// type1 IOMMU refuses it.
+    pub(crate) fn unmap(&self, iova: u64, size: u64) -> Result<usize, MapError> {
         let end = iova.saturating_add(size);
         let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        let inside = |m: &Mapping| m.iova >= iova && m.iova + m.size <= end;
+        if maps.iter().any(|m| !inside(m) && m.iova < end && iova < m.iova + m.size) {
+            return Err(MapError::Partial { iova, size });
+        }
         let before = maps.len();
-        maps.retain(|m| !(m.iova >= iova && m.iova + m.size <= end));
-        before - maps.len()
+        maps.retain(|m| !inside(m));
+        Ok(before - maps.len())
     }
 
     /// Drops every mapping (the client went away).
@@ -263,8 +279,10 @@ mod tests {
         assert_eq!(m.write(0x1000, &[1]), Err(DmaFault::ReadOnly(0x1000)));
         assert_eq!(m.read(0x8004, 4), Err(DmaFault::NotShared(0x8004)));
         assert!(matches!(m.map(0x1800, 4096, Some(&f), 0, true), Err(MapError::Overlap { .. })));
+        assert!(matches!(m.map(0x20000, 8192, Some(&f), 0, true), Err(MapError::PastEnd { .. })), "past the file's end");
         assert_eq!(m.counts(), (2, 1));
-        assert_eq!(m.unmap(0x1000, 4096), 1);
+        assert!(matches!(m.unmap(0x1000, 2048), Err(MapError::Partial { .. })), "half a mapping");
+        assert_eq!(m.unmap(0x1000, 4096).unwrap(), 1);
         assert_eq!(m.read(0x1000, 4), Err(DmaFault::Unmapped(0x1000)), "gone after DMA_UNMAP");
         m.clear();
         assert_eq!(m.counts(), (0, 0));

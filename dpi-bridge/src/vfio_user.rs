@@ -237,8 +237,14 @@ pub(crate) fn spawn(
             path.display()
         )));
     }
-    remove_stale_socket(&path)?;
     let d = &cfg.device;
+    if let Some(i) = d.bars.iter().position(|b| b.present() && b.flags.contains(BarFlags::IO)) {
+        return Err(crate::BridgeError::Param(format!(
+            "vfio-user endpoint {SCHEME}{}: BAR{i} is an I/O BAR; the vfio-user server presents memory BARs only",
+            path.display()
+        )));
+    }
+    remove_stale_socket(&path)?;
     let server = Server::new(&path, true, irq_infos(d), regions(d)).map_err(|e| {
         crate::BridgeError::Param(format!("vfio-user endpoint {SCHEME}{}: cannot listen: {e}", path.display()))
     })?;
@@ -260,8 +266,17 @@ pub(crate) fn spawn(
         .spawn(move || {
             // `server` lives in this thread: its Drop removes the socket file.
             while !backend.s.closing.load(Ordering::SeqCst) {
-                let r = server.run(&mut backend);
-                backend.end_session(r.err());
+                // A malformed client can make the crate panic (e.g. a VERSION shorter than its
+                // header): that ends this client, not the server.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.run(&mut backend))) {
+                    Ok(r) => backend.end_session(r.err()),
+                    Err(_) => {
+                        tracing::error!(target: "cosim::dpi", ep = %backend.s.name,
+                            "the vfio-user server panicked on a client's message; the client is dropped");
+                        backend.end_session(None);
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
             }
         })
         .map_err(|e| crate::BridgeError::Thread(e.to_string()))?;
@@ -418,6 +433,9 @@ impl Backend {
         if self.in_session {
             self.in_session = false;
             self.s.link.to_sim(ToSim::HostLost);
+            // The departed client's job must not go on into the next client's memory: reset
+            // the design now rather than wait for the next client's reset.
+            self.s.link.to_sim(ToSim::Msg(Message::Reset));
         }
         self.s.dma.mem.clear();
         let mut irqs = self.s.irqs.lock().unwrap_or_else(|p| p.into_inner());
@@ -433,14 +451,14 @@ impl Backend {
     /// Splits `offset..offset + len` into naturally aligned accesses of 1 to 8 bytes.
     fn pieces(offset: u64, len: usize) -> impl Iterator<Item = (u64, AccessSize)> {
         let mut at = offset;
-        let end = offset + len as u64;
+        let end = offset.saturating_add(len as u64);
         std::iter::from_fn(move || {
             if at >= end {
                 return None;
             }
             let size = [AccessSize::B8, AccessSize::B4, AccessSize::B2, AccessSize::B1]
                 .into_iter()
-                .find(|s| at.is_multiple_of(s.bytes() as u64) && at + s.bytes() as u64 <= end)
+                .find(|s| at.is_multiple_of(s.bytes() as u64) && at.saturating_add(s.bytes() as u64) <= end)
                 .unwrap_or(AccessSize::B1);
             let p = (at, size);
             at += size.bytes() as u64;
@@ -460,16 +478,15 @@ impl Backend {
         m.vectors > 0
             && bar.get() == m.pba_bar
             && offset >= u64::from(m.pba_offset)
-            && offset + len as u64 <= u64::from(m.pba_offset) + pba_len
+            && offset.saturating_add(len as u64) <= u64::from(m.pba_offset) + pba_len
     }
 
     /// One MMIO read through the design; all ones on an error completion or timeout (as a PCIe
     /// read that fails), with a warning.
-    fn mmio_read(&mut self, bar: BarIndex, offset: u64, size: AccessSize) -> u64 {
+    fn mmio_read(&mut self, bar: BarIndex, offset: u64, size: AccessSize, deadline: Instant) -> u64 {
         let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1).max(1);
         self.s.link.to_sim(ToSim::Msg(Message::MmioRead(MmioRead { tag, bar, size, offset })));
-        let deadline = Instant::now() + MMIO_READ_TIMEOUT;
         loop {
             match self.s.mmio_rx.recv_deadline(deadline) {
                 Ok((t, status, data)) if t == tag => {
@@ -507,8 +524,11 @@ impl ServerBackend for Backend {
             return Ok(());
         }
         let pieces: Vec<_> = Self::pieces(offset, data.len()).collect();
+        // One deadline for the whole access: the reply must reach the client before its own
+        // timeout, or its message stream breaks.
+        let deadline = Instant::now() + MMIO_READ_TIMEOUT;
         for (at, size) in pieces {
-            let v = self.mmio_read(bar, at, size);
+            let v = self.mmio_read(bar, at, size, deadline);
             let k = (at - offset) as usize;
             data[k..k + size.bytes()].copy_from_slice(&v.to_le_bytes()[..size.bytes()]);
         }
@@ -559,7 +579,10 @@ impl ServerBackend for Backend {
             self.s.dma.mem.clear();
             n
         } else {
-            self.s.dma.mem.unmap(address, size)
+            self.s.dma.mem.unmap(address, size).map_err(|e| {
+                tracing::warn!(target: "cosim::dpi", ep = %self.s.name, error = %e, "DMA_UNMAP refused");
+                io_err(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?
         };
         tracing::debug!(target: "cosim::dpi", ep = %self.s.name, address = format_args!("{address:#x}"), size, removed = n, "DMA_UNMAP");
         Ok(())
@@ -567,6 +590,7 @@ impl ServerBackend for Backend {
 
     fn reset(&mut self) -> Result<(), std::io::Error> {
         self.touch()?;
+        self.config = ConfigSpace::new(&self.device);
         self.s.irqs.lock().unwrap_or_else(|p| p.into_inner()).reset();
         self.s.link.to_sim(ToSim::Msg(Message::Reset));
         Ok(())
@@ -599,7 +623,12 @@ impl ServerBackend for Backend {
                     return bad(format!("SET_IRQS for {count} vectors carried {} eventfds", fds.len()));
                 }
             }
-            (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE) if count == 0 => irqs.fds.iter_mut().for_each(|f| *f = None),
+            (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE) if count == 0 => {
+                // All eventfds go. Pending bits stay: QEMU disables and re-enables every vector
+                // when the guest starts using one more (NORESIZE), and an interrupt raised while
+                // that vector had no eventfd must come once it has one.
+                irqs.fds.iter_mut().for_each(|f| *f = None);
+            }
             (VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_NONE) => range.for_each(|v| {
                 irqs.fire(v);
             }),
