@@ -37,11 +37,20 @@ struct Rig {
 }
 
 fn start() -> Result<Rig> {
+    start_with(&[])
+}
+
+fn start_with(args: &[&str]) -> Result<Rig> {
     let bin = sim_binary("cosim_test_top", "sim-test")?;
     let dir = tempfile::Builder::new().prefix("cosim-vfio-user").tempdir()?;
     let sock = dir.path().join("dev.sock");
     let ep = format!("vfio-user://{}", sock.display());
-    let opts = SimOptions { log: Some(dir.path().join("sim.log")), ready_timeout: T, ..SimOptions::default() };
+    let opts = SimOptions {
+        log: Some(dir.path().join("sim.log")),
+        ready_timeout: T,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..SimOptions::default()
+    };
     let sim = SimProcess::spawn_with(&bin, &ep, opts)?;
     ensure!(sim.endpoint() == ep, "ready line names {} (expected {ep})", sim.endpoint());
     Ok(Rig { sim, sock, _dir: dir })
@@ -182,13 +191,15 @@ fn config_mmio_dma_msix_and_reset_through_a_vfio_user_client() -> Result<()> {
 #[test]
 #[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn a_client_that_goes_away_mid_job_leaves_the_simulation_serving_the_next() -> Result<()> {
-    let mut r = start()?;
+    // DMA reads complete at once from the client's memory; a modelled read latency of 20,000
+    // clocks makes a copy take long enough to be cut off.
+    let mut r = start_with(&["+cosim_dma_latency=20000"])?;
     {
         let mut c = connect(&r)?;
         let _ram = Ram::new(&mut c)?;
         wr(&mut c, 0, SCRATCH0, 8, 42)?;
-        // A slow copy (4 KiB in single-beat bursts: 512 DMA reads) still running when the
-        // client vanishes.
+        // A slow copy (4 KiB in single-beat bursts: 512 DMA reads, 4 at a time, each 20,000
+        // clocks: 2.5 M clocks) still running when the client vanishes.
         start_copy(&mut c, RAM_AT, RAM_AT + 0x8_0000, 4096 | (1 << 32), 1)?;
         ensure!(rd(&mut c, 0, DMA_STATUS, 8)? & 1 == 1, "the copy is running when the client goes");
     }
