@@ -88,8 +88,8 @@ simulation is a vfio-user server on a Unix socket in the run's private directory
 slot as the patched device, and the guest RAM as a shared memfd backend that the simulations map for DMA. QEMU: \
 --qemu, else $COSIM_QEMU_STOCK, else $COSIM_BUILD/qemu-stock/qemu-system-x86_64 (make qemu-stock); it must list \
 vfio-user-pci in `-device help`. The same guest, driver and workloads run. What needs the patched device or its \
-link is a usage error: --accel-netdev (the NIC channel), --serve, --connect, --transport tcp, --inject-stray, \
---iommu (not supported yet). The RTL's UART bytes are dropped (no accelN-uart.log), and the statistics at exit \
+link is a usage error: --accel-netdev (the NIC channel), --connect, --transport tcp, --inject-stray, \
+--iommu (not supported yet). --serve works (the guest's server is reached through QEMU's own devices). The RTL's UART bytes are dropped (no accelN-uart.log), and the statistics at exit \
 are the simulations' only (stock QEMU has no accelerator-pcie statistics). --device-opt KEY=VALUE goes to \
 vfio-user-pci as a JSON member (VALUE a number or true/false, else a string), e.g. x-msg-timeout=10000.\n\n\
 Exit status: 0 every workload item passed (serve mode: stopped by SIGINT or SIGTERM after serving); 1 the \
@@ -855,7 +855,6 @@ fn serve_until_stopped(cli: &Cli, run: &mut Run, channel: &qemu::ServeChannel) -
 fn vfio_user_conflict(cli: &Cli) -> Option<String> {
     let refused = [
         (cli.accel_netdev.is_some(), "--accel-netdev", "the accelerator's NIC channel needs the patched device"),
-        (cli.serve, "--serve", "serve mode needs the patched device"),
         (!cli.connect.is_empty(), "--connect", "it joins a simulation over the cosim link, which vfio-user replaces"),
         (cli.transport == "tcp", "--transport tcp", "vfio-user runs on Unix sockets"),
         (cli.inject_stray.is_some(), "--inject-stray", "it injects frames of the cosim link"),

@@ -478,3 +478,23 @@ fn serve_mode_over_virtio_serial_on_a_unix_socket() {
     drop(c);
     l.stop_cleanly();
 }
+
+/// The same server through an unpatched QEMU (`--mode vfio-user`, the stock QEMU of `make
+/// qemu-stock`): the guest's server is reached through QEMU's own virtio-serial, the jobs run on
+/// the RTL through vfio-user-pci, exact against the CPU reference.
+#[test]
+#[ignore = "needs make qemu-stock sim-gemm guest launcher: run by make test-serve"]
+fn serve_mode_through_an_unpatched_qemu() {
+    let dir = fresh_dir("serve-vfio-user");
+    let mut l = start(&dir, &["--mode", "vfio-user", "--serve", "--serve-channel", "serial", "--devices", "1"]);
+    let line = serve_line(&mut l);
+    assert_eq!(line["devices"], 1, "{line}");
+    let mut c = Client::connect(&Where::of(&line));
+    assert!(matches!(c.call(&codec::encode_info(1), 1), Reply::Info(d) if d.len() == 1));
+    let g = job(16, 24, 40, false, 7);
+    check_result(&g, &expect_result(c.call(&codec::encode_job(2, &g), 2)));
+    let lin = job(9, 33, 17, true, 8);
+    check_result(&lin, &expect_result(c.call(&codec::encode_job(3, &lin), 3)));
+    drop(c);
+    l.stop_cleanly();
+}

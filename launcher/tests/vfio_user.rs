@@ -145,9 +145,8 @@ fn launch_vfio_user(args: &[&str], log: &Path, env: &[(&str, &Path)]) -> common:
 fn options_that_need_the_patched_device_are_usage_errors_before_anything_starts() {
     let d = fresh_dir("vfio-user-usage");
     let log = d.join("logs");
-    let cases: [&[&str]; 6] = [
+    let cases: [&[&str]; 5] = [
         &["--accel-netdev", "user"],
-        &["--serve"],
         &["--connect", "ipc:///tmp/nowhere/accel0"],
         &["--transport", "tcp"],
         &["--inject-stray", "100"],
