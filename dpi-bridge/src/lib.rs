@@ -174,12 +174,13 @@ impl EpBuilder {
         let wake = sim.wake.clone();
         if let Some(path) = vfio_user::socket_path(&endpoint_str) {
             let io_cfg = io::IoConfig { name: self.name.clone(), device: self.device.clone(), caps: Caps::empty() };
-            let dma = Arc::new(guest_mem::DmaMemory::new(&self.name));
-            let io = vfio_user::spawn(path, io_cfg, io_link, stats.clone(), dma.clone())?;
+            let (direct, mmio_rx) = vfio_user::Direct::new(&self.name, self.device.msix.vectors);
+            let direct = Arc::new(direct);
+            let io = vfio_user::spawn(path, io_cfg, io_link, stats.clone(), direct.clone(), mmio_rx)?;
             registry::register(&endpoint_str, stats.clone(), wake);
             tracing::info!(target: "cosim::dpi", ep = %self.name, endpoint = %endpoint_str, "vfio-user server listening, waiting for a client");
             let mut core = EpCore::new(self.ep_config(endpoint_str), sim, stats);
-            core.set_direct_dma(dma);
+            core.set_direct(direct);
             return Ok(Ep { core, io: Some(io), _private_dir: private_dir });
         }
         let endpoint = Endpoint::parse(&endpoint_str)?;

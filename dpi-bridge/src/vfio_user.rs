@@ -8,16 +8,16 @@
 //!   space is emulated here from the shell's parameters ([`ConfigSpace`]); BAR region reads and
 //!   writes of 1 to 8 bytes become the shell's MMIO (a read waits for the RTL's completion, at
 //!   most [`MMIO_READ_TIMEOUT`]); `DMA_MAP`/`DMA_UNMAP` map the client's guest memory
-//!   ([`GuestMemory`]); `SET_IRQS` takes the MSI-X eventfds; `DEVICE_RESET` resets the design.
+//!   ([`DmaMemory`]); `SET_IRQS` takes the MSI-X eventfds; `DEVICE_RESET` resets the design.
 //!   When a client goes away the design sees the host lost; the next client starts a new session.
-//! - the design's **DMA** does not leave the simulation thread: the core reads and writes the
-//!   mapped guest memory itself ([`DmaMemory`], bounds-checked; a miss is an error completion to
-//!   the design and a warning, never a crash), so a read's data is there the next clock.
-//! - the **device thread** takes the rest of what the design sends: MSI-X interrupts go to the
-//!   client's eventfds (masked or unassigned vectors set their pending bit, which the PBA shows
-//!   and an unmask or a new eventfd delivers), MMIO completions go back to the server thread. NIC
-//!   frames and UART bytes need the patched `accelerator-pcie` device: in this mode they are
-//!   dropped with one warning.
+//! - the **simulation thread** carries out itself what the design sends the client ([`Direct`]):
+//!   its DMA in the mapped guest memory ([`DmaMemory`], bounds-checked; a miss is an error
+//!   completion to the design and a warning, never a crash; a read's data is there the next
+//!   clock), MMIO read completions straight to the waiting server thread, and MSI-X straight to
+//!   the client's eventfds (masked or unassigned vectors set their pending bit, which the PBA
+//!   shows and an unmask or a new eventfd delivers): no other thread is woken on the way.
+//! - the **device thread** only drops what has no place in this mode (NIC frames and UART bytes
+//!   need the patched `accelerator-pcie` device: one warning) and, at shutdown, stops the server.
 
 use std::fs::File;
 use std::io::Write;
@@ -206,18 +206,75 @@ impl Irqs {
 // ---------------------------------------------------------------------------------------------
 // The two threads
 
-/// What both threads share.
+/// An MMIO read completion for the waiting server thread: (tag, status, data).
+type MmioDone = (u32, Status, u64);
+
+/// What the server thread, the device thread and the simulation thread share.
 struct Shared {
     name: String,
     link: IoLink,
     stats: Arc<SharedStats>,
-    /// The client's memory; the simulation thread does the design's DMA in it directly.
-    dma: Arc<DmaMemory>,
-    irqs: Mutex<Irqs>,
-    /// MMIO completions, device thread -> server thread: (tag, status, data).
-    mmio_tx: Sender<(u32, Status, u64)>,
-    mmio_rx: Receiver<(u32, Status, u64)>,
+    direct: Arc<Direct>,
+    mmio_rx: Receiver<MmioDone>,
     closing: AtomicBool,
+}
+
+/// What the simulation thread does itself for a vfio-user endpoint, without waking another
+/// thread: the design's DMA in the client's memory, MMIO read completions straight to the
+/// waiting server thread, MSI-X straight to the client's eventfds. (`EpCore::send` offers every
+/// message here first.)
+#[derive(Debug)]
+pub(crate) struct Direct {
+    name: String,
+    /// The client's memory (mapped by the server thread's DMA_MAP).
+    pub(crate) dma: DmaMemory,
+    mmio_tx: Sender<MmioDone>,
+    irqs: Mutex<Irqs>,
+}
+
+impl Direct {
+    pub(crate) fn new(name: &str, vectors: u16) -> (Self, Receiver<MmioDone>) {
+        let (mmio_tx, mmio_rx) = crossbeam_channel::unbounded();
+            let d = Self { name: name.to_string(), dma: DmaMemory::new(name), mmio_tx, irqs: Mutex::new(Irqs::new(usize::from(vectors))) };
+        (d, mmio_rx)
+    }
+
+    fn irqs(&self) -> std::sync::MutexGuard<'_, Irqs> {
+        self.irqs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Carries out `m` if it is the simulation thread's to carry out.
+    pub(crate) fn take(&self, m: Message) -> Taken {
+        match m {
+            Message::DmaRead(r) => Taken::ReadDone(self.dma.read(&r)),
+            Message::DmaWrite(w) => {
+                self.dma.write(&w);
+                Taken::Done
+            }
+            Message::MmioReadResp(r) => {
+                let _ = self.mmio_tx.send((r.tag, r.status, r.data));
+                Taken::Done
+            }
+            Message::Msix(m) => {
+                if !self.irqs().fire(usize::from(m.vector)) {
+                    tracing::warn!(target: "cosim::dpi", ep = %self.name, vector = m.vector,
+                        "writing the client's MSI-X eventfd failed; interrupt lost");
+                }
+                Taken::Done
+            }
+            other => Taken::NotMine(other),
+        }
+    }
+}
+
+/// What [`Direct::take`] did with a message.
+pub(crate) enum Taken {
+    /// A DMA read, completed: the core takes the completion in at its next clock.
+    ReadDone(DmaReadResp),
+    /// Carried out.
+    Done,
+    /// For the I/O side.
+    NotMine(Message),
 }
 
 /// Binds the socket on the caller's thread (so an error is reported at once) and starts the
@@ -228,7 +285,8 @@ pub(crate) fn spawn(
     cfg: IoConfig,
     link: IoLink,
     stats: Arc<SharedStats>,
-    dma: Arc<DmaMemory>,
+    direct: Arc<Direct>,
+    mmio_rx: Receiver<MmioDone>,
 ) -> Result<JoinHandle<()>, crate::BridgeError> {
     let path = PathBuf::from(path);
     if !path.is_absolute() {
@@ -248,14 +306,11 @@ pub(crate) fn spawn(
     let server = Server::new(&path, true, irq_infos(d), regions(d)).map_err(|e| {
         crate::BridgeError::Param(format!("vfio-user endpoint {SCHEME}{}: cannot listen: {e}", path.display()))
     })?;
-    let (mmio_tx, mmio_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
         name: cfg.name.clone(),
         link,
         stats,
-        dma,
-        irqs: Mutex::new(Irqs::new(usize::from(d.msix.vectors))),
-        mmio_tx,
+        direct,
         mmio_rx,
         closing: AtomicBool::new(false),
     });
@@ -357,15 +412,6 @@ fn device_thread(s: Arc<Shared>, path: PathBuf) {
             Err(RecvTimeoutError::Timeout) => continue,
         };
         match msg {
-            Message::MmioReadResp(r) => {
-                let _ = s.mmio_tx.send((r.tag, r.status, r.data));
-            }
-            Message::Msix(m) => {
-                let ok = s.irqs.lock().unwrap_or_else(|p| p.into_inner()).fire(usize::from(m.vector));
-                if !ok {
-                    tracing::warn!(target: "cosim::dpi", ep = %s.name, vector = m.vector, "writing the client's MSI-X eventfd failed; interrupt lost");
-                }
-            }
             Message::NicFrame(_) | Message::Serial(_) => {
                 if !warned_streams {
                     tracing::warn!(target: "cosim::dpi", ep = %s.name,
@@ -384,7 +430,7 @@ fn device_thread(s: Arc<Shared>, path: PathBuf) {
     s.closing.store(true, Ordering::SeqCst);
     let _ = UnixStream::connect(&path);
     let _ = std::fs::remove_file(&path);
-    let faults = s.dma.faults();
+    let faults = s.direct.dma.faults();
     if faults > 0 {
         tracing::warn!(target: "cosim::dpi", ep = %s.name, faults, "DMA accesses outside the client's memory during this run");
     }
@@ -437,8 +483,8 @@ impl Backend {
             // the design now rather than wait for the next client's reset.
             self.s.link.to_sim(ToSim::Msg(Message::Reset));
         }
-        self.s.dma.mem.clear();
-        let mut irqs = self.s.irqs.lock().unwrap_or_else(|p| p.into_inner());
+        self.s.direct.dma.mem.clear();
+        let mut irqs = self.s.direct.irqs();
         *irqs = Irqs::new(usize::from(self.device.msix.vectors));
         drop(irqs);
         self.config = ConfigSpace::new(&self.device);
@@ -520,7 +566,7 @@ impl ServerBackend for Backend {
         let bar = self.bar(region)?;
         if self.in_pba(bar, offset, data.len()) {
             let m = self.device.msix;
-            self.s.irqs.lock().unwrap_or_else(|p| p.into_inner()).pba(offset - u64::from(m.pba_offset), data);
+            self.s.direct.irqs().pba(offset - u64::from(m.pba_offset), data);
             return Ok(());
         }
         let pieces: Vec<_> = Self::pieces(offset, data.len()).collect();
@@ -564,7 +610,7 @@ impl ServerBackend for Backend {
             tracing::debug!(target: "cosim::dpi", ep = %self.s.name, address = format_args!("{address:#x}"), size,
                 "DMA_MAP without a file descriptor: DMA to this range will fail");
         }
-        self.s.dma.mem.map(address, size, fd.as_ref(), offset, writable).map_err(|e| {
+        self.s.direct.dma.mem.map(address, size, fd.as_ref(), offset, writable).map_err(|e| {
             tracing::warn!(target: "cosim::dpi", ep = %self.s.name, error = %e, "DMA_MAP refused");
             io_err(std::io::ErrorKind::InvalidInput, e.to_string())
         })?;
@@ -575,11 +621,11 @@ impl ServerBackend for Backend {
     fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> Result<(), std::io::Error> {
         self.touch()?;
         let n = if flags.contains(DmaUnmapFlags::UNMAP_ALL) {
-            let n = self.s.dma.mem.counts().0;
-            self.s.dma.mem.clear();
+            let n = self.s.direct.dma.mem.counts().0;
+            self.s.direct.dma.mem.clear();
             n
         } else {
-            self.s.dma.mem.unmap(address, size).map_err(|e| {
+            self.s.direct.dma.mem.unmap(address, size).map_err(|e| {
                 tracing::warn!(target: "cosim::dpi", ep = %self.s.name, error = %e, "DMA_UNMAP refused");
                 io_err(std::io::ErrorKind::InvalidInput, e.to_string())
             })?
@@ -591,7 +637,7 @@ impl ServerBackend for Backend {
     fn reset(&mut self) -> Result<(), std::io::Error> {
         self.touch()?;
         self.config = ConfigSpace::new(&self.device);
-        self.s.irqs.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        self.s.direct.irqs().reset();
         self.s.link.to_sim(ToSim::Msg(Message::Reset));
         Ok(())
     }
@@ -608,7 +654,7 @@ impl ServerBackend for Backend {
         if start.checked_add(count).is_none_or(|end| end > vectors) {
             return bad(format!("MSI-X vectors {start}..{} outside 0..{vectors}", start.saturating_add(count)));
         }
-        let mut irqs = self.s.irqs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut irqs = self.s.direct.irqs();
         let action = flags & (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER);
         let data = flags & !action;
         match (action, data) {

@@ -372,15 +372,16 @@ mod tests {
     /// DECERR, a write lands at once.
     #[test]
     fn direct_dma_completes_without_messages() {
-        use crate::guest_mem::DmaMemory;
         let f = tempfile::tempfile().unwrap();
         f.set_len(8192).unwrap();
-        let mem = std::sync::Arc::new(DmaMemory::new("t"));
+        let (direct, _mmio_rx) = crate::vfio_user::Direct::new("t", 4);
+        let direct = std::sync::Arc::new(direct);
+        let mem = &direct.dma;
         mem.mem.map(0x4000, 8192, Some(&f), 0, true).unwrap();
         mem.mem.write(0x4100, &[7; 16]).unwrap();
         for latency in [0u64, 5] {
             let (mut c, io) = core_with_latency(latency);
-            c.set_direct_dma(mem.clone());
+            c.set_direct(direct.clone());
             c.dma_ar(1, 0x4100, 1, 3, 1);
             let mut clocks = 1;
             while c.tick() & PEND_RBEAT == 0 {

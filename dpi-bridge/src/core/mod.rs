@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use cosim_protocol::*;
 
-use crate::guest_mem::DmaMemory;
 use crate::link::{SharedStats, SimLink, ToIo, ToSim};
 
 use self::dma::{DmaState, DECERR};
@@ -102,9 +101,9 @@ pub struct EpCore {
     allowed: u32,
     /// Pops refused because their bit was not reported (a shell bug).
     refused: Refusals,
-    /// vfio-user endpoints: the client's memory, read and written here instead of sending DMA
-    /// messages ([`EpCore::set_direct_dma`]).
-    direct: Option<Arc<DmaMemory>>,
+    /// vfio-user endpoints: what this thread carries out itself instead of sending it to the
+    /// I/O side ([`EpCore::set_direct`]).
+    direct: Option<Arc<crate::vfio_user::Direct>>,
     /// Direct DMA read completions, taken in at the next tick (as a message from the host would be).
     direct_done: VecDeque<DmaReadResp>,
 }
@@ -160,11 +159,12 @@ impl EpCore {
         }
     }
 
-    /// The design's DMA goes straight to `mem` (a vfio-user client's shared memory) instead of
-    /// DMA_READ/DMA_WRITE messages: a read completes for the next clock, a write at once. The
-    /// modelled read latency still applies.
-    pub(crate) fn set_direct_dma(&mut self, mem: Arc<DmaMemory>) {
-        self.direct = Some(mem);
+    /// A vfio-user endpoint: the design's DMA goes straight to the client's shared memory (a
+    /// read completes for the next clock, a write at once; the modelled read latency still
+    /// applies), MMIO read completions straight to the waiting server thread, MSI-X straight to
+    /// the client's eventfds.
+    pub(crate) fn set_direct(&mut self, direct: Arc<crate::vfio_user::Direct>) {
+        self.direct = Some(direct);
     }
 
     /// The configuration.
@@ -206,7 +206,7 @@ impl EpCore {
              nested if (Verilator evaluates a DPI call on the right of && even when the left is false)");
     }
 
-    fn send(&mut self, m: Message) {
+    fn send(&mut self, mut m: Message) {
         if !self.connected {
             if let Message::Serial(b) = m {
                 // Console output before the host connects is kept (like a chardev log), up to a limit.
@@ -223,10 +223,10 @@ impl EpCore {
             return;
         }
         if let Some(d) = &self.direct {
-            match &m {
-                Message::DmaRead(r) => return self.direct_done.push_back(d.read(r)),
-                Message::DmaWrite(w) => return d.write(w),
-                _ => {}
+            match d.take(m) {
+                crate::vfio_user::Taken::ReadDone(done) => return self.direct_done.push_back(done),
+                crate::vfio_user::Taken::Done => return,
+                crate::vfio_user::Taken::NotMine(back) => m = back,
             }
         }
         if self.link.tx.send(ToIo::Send(m)).is_ok() {
