@@ -9,7 +9,8 @@
 #                    of its sources in a temp dir outside the checkout), checks RUNPATH is $ORIGIN,
 #                    moves sim + library elsewhere, deletes the build and runs a host-model test on it
 #   make bench-hdl   cycles/s with and without the DPI poll, MMIO round trip vs raw ZeroMQ, and
-#                    the test design's DMA copies against its bus (both links, latency 0 and 100)
+#                    the test design's DMA copies against its bus (both links, latency 0, 1 and 100; store and
+#                    forward and streaming)
 #   make stress-dma-latency  the read-burst test (modelled DMA read latency) STRESS_RUNS=500 times
 #                    under STRESS_HOGS=2 busy loops; not part of make test
 

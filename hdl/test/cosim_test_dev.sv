@@ -7,7 +7,8 @@
 //   0x100 DMA_SRC     RW  guest address of the copy source
 //   0x108 DMA_DST     RW  guest address of the copy destination
 //   0x110 DMA_LEN     RW  [31:0] bytes to copy (1..4096); [47:32] max beats per burst (0 = 16)
-//   0x118 DMA_CTRL    WO  bit0 START, bit1 IRQ_EN, [26:16] MSI-X vector on completion
+//   0x118 DMA_CTRL    WO  bit0 START, bit1 IRQ_EN, bit2 STREAM (streaming copy, see below),
+//                         [26:16] MSI-X vector on completion
 //   0x120 DMA_STATUS  RO  bit0 BUSY, bit1 DONE, bit2 ERROR (bad length or AXI error); [63:32] copies done
 //   0x128 IRQ_TRIGGER WO  raises MSI-X vector [10:0]
 //   0x130 COUNTERS    RO  [31:0] NIC frames looped back, [63:32] UART bytes echoed
@@ -31,7 +32,13 @@
 // Accesses with another BAR index on a*user answer DECERR.
 // The copy engine reads the source with up to 4 INCR bursts in flight (IDs 0..3), buffers it,
 // then writes the destination with 8-byte beats whose strobes cover exactly the destination
-// bytes (partial strobes at unaligned ends).
+// bytes (partial strobes at unaligned ends): store and forward, at most 50 % of the bus.
+// With STREAM (DMA_CTRL bit 2, taken at START) it overlaps the two: up to 16 read bursts in flight
+// (IDs 0..15; the shell's MAX_DMA_READS is 16), and the write bursts start at once, each beat
+// waiting (WVALID low) until the bytes it needs have arrived in the buffer. Same buffer, byte
+// lanes and strobes as store and forward; the source and the destination must not overlap (a
+// write may reach memory before the read of the same bytes). A read error sets ERROR in both
+// modes, and the copy still writes the destination (with the data the failed beats carried).
 // NIC: frames from the network are sent back unchanged. UART: prints "cosim test ready\n" after
 // reset, then echoes every byte it receives.
 module cosim_test_dev #(
@@ -233,12 +240,12 @@ module cosim_test_dev #(
   logic [63:0] rd_next, rd_end, wr_next, wr_end, src_q, dst_q;
   logic [31:0] len_q, buf_fill;
   logic [8:0] max_beats;
-  logic [3:0] id_busy;
-  logic [1:0] next_id;
-  logic [31:0] id_base [0:3];
-  logic [8:0] id_cnt [0:3];
+  logic [15:0] id_busy;
+  logic [3:0] next_id;  // store and forward: 0..3 (4 in flight); streaming: 0..15
+  logic [31:0] id_base [0:15];
+  logic [8:0] id_cnt [0:15];
   logic [8:0] w_beats, w_beat;
-  logic busy, done, err, irq_en_q;
+  logic busy, done, err, irq_en_q, stream_q;
   logic [10:0] vec_q;
   logic copy_irq;
   logic [63:0] cp_start, dma_cycles;  // CYCLES when the running copy started; clocks of the last one
@@ -272,7 +279,12 @@ module cosim_test_dev #(
   assign d_arlen = br_busy ? br_cfg[7:0] : 8'(rd_beats - 9'd1);
   assign d_arsize = br_busy ? br_cfg[10:8] : 3'd3;
   assign d_arburst = br_busy ? br_cfg[13:12] : 2'b01;
-  assign d_arvalid = (brst == R_AR) || ((cst == C_READ) && rd_next < rd_end && !id_busy[next_id]);
+  // The copy engine reads in C_READ; streaming, it goes on reading while it writes.
+  logic cp_arvalid, cp_ar_fire;
+  assign cp_arvalid = ((cst == C_READ) || (stream_q && (cst == C_AW || cst == C_W || cst == C_B)))
+                      && rd_next < rd_end && !id_busy[next_id];
+  assign cp_ar_fire = cp_arvalid && d_arready;
+  assign d_arvalid = (brst == R_AR) || cp_arvalid;
   assign d_rready = 1'b1;
 
   // Address of beat i of a burst (AXI A3.4.1) and the byte lanes it uses on the 64-bit bus.
@@ -356,7 +368,7 @@ module cosim_test_dev #(
   assign d_awvalid = (cst == C_AW) || (bst == B_AW);
   assign d_awaddr = bw_busy ? bw_addr : wr_next;
   assign d_awlen = bw_busy ? bw_cfg[7:0] : 8'(w_beats - 9'd1);
-  assign d_wvalid = (cst == C_W) || (bst == B_W);
+  assign d_wvalid = (cst == C_W && cp_wok) || (bst == B_W);
   assign d_wlast = bw_busy ? (bw_beat == {1'b0, bw_cfg[7:0]}) : (w_beat == w_beats - 9'd1);
   assign d_bready = (cst == C_B) || (bst == B_B);
   assign d_wdata = bw_busy ? bw_data : cp_wdata;
@@ -397,6 +409,24 @@ module cosim_test_dev #(
   // Data and strobes of the copy engine's write beat at aligned address wr_next + 8 * w_beat.
   logic [63:0] cp_wdata;
   logic [7:0] cp_wstrb;
+  // Streaming: the beat may go once the buffer holds every byte it needs. cp_avail: bytes from
+  // the buffer's start that have all arrived (a burst's beats arrive in order, so it is the
+  // lowest end of the received beats of the bursts in flight, or everything requested if none is);
+  // cp_need: the end of the current beat's bytes in the buffer.
+  logic [31:0] cp_avail, cp_need;
+  logic cp_wok;
+  always_comb begin
+    logic [63:0] a, lim;
+    cp_avail = buf_fill;
+    for (int i = 0; i < 16; i++)
+      if (id_busy[i] && id_base[i] + {20'b0, id_cnt[i], 3'b000} < cp_avail)
+        cp_avail = id_base[i] + {20'b0, id_cnt[i], 3'b000};
+    a = wr_next + {52'b0, w_beat, 3'b000};
+    lim = a + 64'd8;
+    if (dst_q + {32'b0, len_q} < lim) lim = dst_q + {32'b0, len_q};
+    cp_need = 32'({61'b0, src_q[2:0]} + lim - dst_q);
+    cp_wok = !stream_q || cp_need <= cp_avail;
+  end
   always_comb begin
     logic [63:0] a, d;
     logic [31:0] idx;
@@ -422,14 +452,15 @@ module cosim_test_dev #(
       copies <= '0;
       id_busy <= '0;
       next_id <= '0;
+      stream_q <= 1'b0;
       copy_irq <= 1'b0;
       dma_cycles <= '0;
     end else begin
       // R beats land at their burst's buffer offset, whatever order the IDs complete in.
       if (d_rvalid && !br_busy) begin
-        logic [1:0] rid;
+        logic [3:0] rid;
         logic [31:0] off;
-        rid = d_rid[1:0];
+        rid = d_rid[3:0];
         off = id_base[rid] + {20'b0, id_cnt[rid], 3'b000};
         for (int j = 0; j < 8; j++) begin
           if (off + 32'(j) < BUF_BYTES) buffer[13'(off + 32'(j))] <= d_rdata[j*8 +: 8];
@@ -437,6 +468,14 @@ module cosim_test_dev #(
         id_cnt[rid] <= id_cnt[rid] + 9'd1;
         if (d_rresp != 2'b00) err <= 1'b1;
         if (d_rlast) id_busy[rid] <= 1'b0;
+      end
+      if (cp_ar_fire) begin
+        id_busy[next_id] <= 1'b1;
+        id_base[next_id] <= buf_fill;
+        id_cnt[next_id] <= '0;
+        buf_fill <= buf_fill + {20'b0, rd_beats, 3'b000};
+        rd_next <= rd_next + {52'b0, rd_beats, 3'b000};
+        next_id <= stream_q ? next_id + 4'd1 : {2'b0, next_id[1:0] + 2'd1};
       end
       copy_irq <= 1'b0;
       case (cst)
@@ -448,6 +487,8 @@ module cosim_test_dev #(
           dst_q <= dma_dst;
           len_q <= dma_len[31:0];
           irq_en_q <= dma_ctrl[1];
+          stream_q <= dma_ctrl[2];
+          if (!dma_ctrl[2]) next_id <= {2'b0, next_id[1:0]};  // IDs 0..3 (after a streaming copy)
           vec_q <= dma_ctrl[26:16];
           max_beats <= (dma_len[47:32] == 0) ? 9'd16 : (dma_len[47:32] > 256 ? 9'd256 : dma_len[40:32]);
           if (dma_len[31:0] == 0 || dma_len[31:0] > 4096) begin
@@ -462,14 +503,9 @@ module cosim_test_dev #(
           end
         end
         C_READ: begin
-          if (d_arvalid && d_arready) begin
-            id_busy[next_id] <= 1'b1;
-            id_base[next_id] <= buf_fill;
-            id_cnt[next_id] <= '0;
-            buf_fill <= buf_fill + {20'b0, rd_beats, 3'b000};
-            rd_next <= rd_next + {52'b0, rd_beats, 3'b000};
-            next_id <= next_id + 2'd1;
-          end else if (rd_next >= rd_end && id_busy == 4'b0 && !d_rvalid) begin
+          // Store and forward: write once every read has completed; streaming: at once (the
+          // reads go on, above).
+          if (stream_q || (!cp_ar_fire && rd_next >= rd_end && id_busy == '0 && !d_rvalid)) begin
             wr_next <= {dst_q[63:3], 3'b000};
             wr_end <= (dst_q + {32'b0, len_q} + 64'd7) & ~64'd7;
             w_beats <= burst_beats({dst_q[63:3], 3'b000}, (dst_q + {32'b0, len_q} + 64'd7) & ~64'd7, max_beats);
@@ -478,7 +514,7 @@ module cosim_test_dev #(
           end
         end
         C_AW: if (d_awready) cst <= C_W;
-        C_W: if (d_wready) begin
+        C_W: if (d_wvalid && d_wready) begin
           if (d_wlast) cst <= C_B;
           else w_beat <= w_beat + 9'd1;
         end

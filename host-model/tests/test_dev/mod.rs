@@ -8,9 +8,12 @@ pub const DMA_SRC: u64 = 0x100;
 pub const DMA_DST: u64 = 0x108;
 pub const DMA_LEN: u64 = 0x110;
 pub const DMA_CTRL: u64 = 0x118;
+/// DMA_CTRL bit 2: the copy streams (reads and writes overlap) instead of store and forward.
+pub const DMA_CTRL_STREAM: u64 = 1 << 2;
 pub const DMA_STATUS: u64 = 0x120;
 pub const IRQ_TRIGGER: u64 = 0x128;
 pub const COUNTERS: u64 = 0x130;
 pub const STALL: u64 = 0x140;
 pub const SLOW: u64 = 0x148;
+pub const DMA_CYCLES: u64 = 0x178;
 pub const SLVERR: u64 = 0xfe0;
