@@ -1018,10 +1018,8 @@ mod tests {
         let vu = ["--mode", "vfio-user"];
         assert_eq!(parse(&vu).mode, Mode::VfioUser);
         assert_eq!((Mode::Patched.name(), Mode::VfioUser.name()), ("patched".into(), "vfio-user".into()));
-        let refused: [(&[&str], &str); 7] = [
+        let refused: [(&[&str], &str); 5] = [
             (&["--accel-netdev", "user"], "--accel-netdev"),
-            (&["--serve"], "--serve"),
-            (&["--serve", "--serve-channel", "serial"], "--serve"),
             (&["--connect", "ipc:///tmp/x/accel0"], "--connect"),
             (&["--transport", "tcp"], "--transport tcp"),
             (&["--inject-stray", "10"], "--inject-stray"),
@@ -1044,6 +1042,8 @@ mod tests {
         ]
         .concat());
         assert!(usage_errors(&ok).is_ok());
+        // Serve mode reaches the guest through QEMU's own devices: fine with a stock QEMU.
+        assert!(usage_errors(&parse(&[&vu[..], &["--serve", "--serve-channel", "serial"]].concat())).is_ok());
     }
 
     #[test]
