@@ -14,6 +14,18 @@ use std::sync::RwLock;
 
 use cosim_protocol::{DmaRead, DmaReadResp, DmaWrite, Status};
 
+/// Makes `f` non-blocking: an interrupt descriptor a client hands over must never block the
+/// simulation thread that writes it (QEMU's eventfds never do; a pipe whose reader stalls would).
+pub(crate) fn set_nonblocking(f: &File) -> std::io::Result<()> {
+    // SAFETY: fcntl(2) on a descriptor `f` owns, with integer arguments only; results checked.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One `DMA_MAP` range: guest (bus) addresses `iova..iova + size`.
 #[derive(Debug)]
 struct Mapping {

@@ -663,6 +663,7 @@ impl ServerBackend for Backend {
                     range.for_each(|v| irqs.fds[v] = None);
                 } else if fds.len() == count as usize {
                     for (v, f) in range.zip(fds) {
+                        crate::guest_mem::set_nonblocking(&f)?;
                         irqs.fds[v] = Some(f);
                     }
                 } else {
