@@ -94,7 +94,14 @@ pub(crate) struct GuestMemory {
 impl GuestMemory {
     /// `DMA_MAP`: maps `size` bytes of `fd` at `offset` for guest addresses `iova..`; with no
     /// descriptor the range is recorded, and DMA to it fails with [`DmaFault::NotShared`].
-    pub(crate) fn map(&self, iova: u64, size: u64, fd: Option<&File>, offset: u64, writable: bool) -> Result<(), MapError> {
+    pub(crate) fn map(
+        &self,
+        iova: u64,
+        size: u64,
+        fd: Option<&File>,
+        offset: u64,
+        writable: bool,
+    ) -> Result<(), MapError> {
         if size == 0 || iova.checked_add(size).is_none() {
             return Err(MapError::Empty(iova));
         }
@@ -115,7 +122,14 @@ impl GuestMemory {
                 // SAFETY: a fresh shared mapping of the client's descriptor, no fixed address; the
                 // result is checked before use.
                 let p = unsafe {
-                    libc::mmap(std::ptr::null_mut(), size as usize, prot, libc::MAP_SHARED, f.as_raw_fd(), offset as libc::off_t)
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        size as usize,
+                        prot,
+                        libc::MAP_SHARED,
+                        f.as_raw_fd(),
+                        offset as libc::off_t,
+                    )
                 };
                 if p == libc::MAP_FAILED {
                     return Err(MapError::Mmap { iova, size, err: std::io::Error::last_os_error() });
@@ -155,7 +169,13 @@ impl GuestMemory {
 
     /// Calls `f(mapping, offset into it, bytes)` for each piece of `addr..addr + len`, which may
     /// span adjacent mappings; fails (before any copy) if a byte is not covered.
-    fn walk(&self, addr: u64, len: usize, write: bool, mut f: impl FnMut(*mut u8, usize, usize)) -> Result<(), DmaFault> {
+    fn walk(
+        &self,
+        addr: u64,
+        len: usize,
+        write: bool,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> Result<(), DmaFault> {
         let maps = self.maps.read().unwrap_or_else(|p| p.into_inner());
         let mut pieces = Vec::with_capacity(1);
         let mut a = addr;
@@ -291,7 +311,10 @@ mod tests {
         assert_eq!(m.write(0x1000, &[1]), Err(DmaFault::ReadOnly(0x1000)));
         assert_eq!(m.read(0x8004, 4), Err(DmaFault::NotShared(0x8004)));
         assert!(matches!(m.map(0x1800, 4096, Some(&f), 0, true), Err(MapError::Overlap { .. })));
-        assert!(matches!(m.map(0x20000, 8192, Some(&f), 0, true), Err(MapError::PastEnd { .. })), "past the file's end");
+        assert!(
+            matches!(m.map(0x20000, 8192, Some(&f), 0, true), Err(MapError::PastEnd { .. })),
+            "past the file's end"
+        );
         assert_eq!(m.counts(), (2, 1));
         assert!(matches!(m.unmap(0x1000, 2048), Err(MapError::Partial { .. })), "half a mapping");
         assert_eq!(m.unmap(0x1000, 4096).unwrap(), 1);

@@ -33,8 +33,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use vfio_bindings::bindings::vfio::{
     vfio_region_info, VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE, VFIO_IRQ_SET_ACTION_MASK,
     VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
-    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_REGIONS,
-    VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_REGIONS, VFIO_REGION_INFO_FLAG_READ,
+    VFIO_REGION_INFO_FLAG_WRITE,
 };
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend, ServerRegion};
 
@@ -193,7 +193,9 @@ impl Irqs {
     fn pba(&self, offset: u64, out: &mut [u8]) {
         for (k, b) in out.iter_mut().enumerate() {
             let byte = offset as usize + k;
-            *b = (0..8).filter(|bit| self.pending.get(8 * byte + bit).copied().unwrap_or(false)).fold(0, |a, bit| a | (1 << bit));
+            *b = (0..8)
+                .filter(|bit| self.pending.get(8 * byte + bit).copied().unwrap_or(false))
+                .fold(0, |a, bit| a | (1 << bit));
         }
     }
 
@@ -235,7 +237,12 @@ pub(crate) struct Direct {
 impl Direct {
     pub(crate) fn new(name: &str, vectors: u16) -> (Self, Receiver<MmioDone>) {
         let (mmio_tx, mmio_rx) = crossbeam_channel::unbounded();
-            let d = Self { name: name.to_string(), dma: DmaMemory::new(name), mmio_tx, irqs: Mutex::new(Irqs::new(usize::from(vectors))) };
+        let d = Self {
+            name: name.to_string(),
+            dma: DmaMemory::new(name),
+            mmio_tx,
+            irqs: Mutex::new(Irqs::new(usize::from(vectors))),
+        };
         (d, mmio_rx)
     }
 
@@ -306,15 +313,10 @@ pub(crate) fn spawn(
     let server = Server::new(&path, true, irq_infos(d), regions(d)).map_err(|e| {
         crate::BridgeError::Param(format!("vfio-user endpoint {SCHEME}{}: cannot listen: {e}", path.display()))
     })?;
-    let shared = Arc::new(Shared {
-        name: cfg.name.clone(),
-        link,
-        stats,
-        direct,
-        mmio_rx,
-        closing: AtomicBool::new(false),
-    });
-    let mut backend = Backend { s: shared.clone(), config: ConfigSpace::new(d), device: d.clone(), next_tag: 1, in_session: false };
+    let shared =
+        Arc::new(Shared { name: cfg.name.clone(), link, stats, direct, mmio_rx, closing: AtomicBool::new(false) });
+    let mut backend =
+        Backend { s: shared.clone(), config: ConfigSpace::new(d), device: d.clone(), next_tag: 1, in_session: false };
     let thread_name = |what: &str| format!("cosim-vu{what}-{}", cfg.name).chars().take(15).collect::<String>();
     std::thread::Builder::new()
         .name(thread_name("s"))
@@ -515,7 +517,9 @@ impl Backend {
     fn bar(&self, region: u32) -> std::io::Result<BarIndex> {
         BarIndex::new(region as u8)
             .filter(|b| region < NUM_BARS as u32 && self.device.bars[b.get() as usize].present())
-            .ok_or_else(|| io_err(std::io::ErrorKind::InvalidInput, format!("region {region} is not a BAR of this device")))
+            .ok_or_else(|| {
+                io_err(std::io::ErrorKind::InvalidInput, format!("region {region} is not a BAR of this device"))
+            })
     }
 
     fn in_pba(&self, bar: BarIndex, offset: u64, len: usize) -> bool {
@@ -601,7 +605,14 @@ impl ServerBackend for Backend {
         Ok(())
     }
 
-    fn dma_map(&mut self, flags: DmaMapFlags, offset: u64, address: u64, size: u64, fd: Option<File>) -> Result<(), std::io::Error> {
+    fn dma_map(
+        &mut self,
+        flags: DmaMapFlags,
+        offset: u64,
+        address: u64,
+        size: u64,
+        fd: Option<File>,
+    ) -> Result<(), std::io::Error> {
         self.touch()?;
         let writable = flags.contains(DmaMapFlags::WRITE);
         if fd.is_none() {
@@ -642,13 +653,24 @@ impl ServerBackend for Backend {
         Ok(())
     }
 
-    fn set_irqs(&mut self, index: u32, flags: u32, start: u32, count: u32, fds: Vec<File>) -> Result<(), std::io::Error> {
+    fn set_irqs(
+        &mut self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> Result<(), std::io::Error> {
         self.touch()?;
         let vectors = u32::from(self.device.msix.vectors);
         let bad = |why: String| Err(io_err(std::io::ErrorKind::InvalidInput, why));
         if index != VFIO_PCI_MSIX_IRQ_INDEX {
             // Only MSI-X exists; disabling another index (count 0) is harmless.
-            return if count == 0 { Ok(()) } else { bad(format!("IRQ index {index} has no interrupts on this device")) };
+            return if count == 0 {
+                Ok(())
+            } else {
+                bad(format!("IRQ index {index} has no interrupts on this device"))
+            };
         }
         let range = start as usize..(start as usize + count as usize);
         if start.checked_add(count).is_none_or(|end| end > vectors) {
@@ -681,7 +703,9 @@ impl ServerBackend for Backend {
             }),
             (VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_DATA_NONE) => range.for_each(|v| irqs.masked[v] = true),
             (VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_NONE) => range.for_each(|v| irqs.masked[v] = false),
-            _ => return bad(format!("SET_IRQS flags {flags:#x} not supported (eventfd triggers, mask and unmask are)")),
+            _ => {
+                return bad(format!("SET_IRQS flags {flags:#x} not supported (eventfd triggers, mask and unmask are)"))
+            }
         }
         irqs.flush();
         Ok(())

@@ -86,7 +86,8 @@ fn rd(c: &mut Client, region: u32, off: u64, n: usize) -> Result<u64> {
 }
 
 fn wr(c: &mut Client, region: u32, off: u64, n: usize, v: u64) -> Result<()> {
-    c.region_write(region, off, &v.to_le_bytes()[..n]).map_err(|e| anyhow::anyhow!("region_write {region}@{off:#x}: {e:?}"))
+    c.region_write(region, off, &v.to_le_bytes()[..n])
+        .map_err(|e| anyhow::anyhow!("region_write {region}@{off:#x}: {e:?}"))
 }
 
 /// One interrupt descriptor per vector: the server writes 8 bytes per interrupt, as to QEMU's
@@ -121,8 +122,14 @@ fn fired(f: &File, within: Duration) -> bool {
 
 fn enable_msix(c: &mut Client, fds: &[File]) -> Result<()> {
     let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD, 0, raw.len() as u32, &raw)
-        .map_err(|e| anyhow::anyhow!("set_irqs: {e:?}"))
+    c.set_irqs(
+        VFIO_PCI_MSIX_IRQ_INDEX,
+        VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD,
+        0,
+        raw.len() as u32,
+        &raw,
+    )
+    .map_err(|e| anyhow::anyhow!("set_irqs: {e:?}"))
 }
 
 fn start_copy(c: &mut Client, src: u64, dst: u64, len: u64, vector: u64) -> Result<()> {
@@ -133,7 +140,8 @@ fn start_copy(c: &mut Client, src: u64, dst: u64, len: u64, vector: u64) -> Resu
 }
 
 fn connect(r: &Rig) -> Result<Client> {
-    Client::new(&r.sock).map_err(|e| anyhow::anyhow!("connect to {}: {e:?}; sim log:\n{}", r.sock.display(), r.sim.log()))
+    Client::new(&r.sock)
+        .map_err(|e| anyhow::anyhow!("connect to {}: {e:?}; sim log:\n{}", r.sock.display(), r.sim.log()))
 }
 
 #[test]

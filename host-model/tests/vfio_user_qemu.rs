@@ -54,7 +54,10 @@ fn start_with(shared: bool) -> Result<Rig> {
     });
     let mut args: Vec<String> = Vec::new();
     if shared {
-        args.extend(["-object", "memory-backend-memfd,id=ram,size=128M,share=on", "-machine", "memory-backend=ram"].map(String::from));
+        args.extend(
+            ["-object", "memory-backend-memfd,id=ram,size=128M,share=on", "-machine", "memory-backend=ram"]
+                .map(String::from),
+        );
     }
     args.extend(["-device".to_string(), dev.to_string()]);
     let mut q = Qemu::spawn_bin(&stock_qemu(), &args, &[])?;

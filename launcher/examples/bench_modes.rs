@@ -27,7 +27,10 @@ fn parse_opts() -> Result<Opts> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || -> Result<u32> {
-            args.next().with_context(|| format!("{a} needs a value"))?.parse().with_context(|| format!("{a}: not a number"))
+            args.next()
+                .with_context(|| format!("{a} needs a value"))?
+                .parse()
+                .with_context(|| format!("{a}: not a number"))
         };
         match a.as_str() {
             "--reads" => o.reads = val()?,
@@ -82,7 +85,8 @@ fn boot(mode: &str, o: &Opts, log_dir: &Path) -> Result<Sample> {
     ensure!(status.success(), "{mode}: cosim-launch failed ({status}); logs in {}", log_dir.display());
     let v: Value = serde_json::from_str(&text)?;
     let results = v["guest"]["results"].as_array().context("guest.results")?;
-    let find = |kind: &str| results.iter().find(|r| r["kind"] == kind).with_context(|| format!("{mode}: no {kind} record"));
+    let find =
+        |kind: &str| results.iter().find(|r| r["kind"] == kind).with_context(|| format!("{mode}: no {kind} record"));
     let m = find("mmio-bench")?;
     let gemms: Vec<&Value> = results.iter().filter(|r| r["kind"] == "gemm").collect();
     ensure!(gemms.len() == 2, "{mode}: expected two GEMM records, got {}", gemms.len());

@@ -84,7 +84,7 @@ use the simulations' modelled DMA read latency: the shell's default (100 clocks,
 reproducible) unless a --sim-arg=+cosim_dma_latency=N sets it.\n\n\
 vfio-user mode (--mode vfio-user): an unpatched QEMU 10.1 or later drives the RTL, no cosim code in it. Each \
 simulation is a vfio-user server on a Unix socket in the run's private directory \
-(+cosim_endpoint=vfio-user://DIR/accelN.sock); QEMU gets one -device vfio-user-pci per simulation at the same PCI \
+(--endpoint vfio-user://DIR/accelN.sock); QEMU gets one -device vfio-user-pci per simulation at the same PCI \
 slot as the patched device, and the guest RAM as a shared memfd backend that the simulations map for DMA. QEMU: \
 --qemu, else $COSIM_QEMU_STOCK, else $COSIM_BUILD/qemu-stock/qemu-system-x86_64 (make qemu-stock); it must list \
 vfio-user-pci in `-device help`. The same guest, driver and workloads run. What needs the patched device or its \
@@ -648,10 +648,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let start_sims = if cli.connect.is_empty() { run.endpoints.as_slice() } else { &[] };
     for (i, ep) in start_sims.iter().enumerate() {
         let mut cmd = Command::new(&sim_bin);
-        match cli.mode {
-            Mode::Patched => cmd.arg("--endpoint").arg(ep),
-            Mode::VfioUser => cmd.arg(format!("+cosim_endpoint={ep}")),
-        };
+        cmd.arg("--endpoint").arg(ep);
         if let Some(k) = &key_file {
             cmd.env(cosim_transport::KEY_FILE_ENV, k);
         }
