@@ -4,7 +4,9 @@
 #   make test-e2e   the end-to-end test tier (launcher/tests/e2e.rs, dual.rs, two_hosts.rs)
 #   make bench-two-hosts  MMIO round trip and DMA MB/s across a veth pair next to loopback
 #   make dual       accelerator VM and baseline VM side by side, sharing a network
-#   make bench-guest-mmio  user-space MMIO from the guest: 1, 2 and 4 devices probed at once
+#   make bench-guest-mmio  user-space MMIO from the guest: 1, 2 and 4 devices probed at once, then
+#                          4 at once with 1, 2 and 4 vCPUs and QEMU's big lock released or held
+#                          during a read's wait (launcher/examples/bench_bql.rs; MMIO_ROUNDS boots each)
 
 .PHONY: e2e-artifacts demo test-e2e dual bench-two-hosts bench-guest-mmio
 LAUNCH := $(ROOT)/target/release/cosim-launch
@@ -46,11 +48,13 @@ BENCHES += bench-two-hosts
 # accel-tool mmio-bench on 1 device, then 2 and 4 devices probed at the same time (one thread
 # each): read latency percentiles, reads/s and posted writes/s per device. Knob: MMIO_READS.
 MMIO_READS ?= 10000
+MMIO_ROUNDS ?= 3
 bench-guest-mmio: e2e-artifacts
 	COSIM_BUILD=$(BUILD) $(LAUNCH) --devices 4 \
 		--run "mmio-bench --devices 1 --reads $(MMIO_READS) --writes $(MMIO_READS)" \
 		--run "mmio-bench --devices 2 --concurrent --reads $(MMIO_READS) --writes $(MMIO_READS)" \
 		--run "mmio-bench --devices 4 --concurrent --reads $(MMIO_READS) --writes $(MMIO_READS)"
+	$(CARGO) run --release -p cosim-launch --example bench_bql -- --rounds $(MMIO_ROUNDS) --reads $(MMIO_READS)
 
 BENCHES += bench-guest-mmio
 

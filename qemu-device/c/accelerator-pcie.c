@@ -46,6 +46,7 @@ struct AccelPcieState {
     char *endpoint;
     uint32_t port;
     uint32_t timeout_ms;
+    bool x_hold_bql;  /* benchmark baseline: keep the BQL while a read waits (as before) */
     NICConf conf;
     CharFrontend chr;
 
@@ -59,6 +60,9 @@ struct AccelPcieState {
     QEMUBH *poll_bh;
     Notifier exit_notifier;
     int fd;
+    /* The main loop found the device held by a vCPU whose MMIO read waits with the BQL
+     * released: the fd handler is off until that read is done (it serves the link meanwhile). */
+    bool poll_deferred;
 };
 
 /* ---- callbacks for Rust (called with the BQL held) ---------------------------------------- */
@@ -105,18 +109,55 @@ static void cb_schedule_poll(void *opaque)
     qemu_bh_schedule(s->poll_bh);
 }
 
+/* An MMIO read releases the BQL while it waits for the simulation, as hw/remote's proxy does,
+ * so reads of other vCPUs to other devices overlap; the Rust core holds the device's own mutex
+ * meanwhile. Not from a coroutine (none of our callers is one). */
+static bool cb_unlock_global(void *opaque)
+{
+    if (!bql_locked() || qemu_in_coroutine()) {
+        return false;
+    }
+    bql_unlock();
+    return true;
+}
+
+static void cb_lock_global(void *opaque)
+{
+    bql_lock();
+}
+
 /* ---- main loop hooks ---------------------------------------------------------------------- */
+
+static void accel_fd_read(void *opaque);
+
+/* Busy: a vCPU's read holds the device (and drains the link); stop watching the fd until
+ * accel_poll_resume, or the main loop would spin on a readable fd. */
+static void accel_poll(AccelPcieState *s)
+{
+    if (cosim_device_poll(s->dev) == COSIM_STATUS_BUSY && !s->poll_deferred) {
+        s->poll_deferred = true;
+        qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
+    }
+}
+
+/* After an access (BQL held again): watch the fd again and drain what is left. */
+static void accel_poll_resume(AccelPcieState *s)
+{
+    if (s->poll_deferred) {
+        s->poll_deferred = false;
+        qemu_set_fd_handler(s->fd, accel_fd_read, NULL, s);
+        qemu_bh_schedule(s->poll_bh);
+    }
+}
 
 static void accel_poll_bh(void *opaque)
 {
-    AccelPcieState *s = opaque;
-    cosim_device_poll(s->dev);
+    accel_poll(opaque);
 }
 
 static void accel_fd_read(void *opaque)
 {
-    AccelPcieState *s = opaque;
-    cosim_device_poll(s->dev);
+    accel_poll(opaque);
 }
 
 static void accel_tick(void *opaque)
@@ -133,6 +174,7 @@ static uint64_t accel_bar_read(void *opaque, hwaddr addr, unsigned size)
     AccelBar *b = opaque;
     uint64_t val = ~0ULL;
     cosim_device_mmio_read(b->s->dev, b->index, addr, size, &val);
+    accel_poll_resume(b->s);
     return val;
 }
 
@@ -140,6 +182,7 @@ static void accel_bar_write(void *opaque, hwaddr addr, uint64_t val, unsigned si
 {
     AccelBar *b = opaque;
     cosim_device_mmio_write(b->s->dev, b->index, addr, size, val);
+    accel_poll_resume(b->s);
 }
 
 static const MemoryRegionOps accel_bar_ops = {
@@ -204,6 +247,8 @@ static void accel_realize(PCIDevice *pdev, Error **errp)
         .nic_send = cb_nic_send,
         .serial_write = cb_serial_write,
         .schedule_poll = cb_schedule_poll,
+        .unlock_global = s->x_hold_bql ? NULL : cb_unlock_global,
+        .lock_global = s->x_hold_bql ? NULL : cb_lock_global,
     };
 
     /* The INIT exchange happens here, never at class init: QEMU without the device never waits. */
@@ -237,6 +282,10 @@ static void accel_realize(PCIDevice *pdev, Error **errp)
         memory_region_init(&s->bar[i], OBJECT(s), name, s->info.bar_size[i]);
         memory_region_init_io(&s->bar_io[i], OBJECT(s), &accel_bar_ops, &s->bar_ctx[i],
                               io_name, s->info.bar_size[i]);
+        /* Several vCPUs may be inside this region at once (a read waits with the BQL released);
+         * the Rust core serialises them per device and refuses re-entry from one thread itself,
+         * in place of QEMU's per-device re-entrancy guard (which would fail the second vCPU). */
+        s->bar_io[i].disable_reentrancy_guard = true;
         /* Priority -1: the MSI-X table and PBA (priority 0) stay in QEMU. */
         memory_region_add_subregion_overlap(&s->bar[i], 0, &s->bar_io[i], -1);
         if (flags & COSIM_BAR_FLAG_IO) {
@@ -341,30 +390,35 @@ static void accel_reset_hold(Object *obj, ResetType type)
 static char *accel_get_stats(Object *obj, Error **errp)
 {
     AccelPcieState *s = ACCELERATOR_PCIE(obj);
-    size_t n;
-    char *buf;
+    int attempt;
 
     if (!s->dev) {
         return g_strdup("{}");  /* not realized, or QEMU is exiting */
     }
-    n = cosim_device_stats_json(s->dev, NULL, 0);
-    if (n == 0) {  /* 0: the device is busy or failed; a JSON object is never empty */
-        error_setg(errp, "accelerator-pcie: statistics not available");
-        return NULL;
-    }
-    buf = g_malloc(n + 1);
-    if (cosim_device_stats_json(s->dev, buf, n + 1) != n) {
+    /* Sized first, then filled; another vCPU's read may change the counters in between (the
+     * device is waited for with the BQL released), so a changed length asks again. */
+    for (attempt = 0; attempt < 3; attempt++) {
+        size_t n = cosim_device_stats_json(s->dev, NULL, 0);
+        char *buf;
+
+        if (n == 0) {  /* 0: the device is busy or failed; a JSON object is never empty */
+            break;
+        }
+        buf = g_malloc(n + 1);
+        if (cosim_device_stats_json(s->dev, buf, n + 1) == n) {
+            return buf;
+        }
         g_free(buf);
-        error_setg(errp, "accelerator-pcie: statistics not available");
-        return NULL;
     }
-    return buf;
+    error_setg(errp, "accelerator-pcie: statistics not available");
+    return NULL;
 }
 
 static const Property accel_properties[] = {
     DEFINE_PROP_STRING("endpoint", AccelPcieState, endpoint),
     DEFINE_PROP_UINT32("port", AccelPcieState, port, 0),
     DEFINE_PROP_UINT32("timeout-ms", AccelPcieState, timeout_ms, COSIM_DEFAULT_TIMEOUT_MS),
+    DEFINE_PROP_BOOL("x-hold-bql", AccelPcieState, x_hold_bql, false),
     DEFINE_NIC_PROPERTIES(AccelPcieState, conf),
     DEFINE_PROP_CHR("chardev", AccelPcieState, chr),
 };

@@ -2,14 +2,21 @@
 //!
 //! Conventions: one opaque handle per device (`cosim_device_new` / `cosim_device_free`); inputs
 //! before outputs; every buffer is followed by its length; every function checks its pointers,
-//! catches panics and returns a [`CosimStatus`], so a bug here never aborts QEMU. QEMU calls
-//! everything with its big lock held, from one thread at a time; a call that re-enters the same
-//! device while it is busy (for example a NIC loopback during a DMA) gets [`CosimStatus::Busy`].
+//! catches panics and returns a [`CosimStatus`], so a bug here never aborts QEMU.
+//!
+//! Threads: QEMU calls everything with its big lock (BQL) held, from a vCPU thread or the main
+//! loop. An MMIO read releases the BQL while it waits for the simulation (QEMU's own
+//! multi-process proxy does the same), so each device's state sits behind its own mutex, taken
+//! before the BQL is taken again (lock order: device, then BQL). A call that finds the device
+//! held by another thread waits for it with the BQL released, up to the device's timeout; the
+//! main loop's poll and tick do not wait (the holder serves the link). A call that re-enters the
+//! device on the thread that holds it (for example a NIC loopback during a DMA) gets
+//! [`CosimStatus::Busy`].
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once, TryLockError};
 use std::time::{Duration, Instant};
 
 use cosim_protocol::{AccessSize, BarIndex, Caps, GuestAddr, NUM_BARS};
@@ -100,7 +107,8 @@ pub struct CosimDeviceInfo {
     pub peer_caps: u32,
 }
 
-/// QEMU services, called with the big lock held. `opaque` is passed back to each.
+/// QEMU services, called with the big lock held (except `lock_global`). `opaque` is passed back
+/// to each.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct CosimQemuCallbacks {
@@ -118,16 +126,55 @@ pub struct CosimQemuCallbacks {
     pub serial_write: Option<unsafe extern "C" fn(opaque: *mut c_void, buf: *const u8, len: usize)>,
     /// Schedule `cosim_device_poll` from the main loop (a bottom half).
     pub schedule_poll: Option<unsafe extern "C" fn(opaque: *mut c_void)>,
+    /// Releases the big lock if this thread holds it (`bql_unlock`); returns true if it did.
+    /// NULL: the lock is never released (every wait holds it, as before protocol 2.1).
+    pub unlock_global: Option<unsafe extern "C" fn(opaque: *mut c_void) -> bool>,
+    /// Takes the big lock again after `unlock_global` returned true (`bql_lock`).
+    pub lock_global: Option<unsafe extern "C" fn(opaque: *mut c_void)>,
+}
+
+/// Releases QEMU's big lock for its lifetime (if the calling thread held it) and takes it again
+/// when dropped, also while a panic unwinds.
+struct GlobalUnlocked {
+    cb: CosimQemuCallbacks,
+    released: bool,
+}
+
+impl GlobalUnlocked {
+    fn new(cb: &CosimQemuCallbacks) -> Self {
+        let released = match (cb.unlock_global, cb.lock_global) {
+            // SAFETY: `opaque` is what QEMU gave us for this device; the callback only looks at
+            // and releases the calling thread's lock.
+            (Some(unlock), Some(_)) => unsafe { unlock(cb.opaque) },
+            _ => false,
+        };
+        Self { cb: *cb, released }
+    }
+}
+
+impl Drop for GlobalUnlocked {
+    fn drop(&mut self) {
+        if let (true, Some(lock)) = (self.released, self.cb.lock_global) {
+            // SAFETY: as above; this thread released the lock in `new`.
+            unsafe { lock(self.cb.opaque) }
+        }
+    }
 }
 
 /// The C callback table as a [`QemuOps`].
 struct CCallbacks(CosimQemuCallbacks);
 
-// SAFETY: QEMU calls the device only under its big lock, one thread at a time; the callbacks
-// and `opaque` are only used from inside those calls.
+// SAFETY: the device (and with it this table) is used by one thread at a time, under its
+// mutex (see the module comment); every callback but the lock pair is called with the big lock
+// held, which `QemuOps::unlocked` takes again before it returns.
 unsafe impl Send for CCallbacks {}
 
 impl QemuOps for CCallbacks {
+    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let _unlocked = GlobalUnlocked::new(&self.0);
+        f()
+    }
+
     fn dma_read(&mut self, addr: GuestAddr, buf: &mut [u8]) -> Result<(), DmaError> {
         let f = self.0.dma_read.ok_or(DmaError { addr, len: buf.len() })?;
         // SAFETY: `buf` is valid for `buf.len()` writable bytes; the callback contract (header)
@@ -172,10 +219,90 @@ impl QemuOps for CCallbacks {
     }
 }
 
+type Dev = HostDevice<ZmqTransport, CCallbacks>;
+
 /// One `accelerator-pcie` device (opaque to C).
 pub struct CosimDevice {
-    inner: RefCell<HostDevice<ZmqTransport, CCallbacks>>,
+    inner: Mutex<Dev>,
+    /// The thread inside `inner` ([`thread_tag`]; 0: none), to tell re-entry from contention.
+    owner: AtomicUsize,
+    /// A copy of the callbacks, for releasing the big lock while waiting for `inner`.
+    cb: CosimQemuCallbacks,
+    /// The longest wait for `inner` (the device's MMIO timeout).
+    timeout: Duration,
     notify_fd: c_int,
+}
+
+// SAFETY: `inner` is a mutex; `cb` holds the C callbacks and QEMU's `opaque` pointer, used only
+// for the big-lock pair, which QEMU allows from any thread.
+unsafe impl Sync for CosimDevice {}
+// SAFETY: as above.
+unsafe impl Send for CosimDevice {}
+
+/// A number for the calling thread, never 0 (the address of a thread-local). 1 while the
+/// thread's locals are being torn down (QEMU's exit notifiers).
+fn thread_tag() -> usize {
+    thread_local!(static TAG: u8 = const { 0 });
+    TAG.try_with(|t| t as *const u8 as usize).unwrap_or(1)
+}
+
+/// Whether a call waits for a device another thread holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Wait (big lock released) up to the device's timeout.
+    Yes,
+    /// Return [`CosimStatus::Busy`] at once (the main loop's poll and tick: the holder serves
+    /// the link, and C re-arms them when the holder is done).
+    No,
+}
+
+impl CosimDevice {
+    /// Takes the device's mutex. See [`Wait`]; re-entry from the holding thread is refused.
+    fn lock(&self, wait: Wait) -> Result<MutexGuard<'_, Dev>, CosimStatus> {
+        let me = thread_tag();
+        let first = match self.inner.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        let g = match first {
+            Some(g) => g,
+            None if self.owner.load(Ordering::Acquire) == me => {
+                tracing::warn!(target: "cosim::guest", "re-entrant call into accelerator-pcie refused");
+                return Err(CosimStatus::Busy);
+            }
+            None if wait == Wait::No => return Err(CosimStatus::Busy),
+            None => {
+                // Another thread holds the device (an MMIO read waiting with the big lock
+                // released): release ours too, so it can finish, and look again until the
+                // timeout. Dropping `_unlocked` takes the big lock back while we hold the
+                // device: the same order as the holder's.
+                let _unlocked = GlobalUnlocked::new(&self.cb);
+                let t0 = Instant::now();
+                let mut spins = 0u32;
+                loop {
+                    match self.inner.try_lock() {
+                        Ok(g) => break g,
+                        Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                        Err(TryLockError::WouldBlock) => {}
+                    }
+                    if t0.elapsed() >= self.timeout {
+                        tracing::error!(target: "cosim::peer", timeout_ms = self.timeout.as_millis(),
+                            "accelerator-pcie: the device stayed busy with another vCPU's access; this access is dropped");
+                        return Err(CosimStatus::Busy);
+                    }
+                    spins += 1;
+                    if spins < 64 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+            }
+        };
+        self.owner.store(me, Ordering::Release);
+        Ok(g)
+    }
 }
 
 static LOG_INIT: Once = Once::new();
@@ -275,7 +402,8 @@ fn new_inner(params: &CosimDeviceParams, cb: CosimQemuCallbacks) -> Result<(Cosi
         info.bar_size[i] = b.size;
         info.bar_flags[i] = b.flags.bits();
     }
-    Ok((CosimDevice { inner: RefCell::new(dev), notify_fd }, info))
+    let dev = CosimDevice { inner: Mutex::new(dev), owner: AtomicUsize::new(0), cb, timeout, notify_fd };
+    Ok((dev, info))
 }
 
 /// Connects to the HDL simulation and runs the INIT exchange (blocks up to the timeout).
@@ -332,7 +460,7 @@ pub unsafe extern "C" fn cosim_device_free(dev: *mut CosimDevice) {
     // SAFETY: ownership returns to Rust; the caller does not use `dev` again.
     let dev = unsafe { Box::from_raw(dev) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
-        if let Ok(mut d) = dev.inner.try_borrow_mut() {
+        if let Ok(mut d) = dev.lock(Wait::Yes) {
             let report = d.shutdown();
             // Written straight to fd 2: this runs from QEMU's exit notifier, when Rust's
             // thread-locals (and with them `tracing` and `eprintln!`) may be gone.
@@ -349,22 +477,26 @@ fn guard<R>(on_panic: R, f: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(on_panic)
 }
 
-/// Runs `f` on the device behind `dev`, with pointer, re-entry and panic checks.
+/// Runs `f` on the device behind `dev` (waiting for it as `wait` says), with pointer, re-entry
+/// and panic checks.
 ///
 /// # Safety
 /// `dev` is NULL or a live handle from [`cosim_device_new`].
-unsafe fn with_dev(dev: *const CosimDevice, f: impl FnOnce(&mut HostDevice<ZmqTransport, CCallbacks>)) -> CosimStatus {
+unsafe fn with_dev(dev: *const CosimDevice, wait: Wait, f: impl FnOnce(&mut Dev)) -> CosimStatus {
     if dev.is_null() {
         return CosimStatus::NullPointer;
     }
     // SAFETY: non-NULL and live per the caller's contract; only shared access to the handle.
     let dev = unsafe { &*dev };
-    let Ok(mut d) = dev.inner.try_borrow_mut() else {
-        tracing::warn!(target: "cosim::guest", "re-entrant call into accelerator-pcie refused");
-        return CosimStatus::Busy;
-    };
-    match catch_unwind(AssertUnwindSafe(|| f(&mut d))) {
-        Ok(()) => CosimStatus::Ok,
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let mut d = dev.lock(wait)?;
+        let r = catch_unwind(AssertUnwindSafe(|| f(&mut d)));
+        dev.owner.store(0, Ordering::Release);
+        r.map_err(|_| CosimStatus::Panic)
+    }));
+    match r {
+        Ok(Ok(())) => CosimStatus::Ok,
+        Ok(Err(st)) => st,
         Err(_) => CosimStatus::Panic,
     }
 }
@@ -415,7 +547,7 @@ pub unsafe extern "C" fn cosim_device_mmio_read(
     };
     let mut value = ones;
     // SAFETY: forwarded contract.
-    let st = unsafe { with_dev(dev, |d| value = d.mmio_read(bar, offset, size)) };
+    let st = unsafe { with_dev(dev, Wait::Yes, |d| value = d.mmio_read(bar, offset, size)) };
     // SAFETY: as above.
     unsafe { data_out.write(value) };
     st
@@ -431,7 +563,7 @@ pub unsafe extern "C" fn cosim_device_mmio_write(dev: *mut CosimDevice, bar: u8,
         return CosimStatus::InvalidArgument;
     };
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, |d| d.mmio_write(bar, offset, size, data)) }
+    unsafe { with_dev(dev, Wait::Yes, |d| d.mmio_write(bar, offset, size, data)) }
 }
 
 /// The device's statistics as one JSON object (docs/qemu-device.md, "Statistics"), for the
@@ -447,13 +579,12 @@ pub unsafe extern "C" fn cosim_device_stats_json(dev: *const CosimDevice, buf: *
     if dev.is_null() {
         return 0;
     }
-    // SAFETY: non-NULL and live per the contract; only shared access to the handle.
-    let dev = unsafe { &*dev };
-    let Ok(d) = dev.inner.try_borrow() else {
+    let mut json = String::new();
+    // SAFETY: forwarded contract.
+    if unsafe { with_dev(dev, Wait::Yes, |d| json = d.stats_json()) } != CosimStatus::Ok {
         return 0;
-    };
+    }
     guard(0, || {
-        let json = d.stats_json();
         if !buf.is_null() && len > 0 {
             let n = json.len().min(len - 1);
             // SAFETY: `buf` has `len` writable bytes per the contract and `n + 1 <= len`; the
@@ -475,7 +606,7 @@ pub unsafe extern "C" fn cosim_device_stats_json(dev: *const CosimDevice, buf: *
 #[no_mangle]
 pub unsafe extern "C" fn cosim_device_poll(dev: *mut CosimDevice) -> CosimStatus {
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, |d| d.poll()) }
+    unsafe { with_dev(dev, Wait::No, |d| d.poll()) }
 }
 
 /// Periodic work: heartbeats and liveness. Returns the milliseconds until the next call is due.
@@ -485,7 +616,7 @@ pub unsafe extern "C" fn cosim_device_poll(dev: *mut CosimDevice) -> CosimStatus
 #[no_mangle]
 pub unsafe extern "C" fn cosim_device_tick(dev: *mut CosimDevice) -> u32 {
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, |d| d.tick(Instant::now())) };
+    unsafe { with_dev(dev, Wait::No, |d| d.tick(Instant::now())) };
     50
 }
 
@@ -496,7 +627,7 @@ pub unsafe extern "C" fn cosim_device_tick(dev: *mut CosimDevice) -> u32 {
 #[no_mangle]
 pub unsafe extern "C" fn cosim_device_reset(dev: *mut CosimDevice) -> CosimStatus {
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, |d| d.reset()) }
+    unsafe { with_dev(dev, Wait::Yes, |d| d.reset()) }
 }
 
 /// A frame from the netdev, for the HDL's NIC.
@@ -511,7 +642,7 @@ pub unsafe extern "C" fn cosim_device_nic_receive(dev: *mut CosimDevice, buf: *c
     // SAFETY: `buf` has `len` readable bytes per the contract.
     let frame = unsafe { std::slice::from_raw_parts(buf, len) };
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, |d| d.nic_receive(frame)) }
+    unsafe { with_dev(dev, Wait::Yes, |d| d.nic_receive(frame)) }
 }
 
 /// Bytes from the chardev, for the HDL's UART.
@@ -526,7 +657,7 @@ pub unsafe extern "C" fn cosim_device_serial_receive(dev: *mut CosimDevice, buf:
     // SAFETY: `buf` has `len` readable bytes per the contract.
     let data = unsafe { std::slice::from_raw_parts(buf, len) };
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, |d| d.serial_receive(data)) }
+    unsafe { with_dev(dev, Wait::Yes, |d| d.serial_receive(data)) }
 }
 
 /// True if the device currently has a session with the HDL (1) or not (0).
@@ -538,10 +669,10 @@ pub unsafe extern "C" fn cosim_device_connected(dev: *const CosimDevice) -> bool
     if dev.is_null() {
         return false;
     }
-    // SAFETY: non-NULL and live per the contract.
+    // SAFETY: non-NULL and live per the contract; only shared access to the handle.
     let dev = unsafe { &*dev };
-    // Busy (we are inside a call of this device, so it has a session): connected.
-    guard(false, || dev.inner.try_borrow().map(|d| d.state() == crate::LinkState::Connected).unwrap_or(true))
+    // Busy (inside a call of this device, so it has a session): connected.
+    guard(false, || dev.inner.try_lock().map(|d| d.state() == crate::LinkState::Connected).unwrap_or(true))
 }
 
 #[cfg(test)]

@@ -331,6 +331,7 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
         let _g = span.enter();
         self.waiting = Some(tag);
         self.outcome = None;
+        let _in_flight = crate::stats::READS_IN_FLIGHT.enter();
         self.run_events();
         let deadline = Instant::now() + timeout;
         let result = loop {
@@ -348,7 +349,10 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
                 break Err(ReadError::Timeout);
             }
             let wait = deadline.min(self.session.next_timeout(now)).saturating_duration_since(now).min(READ_SLICE);
-            let r = self.link.recv(wait);
+            // The wait touches only the link: QEMU's lock is free meanwhile (what arrives is
+            // handled below, with the lock held again).
+            let link = &mut self.link;
+            let r = self.ops.unlocked(|| link.recv(wait));
             self.feed(r);
             self.session.handle_timeout(Instant::now());
             self.run_events();

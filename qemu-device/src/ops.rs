@@ -15,6 +15,14 @@ pub struct DmaError {
 
 /// Services of QEMU used by [`crate::HostDevice`]. All are called with QEMU's big lock held.
 pub trait QemuOps {
+    /// Runs `f` (a wait on the link that touches nothing of QEMU's) with QEMU's big lock
+    /// released, and takes the lock again before returning, also if `f` panics. While an MMIO
+    /// read waits for the simulation, other vCPUs and the main loop go on: reads to other
+    /// devices overlap (docs/qemu-device.md, "Threads and the big lock"). The default runs `f`
+    /// as it is (test doubles have no lock).
+    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
     /// Reads guest memory as the device (`pci_dma_read`: bus mastering and IOMMU honoured).
     fn dma_read(&mut self, addr: GuestAddr, buf: &mut [u8]) -> Result<(), DmaError>;
     /// Writes guest memory as the device (`pci_dma_write`).

@@ -2,6 +2,7 @@
 //! object (`stats`) that QEMU shows as a read-only QOM property (`qom-get`) while running and
 //! prints at exit (docs/qemu-device.md, "Statistics").
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::host::{DeviceStats, HostDevice, HostLink};
@@ -84,21 +85,66 @@ impl LatencyHistogram {
     }
 }
 
+/// MMIO reads of every device in this process that wait for their completion right now, and
+/// the most at one moment so far (`reads_in_flight_max` in the JSON). Above 1 only when reads
+/// of several vCPUs overlap: possible because a waiting read releases QEMU's big lock.
+#[derive(Debug)]
+pub struct ReadsInFlight {
+    now: AtomicU32,
+    max: AtomicU32,
+}
+
+/// The process's [`ReadsInFlight`].
+pub static READS_IN_FLIGHT: ReadsInFlight = ReadsInFlight { now: AtomicU32::new(0), max: AtomicU32::new(0) };
+
+impl ReadsInFlight {
+    /// Counts one waiting read until the returned guard is dropped.
+    pub fn enter(&'static self) -> InFlight {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    /// The most reads waiting at one moment so far.
+    pub fn max(&self) -> u32 {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+/// One read counted in [`ReadsInFlight`] (see [`ReadsInFlight::enter`]).
+#[derive(Debug)]
+pub struct InFlight(&'static ReadsInFlight);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// `Some(x)` as a number with one decimal, `None` as `null`.
 fn num(v: Option<f64>) -> String {
     v.map_or_else(|| "null".into(), |x| format!("{:.1}", x))
 }
 
 /// The device's statistics as one JSON object (keys sorted; no allocation per MMIO access, only
-/// when asked). `clock_hz`: the design clock from CONFIG (0: the simulation did not report one).
-pub fn stats_json(s: &DeviceStats, sessions: u64, session_losses: u64, frames_dropped: u64, clock_hz: u64) -> String {
+/// when asked). `clock_hz`: the design clock from CONFIG (0: the simulation did not report one);
+/// `reads_in_flight_max`: [`ReadsInFlight::max`] of the process.
+pub fn stats_json(
+    s: &DeviceStats,
+    sessions: u64,
+    session_losses: u64,
+    frames_dropped: u64,
+    clock_hz: u64,
+    reads_in_flight_max: u32,
+) -> String {
     let h = &s.read_latency;
     format!(
         concat!(
             "{{\"clock_hz\":{},\"dma_read_bytes\":{},\"dma_reads\":{},\"dma_write_bytes\":{},\"dma_writes\":{},",
             "\"frames_dropped\":{},\"frames_rx\":{},\"frames_tx\":{},\"irqs\":{},\"mmio_reads\":{},",
             "\"mmio_reads_failed\":{},\"mmio_writes\":{},\"read_max_us\":{},\"read_mean_us\":{},",
-            "\"read_p50_us\":{},\"read_p99_us\":{},\"send_failures\":{},\"serial_rx\":{},\"serial_tx\":{},",
+            "\"read_p50_us\":{},\"read_p99_us\":{},\"reads_in_flight_max\":{},\"send_failures\":{},",
+            "\"serial_rx\":{},\"serial_tx\":{},",
             "\"session_losses\":{},\"sessions\":{}}}"
         ),
         clock_hz,
@@ -117,6 +163,7 @@ pub fn stats_json(s: &DeviceStats, sessions: u64, session_losses: u64, frames_dr
         num(h.mean_us()),
         num(h.percentile_us(50.0)),
         num(h.percentile_us(99.0)),
+        reads_in_flight_max,
         s.send_failures,
         s.serial_rx,
         s.serial_tx,
@@ -129,7 +176,7 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
     /// [`stats_json`] of this device: its counters, the session engine's, and the design clock.
     pub fn stats_json(&self) -> String {
         let ss = self.session_stats();
-        stats_json(&self.stats(), ss.sessions, ss.losses, ss.drops.total(), self.config().clock_hz)
+        stats_json(&self.stats(), ss.sessions, ss.losses, ss.drops.total(), self.config().clock_hz, READS_IN_FLIGHT.max())
     }
 
     /// The line QEMU prints on stderr when the device goes away (the launcher collects it):
@@ -190,12 +237,12 @@ mod tests {
     #[test]
     fn json_has_every_field_and_null_latencies_without_reads() {
         let mut s = DeviceStats { mmio_reads: 3, mmio_writes: 2, dma_read_bytes: 4096, irqs: 1, ..Default::default() };
-        let empty = stats_json(&s, 1, 0, 0, 100_000_000);
+        let empty = stats_json(&s, 1, 0, 0, 100_000_000, 0);
         assert!(empty.contains("\"read_p50_us\":null") && empty.contains("\"read_p99_us\":null"), "{empty}");
         for _ in 0..3 {
             s.read_latency.record(Duration::from_micros(50));
         }
-        let j = stats_json(&s, 2, 1, 7, 100_000_000);
+        let j = stats_json(&s, 2, 1, 7, 100_000_000, 2);
         for want in [
             "\"clock_hz\":100000000",
             "\"mmio_reads\":3",
@@ -206,9 +253,10 @@ mod tests {
             "\"session_losses\":1",
             "\"frames_dropped\":7",
             "\"read_max_us\":50.0",
+            "\"reads_in_flight_max\":2",
         ] {
             assert!(j.contains(want), "{want} in {j}");
         }
-        assert!(j.starts_with('{') && j.ends_with('}') && j.matches(':').count() == 21, "{j}");
+        assert!(j.starts_with('{') && j.ends_with('}') && j.matches(':').count() == 22, "{j}");
     }
 }
