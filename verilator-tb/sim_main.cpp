@@ -262,6 +262,10 @@ int main(int argc, char** argv) {
     sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C kills at once
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    // A peer that closes its end of a socket or pipe (a vfio-user client's interrupt
+    // descriptor, for example) gives the write an error, which the bridge reports; it must not
+    // end the simulation. ZeroMQ never raises SIGPIPE itself.
+    std::signal(SIGPIPE, SIG_IGN);
 
     auto ctx = std::make_unique<VerilatedContext>();
     ctx->commandArgs(static_cast<int>(cargs.size()), cargs.data());
