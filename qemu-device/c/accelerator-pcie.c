@@ -6,7 +6,8 @@
  * main-loop hooks) handed to the Rust library (cosim-qemu-device, header cosim_qemu_device.h)
  * as a table of function pointers. All device logic is in Rust.
  *
- * Properties: endpoint=, port=, timeout-ms=, netdev= (and mac=), chardev=. See
+ * Properties: endpoint=, port=, timeout-ms=, netdev= (and mac=), chardev=, x-hold-bql= (benchmarks
+ * only: keep the BQL while a read waits). See
  * docs/qemu-device.md in the cosim tree.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -60,9 +61,14 @@ struct AccelPcieState {
     QEMUBH *poll_bh;
     Notifier exit_notifier;
     int fd;
-    /* The main loop found the device held by a vCPU whose MMIO read waits with the BQL
-     * released: the fd handler is off until that read is done (it serves the link meanwhile). */
+    /* The main loop found the device held by another thread (a vCPU's MMIO read waiting with
+     * the BQL released, which serves the link meanwhile): the fd handler is off until the
+     * bottom half, which the device schedules when that thread leaves, polls again. */
     bool poll_deferred;
+    /* A NIC frame or chardev input was held back in QEMU while the device was busy. */
+    bool rx_held;
+    /* accel_exit runs: nothing may re-arm the fd handler. */
+    bool closing;
 };
 
 /* ---- callbacks for Rust (called with the BQL held) ---------------------------------------- */
@@ -130,29 +136,36 @@ static void cb_lock_global(void *opaque)
 
 static void accel_fd_read(void *opaque);
 
-/* Busy: a vCPU's read holds the device (and drains the link); stop watching the fd until
- * accel_poll_resume, or the main loop would spin on a readable fd. */
+/* Busy: another thread holds the device (and drains the link); stop watching the fd, or the
+ * main loop would spin on a readable fd, until the bottom half (scheduled by the device when
+ * that thread leaves) polls successfully. */
 static void accel_poll(AccelPcieState *s)
 {
-    if (cosim_device_poll(s->dev) == COSIM_STATUS_BUSY && !s->poll_deferred) {
-        s->poll_deferred = true;
-        qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
-    }
-}
-
-/* After an access (BQL held again): watch the fd again and drain what is left. */
-static void accel_poll_resume(AccelPcieState *s)
-{
-    if (s->poll_deferred) {
+    if (cosim_device_poll(s->dev) == COSIM_STATUS_BUSY) {
+        if (!s->poll_deferred) {
+            s->poll_deferred = true;
+            qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
+        }
+    } else if (s->poll_deferred && !s->closing) {
         s->poll_deferred = false;
         qemu_set_fd_handler(s->fd, accel_fd_read, NULL, s);
-        qemu_bh_schedule(s->poll_bh);
     }
 }
 
 static void accel_poll_bh(void *opaque)
 {
-    accel_poll(opaque);
+    AccelPcieState *s = opaque;
+
+    accel_poll(s);
+    if (s->rx_held && s->dev && !cosim_device_busy(s->dev)) {
+        s->rx_held = false;
+        if (s->nic) {
+            qemu_flush_queued_packets(qemu_get_queue(s->nic));
+        }
+        if (qemu_chr_fe_backend_connected(&s->chr)) {
+            qemu_chr_fe_accept_input(&s->chr);
+        }
+    }
 }
 
 static void accel_fd_read(void *opaque)
@@ -169,31 +182,47 @@ static void accel_tick(void *opaque)
 
 /* ---- MMIO trampolines --------------------------------------------------------------------- */
 
-static uint64_t accel_bar_read(void *opaque, hwaddr addr, unsigned size)
+/* A vCPU's access carries the CPU's attributes; a device's DMA into the BAR (pci_dma_*) has
+ * MEMTXATTRS_UNSPECIFIED: only a vCPU may wait for a busy device and release the BQL. */
+static MemTxResult accel_bar_read(void *opaque, hwaddr addr, uint64_t *data, unsigned size,
+                                  MemTxAttrs attrs)
 {
     AccelBar *b = opaque;
     uint64_t val = ~0ULL;
-    cosim_device_mmio_read(b->s->dev, b->index, addr, size, &val);
-    accel_poll_resume(b->s);
-    return val;
+    cosim_device_mmio_read(b->s->dev, b->index, addr, size, !attrs.unspecified, &val);
+    *data = val;
+    return MEMTX_OK;
 }
 
-static void accel_bar_write(void *opaque, hwaddr addr, uint64_t val, unsigned size)
+static MemTxResult accel_bar_write(void *opaque, hwaddr addr, uint64_t val, unsigned size,
+                                   MemTxAttrs attrs)
 {
     AccelBar *b = opaque;
-    cosim_device_mmio_write(b->s->dev, b->index, addr, size, val);
-    accel_poll_resume(b->s);
+    cosim_device_mmio_write(b->s->dev, b->index, addr, size, val, !attrs.unspecified);
+    return MEMTX_OK;
 }
 
 static const MemoryRegionOps accel_bar_ops = {
-    .read = accel_bar_read,
-    .write = accel_bar_write,
+    .read_with_attrs = accel_bar_read,
+    .write_with_attrs = accel_bar_write,
     .endianness = DEVICE_LITTLE_ENDIAN,
     .valid = { .min_access_size = 1, .max_access_size = 8 },
     .impl = { .min_access_size = 1, .max_access_size = 8 },
 };
 
 /* ---- NIC and chardev ---------------------------------------------------------------------- */
+
+/* While another thread is inside the device, frames and bytes wait in QEMU (the device must
+ * not be waited for with the BQL released here); the bottom half lets them in afterwards. */
+static bool accel_nic_can_receive(NetClientState *nc)
+{
+    AccelPcieState *s = qemu_get_nic_opaque(nc);
+    if (s->dev && cosim_device_busy(s->dev)) {
+        s->rx_held = true;
+        return false;
+    }
+    return true;
+}
 
 static ssize_t accel_nic_receive(NetClientState *nc, const uint8_t *buf, size_t size)
 {
@@ -205,11 +234,17 @@ static ssize_t accel_nic_receive(NetClientState *nc, const uint8_t *buf, size_t 
 static NetClientInfo accel_net_info = {
     .type = NET_CLIENT_DRIVER_NIC,
     .size = sizeof(NICState),
+    .can_receive = accel_nic_can_receive,
     .receive = accel_nic_receive,
 };
 
 static int accel_chr_can_receive(void *opaque)
 {
+    AccelPcieState *s = opaque;
+    if (s->dev && cosim_device_busy(s->dev)) {
+        s->rx_held = true;
+        return 0;
+    }
     return 4096;
 }
 
@@ -349,6 +384,7 @@ static void accel_exit_notify(Notifier *n, void *data)
     AccelPcieState *s = container_of(n, AccelPcieState, exit_notifier);
 
     if (s->dev) {
+        s->closing = true;
         qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
         cosim_device_free(s->dev);  /* later calls with NULL are refused by the library */
         s->dev = NULL;
@@ -363,19 +399,25 @@ static void accel_exit(PCIDevice *pdev)
         return;  /* realize failed */
     }
     qemu_remove_exit_notifier(&s->exit_notifier);
+    s->closing = true;
     qemu_set_fd_handler(s->fd, NULL, NULL, NULL);
+    /* First the device: a vCPU may be inside it (a read waiting with the BQL released, when the
+     * device is unplugged); the library waits for it, BQL released, before anything its
+     * callbacks use (bottom half, NIC, MSI-X) goes away below. */
+    cosim_device_free(s->dev);  /* NULL-safe */
+    s->dev = NULL;
     timer_free(s->tick);
     s->tick = NULL;
     qemu_bh_delete(s->poll_bh);
+    s->poll_bh = NULL;
     qemu_chr_fe_deinit(&s->chr, false);
     if (s->nic) {
         qemu_del_nic(s->nic);
+        s->nic = NULL;
     }
     if (s->info.msix_vectors) {
         msix_uninit(pdev, &s->bar[s->info.msix_table_bar], &s->bar[s->info.msix_pba_bar]);
     }
-    cosim_device_free(s->dev);  /* NULL-safe */
-    s->dev = NULL;
 }
 
 static void accel_reset_hold(Object *obj, ResetType type)

@@ -5,18 +5,18 @@
 //! catches panics and returns a [`CosimStatus`], so a bug here never aborts QEMU.
 //!
 //! Threads: QEMU calls everything with its big lock (BQL) held, from a vCPU thread or the main
-//! loop. An MMIO read releases the BQL while it waits for the simulation (QEMU's own
-//! multi-process proxy does the same), so each device's state sits behind its own mutex, taken
-//! before the BQL is taken again (lock order: device, then BQL). A call that finds the device
-//! held by another thread waits for it with the BQL released, up to the device's timeout; the
-//! main loop's poll and tick do not wait (the holder serves the link). A call that re-enters the
-//! device on the thread that holds it (for example a NIC loopback during a DMA) gets
-//! [`CosimStatus::Busy`].
+//! loop. A vCPU's MMIO read releases the BQL while it waits for the simulation (QEMU's own
+//! multi-process proxy does the same), so one thread at a time is let into a device by its
+//! [`Gate`], the others in arrival order, before the BQL is taken again (lock order: device, then
+//! BQL). Who waits and who does not is [`Wait`]; docs/qemu-device.md, "Threads and the big lock",
+//! has the whole set of rules. A call that re-enters the device on the thread inside it (for
+//! example a NIC loopback during a DMA) gets [`CosimStatus::Busy`].
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, Once, TryLockError};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use cosim_protocol::{AccessSize, BarIndex, Caps, GuestAddr, NUM_BARS};
@@ -127,7 +127,7 @@ pub struct CosimQemuCallbacks {
     /// Schedule `cosim_device_poll` from the main loop (a bottom half).
     pub schedule_poll: Option<unsafe extern "C" fn(opaque: *mut c_void)>,
     /// Releases the big lock if this thread holds it (`bql_unlock`); returns true if it did.
-    /// NULL: the lock is never released (every wait holds it, as before protocol 2.1).
+    /// NULL: the lock is never released (every wait holds it; `x-hold-bql=on`).
     pub unlock_global: Option<unsafe extern "C" fn(opaque: *mut c_void) -> bool>,
     /// Takes the big lock again after `unlock_global` returned true (`bql_lock`).
     pub lock_global: Option<unsafe extern "C" fn(opaque: *mut c_void)>,
@@ -161,8 +161,12 @@ impl Drop for GlobalUnlocked {
     }
 }
 
-/// The C callback table as a [`QemuOps`].
-struct CCallbacks(CosimQemuCallbacks);
+/// The C callback table as a [`QemuOps`]; `release`: this call may release the big lock while
+/// it waits for the simulation (a vCPU's MMIO access, see [`Wait::Cpu`]).
+struct CCallbacks {
+    cb: CosimQemuCallbacks,
+    release: bool,
+}
 
 // SAFETY: the device (and with it this table) is used by one thread at a time, under its
 // mutex (see the module comment); every callback but the lock pair is called with the big lock
@@ -171,50 +175,53 @@ unsafe impl Send for CCallbacks {}
 
 impl QemuOps for CCallbacks {
     fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let _unlocked = GlobalUnlocked::new(&self.0);
+        if !self.release {
+            return f();
+        }
+        let _unlocked = GlobalUnlocked::new(&self.cb);
         f()
     }
 
     fn dma_read(&mut self, addr: GuestAddr, buf: &mut [u8]) -> Result<(), DmaError> {
-        let f = self.0.dma_read.ok_or(DmaError { addr, len: buf.len() })?;
+        let f = self.cb.dma_read.ok_or(DmaError { addr, len: buf.len() })?;
         // SAFETY: `buf` is valid for `buf.len()` writable bytes; the callback contract (header)
         // is to write at most `len` bytes and not keep the pointer.
-        let ok = unsafe { f(self.0.opaque, addr.0, buf.as_mut_ptr(), buf.len()) };
+        let ok = unsafe { f(self.cb.opaque, addr.0, buf.as_mut_ptr(), buf.len()) };
         if ok { Ok(()) } else { Err(DmaError { addr, len: buf.len() }) }
     }
 
     fn dma_write(&mut self, addr: GuestAddr, data: &[u8]) -> Result<(), DmaError> {
-        let f = self.0.dma_write.ok_or(DmaError { addr, len: data.len() })?;
+        let f = self.cb.dma_write.ok_or(DmaError { addr, len: data.len() })?;
         // SAFETY: `data` is valid for `data.len()` bytes for the duration of the call.
-        let ok = unsafe { f(self.0.opaque, addr.0, data.as_ptr(), data.len()) };
+        let ok = unsafe { f(self.cb.opaque, addr.0, data.as_ptr(), data.len()) };
         if ok { Ok(()) } else { Err(DmaError { addr, len: data.len() }) }
     }
 
     fn msix_notify(&mut self, vector: u16) {
-        if let Some(f) = self.0.msix_notify {
+        if let Some(f) = self.cb.msix_notify {
             // SAFETY: plain values; `opaque` is what QEMU gave us for this device.
-            unsafe { f(self.0.opaque, vector) }
+            unsafe { f(self.cb.opaque, vector) }
         }
     }
 
     fn nic_send(&mut self, frame: &[u8]) {
-        if let Some(f) = self.0.nic_send {
+        if let Some(f) = self.cb.nic_send {
             // SAFETY: `frame` is valid for its length during the call.
-            unsafe { f(self.0.opaque, frame.as_ptr(), frame.len()) }
+            unsafe { f(self.cb.opaque, frame.as_ptr(), frame.len()) }
         }
     }
 
     fn serial_write(&mut self, data: &[u8]) {
-        if let Some(f) = self.0.serial_write {
+        if let Some(f) = self.cb.serial_write {
             // SAFETY: `data` is valid for its length during the call.
-            unsafe { f(self.0.opaque, data.as_ptr(), data.len()) }
+            unsafe { f(self.cb.opaque, data.as_ptr(), data.len()) }
         }
     }
 
     fn schedule_poll(&mut self) {
-        if let Some(f) = self.0.schedule_poll {
+        if let Some(f) = self.cb.schedule_poll {
             // SAFETY: `opaque` is what QEMU gave us for this device.
-            unsafe { f(self.0.opaque) }
+            unsafe { f(self.cb.opaque) }
         }
     }
 }
@@ -223,18 +230,26 @@ type Dev = HostDevice<ZmqTransport, CCallbacks>;
 
 /// One `accelerator-pcie` device (opaque to C).
 pub struct CosimDevice {
+    /// The device; taken only by the thread the [`Gate`] admitted, so never contended.
     inner: Mutex<Dev>,
-    /// The thread inside `inner` ([`thread_tag`]; 0: none), to tell re-entry from contention.
-    owner: AtomicUsize,
-    /// A copy of the callbacks, for releasing the big lock while waiting for `inner`.
+    gate: Gate,
+    /// A copy of the callbacks, for releasing the big lock while waiting at the gate.
     cb: CosimQemuCallbacks,
-    /// The longest wait for `inner` (the device's MMIO timeout).
+    /// The longest wait at the gate (the device's MMIO timeout).
     timeout: Duration,
     notify_fd: c_int,
+    /// The main loop's poll (or a receive QEMU held back) found the device held: the holder
+    /// schedules a poll when it leaves.
+    poll_missed: AtomicBool,
+    /// A device reset arrived while the device was held: the holder forwards it when it leaves.
+    reset_pending: AtomicBool,
+    /// Accesses refused because the device stayed held (see docs/qemu-device.md).
+    refused: AtomicU64,
 }
 
-// SAFETY: `inner` is a mutex; `cb` holds the C callbacks and QEMU's `opaque` pointer, used only
-// for the big-lock pair, which QEMU allows from any thread.
+// SAFETY: `inner` is a mutex and `gate` a mutex and a condition variable; `cb` holds the C
+// callbacks and QEMU's `opaque` pointer, used from other threads only for the big-lock pair,
+// which QEMU allows from any thread.
 unsafe impl Sync for CosimDevice {}
 // SAFETY: as above.
 unsafe impl Send for CosimDevice {}
@@ -246,62 +261,191 @@ fn thread_tag() -> usize {
     TAG.try_with(|t| t as *const u8 as usize).unwrap_or(1)
 }
 
-/// Whether a call waits for a device another thread holds.
+/// Who may use a device: one thread at a time, the others queued in arrival order, so a vCPU
+/// that reads back to back cannot starve another vCPU's access (each waits its turn).
+#[derive(Default)]
+struct Gate {
+    st: Mutex<GateState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// [`thread_tag`] of the thread inside (0: none).
+    holder: usize,
+    /// Tickets of the threads waiting, oldest first.
+    queue: VecDeque<u64>,
+    next_ticket: u64,
+    /// Threads inside or waiting (what [`cosim_device_free`] waits for).
+    users: usize,
+    /// Being freed: nobody new gets in.
+    closing: bool,
+}
+
+/// Why the gate did not let a thread in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// The calling thread is already inside (re-entry).
+    Reentry,
+    /// Another thread is inside or waiting, and this call does not wait (or waited too long).
+    Held,
+    /// The device is being freed.
+    Closing,
+}
+
+impl Gate {
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets the caller in at once if nobody is inside or waiting.
+    fn try_enter(&self, me: usize) -> Result<(), Refused> {
+        let mut s = self.state();
+        if s.closing {
+            Err(Refused::Closing)
+        } else if s.holder == me {
+            Err(Refused::Reentry)
+        } else if s.holder == 0 && s.queue.is_empty() {
+            s.holder = me;
+            s.users += 1;
+            Ok(())
+        } else {
+            Err(Refused::Held)
+        }
+    }
+
+    /// Waits for the caller's turn, up to `timeout` (the caller has released the big lock).
+    fn wait_enter(&self, me: usize, timeout: Duration) -> Result<(), Refused> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state();
+        if s.closing {
+            return Err(Refused::Closing);
+        }
+        let ticket = s.next_ticket;
+        s.next_ticket += 1;
+        s.queue.push_back(ticket);
+        s.users += 1;
+        loop {
+            if s.closing || Instant::now() >= deadline {
+                s.queue.retain(|&t| t != ticket);
+                s.users -= 1;
+                let why = if s.closing { Refused::Closing } else { Refused::Held };
+                drop(s);
+                self.cv.notify_all();
+                return Err(why);
+            }
+            if s.holder == 0 && s.queue.front() == Some(&ticket) {
+                s.queue.pop_front();
+                s.holder = me;
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            s = self.cv.wait_timeout(s, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    fn leave(&self) {
+        let mut s = self.state();
+        s.holder = 0;
+        s.users -= 1;
+        drop(s);
+        self.cv.notify_all();
+    }
+
+    /// Lets nobody new in and waits (the caller has released the big lock) until every thread
+    /// inside or waiting has left, up to `timeout`. False if some are still there.
+    fn close(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state();
+        s.closing = true;
+        self.cv.notify_all();
+        while s.users > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self.cv.wait_timeout(s, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    fn busy(&self) -> bool {
+        let s = self.state();
+        s.holder != 0 || !s.queue.is_empty() || s.closing
+    }
+}
+
+/// How a call gets at a device another thread holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    /// Wait (big lock released) up to the device's timeout.
-    Yes,
-    /// Return [`CosimStatus::Busy`] at once (the main loop's poll and tick: the holder serves
-    /// the link, and C re-arms them when the holder is done).
+    /// A vCPU's MMIO access: waits its turn with the big lock released (up to the device's
+    /// timeout), and a read releases the big lock while it waits for the simulation.
+    Cpu,
+    /// Waits its turn with the big lock released, up to this long; holds the big lock inside.
+    For(Duration),
+    /// Does not wait ([`CosimStatus::Busy`]); holds the big lock inside. The main loop's poll
+    /// and tick (the holder serves the link), a reset (forwarded by the holder), receives QEMU
+    /// holds back while the device is busy, and an access that is not a vCPU's (a device's DMA
+    /// into the BAR: waiting with the big lock held could deadlock).
     No,
 }
 
+/// How long the `stats` property waits for a busy device.
+const STATS_WAIT: Duration = Duration::from_millis(200);
+
 impl CosimDevice {
-    /// Takes the device's mutex. See [`Wait`]; re-entry from the holding thread is refused.
-    fn lock(&self, wait: Wait) -> Result<MutexGuard<'_, Dev>, CosimStatus> {
+    /// Admits the calling thread (see [`Wait`]) and takes the device.
+    fn enter(&self, wait: Wait) -> Result<MutexGuard<'_, Dev>, CosimStatus> {
         let me = thread_tag();
-        let first = match self.inner.try_lock() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        };
-        let g = match first {
-            Some(g) => g,
-            None if self.owner.load(Ordering::Acquire) == me => {
-                tracing::warn!(target: "cosim::guest", "re-entrant call into accelerator-pcie refused");
-                return Err(CosimStatus::Busy);
-            }
-            None if wait == Wait::No => return Err(CosimStatus::Busy),
-            None => {
-                // Another thread holds the device (an MMIO read waiting with the big lock
-                // released): release ours too, so it can finish, and look again until the
-                // timeout. Dropping `_unlocked` takes the big lock back while we hold the
-                // device: the same order as the holder's.
-                let _unlocked = GlobalUnlocked::new(&self.cb);
-                let t0 = Instant::now();
-                let mut spins = 0u32;
-                loop {
-                    match self.inner.try_lock() {
-                        Ok(g) => break g,
-                        Err(TryLockError::Poisoned(p)) => break p.into_inner(),
-                        Err(TryLockError::WouldBlock) => {}
-                    }
-                    if t0.elapsed() >= self.timeout {
-                        tracing::error!(target: "cosim::peer", timeout_ms = self.timeout.as_millis(),
-                            "accelerator-pcie: the device stayed busy with another vCPU's access; this access is dropped");
-                        return Err(CosimStatus::Busy);
-                    }
-                    spins += 1;
-                    if spins < 64 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(50));
-                    }
+        let admitted = match self.gate.try_enter(me) {
+            Err(Refused::Held) => match wait {
+                Wait::No => Err(Refused::Held),
+                Wait::Cpu | Wait::For(_) => {
+                    let limit = if let Wait::For(d) = wait { d } else { self.timeout };
+                    // Dropping `_unlocked` takes the big lock back once admitted: the same
+                    // order as the holder's (device, then big lock).
+                    let _unlocked = GlobalUnlocked::new(&self.cb);
+                    self.gate.wait_enter(me, limit)
                 }
-            }
+            },
+            r => r,
         };
-        self.owner.store(me, Ordering::Release);
-        Ok(g)
+        match admitted {
+            Ok(()) => {
+                let mut d = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                d.ops_mut().release = wait == Wait::Cpu;
+                let refused = self.refused.swap(0, Ordering::Relaxed);
+                if refused > 0 {
+                    d.count_refused(refused);
+                }
+                Ok(d)
+            }
+            Err(Refused::Reentry) => {
+                tracing::warn!(target: "cosim::guest", "re-entrant call into accelerator-pcie refused");
+                Err(CosimStatus::Busy)
+            }
+            Err(Refused::Held) if wait != Wait::No => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "cosim::peer", timeout_ms = self.timeout.as_millis(),
+                    "accelerator-pcie: the device stayed busy with another thread's access; this access is dropped");
+                Err(CosimStatus::Busy)
+            }
+            Err(_) => Err(CosimStatus::Busy),
+        }
+    }
+
+    /// Leaves the device: forwards a reset that arrived meanwhile, asks for a poll the main loop
+    /// missed, and lets the next thread in. Called with the big lock held.
+    fn leave(&self, mut d: MutexGuard<'_, Dev>) {
+        if self.reset_pending.swap(false, Ordering::AcqRel) {
+            d.reset();
+        }
+        let missed = self.poll_missed.swap(false, Ordering::AcqRel);
+        if missed {
+            d.ops_mut().schedule_poll();
+        }
+        drop(d);
+        self.gate.leave();
     }
 }
 
@@ -381,7 +525,7 @@ fn new_inner(params: &CosimDeviceParams, cb: CosimQemuCallbacks) -> Result<(Cosi
     let link = ZmqTransport::open(&ep, Side::Host, &zopts).map_err(|e| format!("{e}"))?;
     let notify_fd = link.notify_fd().map_err(|e| e.to_string())?;
     let opts = DeviceOptions { name, endpoint: ep.to_string(), timeout, caps };
-    let dev = HostDevice::connect(link, CCallbacks(cb), opts).map_err(|e| e.to_string())?;
+    let dev = HostDevice::connect(link, CCallbacks { cb, release: false }, opts).map_err(|e| e.to_string())?;
     let c = dev.config().clone();
     let mut info = CosimDeviceInfo {
         vendor_id: c.vendor_id,
@@ -402,7 +546,16 @@ fn new_inner(params: &CosimDeviceParams, cb: CosimQemuCallbacks) -> Result<(Cosi
         info.bar_size[i] = b.size;
         info.bar_flags[i] = b.flags.bits();
     }
-    let dev = CosimDevice { inner: Mutex::new(dev), owner: AtomicUsize::new(0), cb, timeout, notify_fd };
+    let dev = CosimDevice {
+        inner: Mutex::new(dev),
+        gate: Gate::default(),
+        cb,
+        timeout,
+        notify_fd,
+        poll_missed: AtomicBool::new(false),
+        reset_pending: AtomicBool::new(false),
+        refused: AtomicU64::new(0),
+    };
     Ok((dev, info))
 }
 
@@ -448,7 +601,11 @@ pub unsafe extern "C" fn cosim_device_new(
     }
 }
 
-/// Says goodbye to the HDL and frees the device. NULL is ignored.
+/// Says goodbye to the HDL and frees the device. NULL is ignored. A vCPU may still be inside
+/// the device (an MMIO read waiting with the big lock released, when QEMU unplugs the device):
+/// waits for it, with the big lock released, up to twice the device's timeout; if it is still
+/// there the device is leaked (with an error line), never freed under it. The caller must not
+/// delete what the callbacks use (NIC, bottom half) before this returns.
 ///
 /// # Safety
 /// `dev` came from [`cosim_device_new`] and is not used afterwards.
@@ -457,10 +614,23 @@ pub unsafe extern "C" fn cosim_device_free(dev: *mut CosimDevice) {
     if dev.is_null() {
         return;
     }
-    // SAFETY: ownership returns to Rust; the caller does not use `dev` again.
+    // SAFETY: live per the contract; other threads may still hold shared references.
+    let shared = unsafe { &*dev };
+    let gone = guard(false, || {
+        let _unlocked = GlobalUnlocked::new(&shared.cb);
+        shared.gate.close(2 * shared.timeout + Duration::from_secs(1))
+    });
+    if !gone {
+        let msg = "cosim: accelerator-pcie: a thread stayed inside the device being removed; its memory is leaked\n";
+        // SAFETY: writes the bytes of a static string to stderr.
+        let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        return;
+    }
+    // SAFETY: ownership returns to Rust; nobody else is inside or waiting, and the caller does
+    // not use `dev` again.
     let dev = unsafe { Box::from_raw(dev) };
     let _ = catch_unwind(AssertUnwindSafe(move || {
-        if let Ok(mut d) = dev.lock(Wait::Yes) {
+        if let Ok(mut d) = dev.inner.lock() {
             let report = d.shutdown();
             // Written straight to fd 2: this runs from QEMU's exit notifier, when Rust's
             // thread-locals (and with them `tracing` and `eprintln!`) may be gone.
@@ -489,9 +659,9 @@ unsafe fn with_dev(dev: *const CosimDevice, wait: Wait, f: impl FnOnce(&mut Dev)
     // SAFETY: non-NULL and live per the caller's contract; only shared access to the handle.
     let dev = unsafe { &*dev };
     let r = catch_unwind(AssertUnwindSafe(|| {
-        let mut d = dev.lock(wait)?;
+        let mut d = dev.enter(wait)?;
         let r = catch_unwind(AssertUnwindSafe(|| f(&mut d)));
-        dev.owner.store(0, Ordering::Release);
+        dev.leave(d);
         r.map_err(|_| CosimStatus::Panic)
     }));
     match r {
@@ -521,7 +691,9 @@ pub unsafe extern "C" fn cosim_device_notify_fd(dev: *const CosimDevice) -> c_in
 
 /// MMIO read of `size` (1, 2, 4, 8) bytes at `offset` of BAR `bar`. Blocks until the HDL
 /// completes it or the timeout passes, serving DMA and MSI-X meanwhile. `*data_out` always gets
-/// a value: all ones when the HDL is absent or the read fails.
+/// a value: all ones when the HDL is absent or the read fails. `from_cpu`: a vCPU's access (it
+/// may wait its turn and release the big lock while it waits); false for anything else, for
+/// example another device's DMA into the BAR (refused with `Busy` if the device is held).
 ///
 /// # Safety
 /// `dev` is NULL or a live handle; `data_out` is NULL or writable.
@@ -531,6 +703,7 @@ pub unsafe extern "C" fn cosim_device_mmio_read(
     bar: u8,
     offset: u64,
     size: u32,
+    from_cpu: bool,
     data_out: *mut u64,
 ) -> CosimStatus {
     if data_out.is_null() {
@@ -547,23 +720,35 @@ pub unsafe extern "C" fn cosim_device_mmio_read(
     };
     let mut value = ones;
     // SAFETY: forwarded contract.
-    let st = unsafe { with_dev(dev, Wait::Yes, |d| value = d.mmio_read(bar, offset, size)) };
+    let wait = if from_cpu { Wait::Cpu } else { Wait::No };
+    // SAFETY: forwarded contract.
+    let st = unsafe { with_dev(dev, wait, |d| value = d.mmio_read(bar, offset, size)) };
     // SAFETY: as above.
     unsafe { data_out.write(value) };
     st
 }
 
-/// Posted MMIO write of the low `size` bytes of `data` at `offset` of BAR `bar`.
+/// Posted MMIO write of the low `size` bytes of `data` at `offset` of BAR `bar`; `from_cpu` as
+/// for [`cosim_device_mmio_read`].
 ///
 /// # Safety
 /// `dev` is NULL or a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn cosim_device_mmio_write(dev: *mut CosimDevice, bar: u8, offset: u64, size: u32, data: u64) -> CosimStatus {
+pub unsafe extern "C" fn cosim_device_mmio_write(
+    dev: *mut CosimDevice,
+    bar: u8,
+    offset: u64,
+    size: u32,
+    data: u64,
+    from_cpu: bool,
+) -> CosimStatus {
     let Some((bar, size)) = access(bar, size) else {
         return CosimStatus::InvalidArgument;
     };
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, Wait::Yes, |d| d.mmio_write(bar, offset, size, data)) }
+    let wait = if from_cpu { Wait::Cpu } else { Wait::No };
+    // SAFETY: forwarded contract.
+    unsafe { with_dev(dev, wait, |d| d.mmio_write(bar, offset, size, data)) }
 }
 
 /// The device's statistics as one JSON object (docs/qemu-device.md, "Statistics"), for the
@@ -581,7 +766,7 @@ pub unsafe extern "C" fn cosim_device_stats_json(dev: *const CosimDevice, buf: *
     }
     let mut json = String::new();
     // SAFETY: forwarded contract.
-    if unsafe { with_dev(dev, Wait::Yes, |d| json = d.stats_json()) } != CosimStatus::Ok {
+    if unsafe { with_dev(dev, Wait::For(STATS_WAIT), |d| json = d.stats_json()) } != CosimStatus::Ok {
         return 0;
     }
     guard(0, || {
@@ -599,14 +784,43 @@ pub unsafe extern "C" fn cosim_device_stats_json(dev: *const CosimDevice, buf: *
 }
 
 /// Handles everything the HDL sent (call when the notify fd is readable, or from the bottom half
-/// requested through `schedule_poll`).
+/// requested through `schedule_poll`). `Busy`: another thread holds the device (and serves the
+/// link); it schedules the bottom half when it leaves, so the caller may stop watching the fd
+/// until the bottom half runs.
 ///
 /// # Safety
 /// `dev` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn cosim_device_poll(dev: *mut CosimDevice) -> CosimStatus {
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, Wait::No, |d| d.poll()) }
+    let st = unsafe { with_dev(dev, Wait::No, |d| d.poll()) };
+    if st == CosimStatus::Busy {
+        // SAFETY: `dev` is non-NULL here (with_dev said Busy) and live per the contract.
+        unsafe { (*dev).poll_missed.store(true, Ordering::Release) };
+    }
+    st
+}
+
+/// True while a thread is inside the device or waiting for it. Then a NIC frame or chardev
+/// bytes should wait in QEMU (the `can_receive` callbacks say no); the device schedules the
+/// bottom half when it is free again, where QEMU is told to deliver them.
+///
+/// # Safety
+/// `dev` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn cosim_device_busy(dev: *const CosimDevice) -> bool {
+    if dev.is_null() {
+        return false;
+    }
+    // SAFETY: non-NULL and live per the contract; only shared access to the handle.
+    let dev = unsafe { &*dev };
+    guard(false, || {
+        let busy = dev.gate.busy();
+        if busy {
+            dev.poll_missed.store(true, Ordering::Release);
+        }
+        busy
+    })
 }
 
 /// Periodic work: heartbeats and liveness. Returns the milliseconds until the next call is due.
@@ -627,7 +841,15 @@ pub unsafe extern "C" fn cosim_device_tick(dev: *mut CosimDevice) -> u32 {
 #[no_mangle]
 pub unsafe extern "C" fn cosim_device_reset(dev: *mut CosimDevice) -> CosimStatus {
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, Wait::Yes, |d| d.reset()) }
+    let st = unsafe { with_dev(dev, Wait::No, |d| d.reset()) };
+    if st == CosimStatus::Busy {
+        // The thread inside forwards it when it leaves (a reset must not wait with the big
+        // lock released in the middle of QEMU's reset phases).
+        // SAFETY: non-NULL here and live per the contract.
+        unsafe { (*dev).reset_pending.store(true, Ordering::Release) };
+        return CosimStatus::Ok;
+    }
+    st
 }
 
 /// A frame from the netdev, for the HDL's NIC.
@@ -642,7 +864,7 @@ pub unsafe extern "C" fn cosim_device_nic_receive(dev: *mut CosimDevice, buf: *c
     // SAFETY: `buf` has `len` readable bytes per the contract.
     let frame = unsafe { std::slice::from_raw_parts(buf, len) };
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, Wait::Yes, |d| d.nic_receive(frame)) }
+    unsafe { with_dev(dev, Wait::No, |d| d.nic_receive(frame)) }
 }
 
 /// Bytes from the chardev, for the HDL's UART.
@@ -657,7 +879,7 @@ pub unsafe extern "C" fn cosim_device_serial_receive(dev: *mut CosimDevice, buf:
     // SAFETY: `buf` has `len` readable bytes per the contract.
     let data = unsafe { std::slice::from_raw_parts(buf, len) };
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, Wait::Yes, |d| d.serial_receive(data)) }
+    unsafe { with_dev(dev, Wait::No, |d| d.serial_receive(data)) }
 }
 
 /// True if the device currently has a session with the HDL (1) or not (0).
@@ -677,6 +899,88 @@ pub unsafe extern "C" fn cosim_device_connected(dev: *const CosimDevice) -> bool
 
 #[cfg(test)]
 mod tests {
+    use super::{Gate, Refused};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Waits until `n` threads are queued at the gate.
+    fn queued(g: &Gate, n: usize) {
+        let t0 = Instant::now();
+        while g.state().queue.len() < n {
+            assert!(t0.elapsed() < Duration::from_secs(10), "threads never queued");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The gate admits in arrival order: a thread that leaves and comes straight back (a vCPU
+    /// reading back to back) queues behind the ones already waiting, so nobody starves.
+    #[test]
+    fn gate_admits_waiters_in_arrival_order_and_refuses_reentry() {
+        let g = Arc::new(Gate::default());
+        g.try_enter(1).unwrap();
+        assert_eq!(g.try_enter(1), Err(Refused::Reentry));
+        assert_eq!(g.try_enter(2), Err(Refused::Held));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut hs = Vec::new();
+        for me in [2usize, 3] {
+            let (g2, order) = (Arc::clone(&g), Arc::clone(&order));
+            hs.push(std::thread::spawn(move || {
+                g2.wait_enter(me, Duration::from_secs(10)).unwrap();
+                order.lock().unwrap().push(me);
+                g2.leave();
+            }));
+            queued(&g, me - 1);
+        }
+        g.leave();
+        // Thread 1 comes back at once: 2 and 3 are queued, so it must wait its turn.
+        assert_eq!(g.try_enter(1), Err(Refused::Held), "a waiter is queued: no overtaking");
+        g.wait_enter(1, Duration::from_secs(10)).unwrap();
+        order.lock().unwrap().push(1);
+        g.leave();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(*order.lock().unwrap(), vec![2, 3, 1]);
+        assert!(!g.busy());
+    }
+
+    /// A wait has a bound; the one that gives up leaves the queue, so the next in line gets in.
+    #[test]
+    fn gate_wait_times_out_and_leaves_the_queue() {
+        let g = Gate::default();
+        g.try_enter(1).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(g.wait_enter(2, Duration::from_millis(50)), Err(Refused::Held));
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        assert!(g.state().queue.is_empty() && g.state().users == 1);
+        g.leave();
+        g.try_enter(3).unwrap();
+        g.leave();
+    }
+
+    /// Closing refuses newcomers, wakes the waiters (they give up) and waits for the thread
+    /// inside; it says false if that thread stays past the bound.
+    #[test]
+    fn gate_close_waits_for_the_thread_inside() {
+        let g = Arc::new(Gate::default());
+        g.try_enter(1).unwrap();
+        let waiter = {
+            let g = Arc::clone(&g);
+            std::thread::spawn(move || g.wait_enter(2, Duration::from_secs(10)))
+        };
+        queued(&g, 1);
+        assert!(!g.close(Duration::from_millis(50)), "thread 1 is still inside");
+        assert_eq!(waiter.join().unwrap(), Err(Refused::Closing));
+        assert_eq!(g.try_enter(3), Err(Refused::Closing));
+        let inside = {
+            let g = Arc::clone(&g);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                g.leave();
+            })
+        };
+        assert!(g.close(Duration::from_secs(10)), "closes once thread 1 has left");
+        inside.join().unwrap();
+    }
+
     /// The helpers that catch panics for the exported functions of this file. A helper counts
     /// only while it calls `catch_unwind` or a helper listed before it.
     const GUARDS: [&str; 2] = ["guard", "with_dev"];

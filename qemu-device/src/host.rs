@@ -175,6 +175,9 @@ pub struct DeviceStats {
     pub serial_tx: u64,
     /// Messages that could not be sent (transport error: the peer is not receiving).
     pub send_failures: u64,
+    /// MMIO accesses refused because another thread held the device for longer than the
+    /// timeout (QEMU's device layer counts them, see [`HostDevice::count_refused`]).
+    pub accesses_refused: u64,
     /// Latency of the MMIO reads counted in `mmio_reads`, request to completion.
     pub read_latency: LatencyHistogram,
 }
@@ -281,6 +284,12 @@ impl<L: HostLink, Q: QemuOps> HostDevice<L, Q> {
     /// Counters of the device.
     pub fn stats(&self) -> DeviceStats {
         self.stats
+    }
+
+    /// Adds `n` MMIO accesses the layer above refused without reaching the device (it stayed
+    /// busy with another thread's access).
+    pub fn count_refused(&mut self, n: u64) {
+        self.stats.accesses_refused += n;
     }
 
     /// Counters of the session: sessions, losses, dropped frames by reason.

@@ -140,13 +140,14 @@ pub fn stats_json(
     let h = &s.read_latency;
     format!(
         concat!(
-            "{{\"clock_hz\":{},\"dma_read_bytes\":{},\"dma_reads\":{},\"dma_write_bytes\":{},\"dma_writes\":{},",
+            "{{\"accesses_refused\":{},\"clock_hz\":{},\"dma_read_bytes\":{},\"dma_reads\":{},\"dma_write_bytes\":{},\"dma_writes\":{},",
             "\"frames_dropped\":{},\"frames_rx\":{},\"frames_tx\":{},\"irqs\":{},\"mmio_reads\":{},",
             "\"mmio_reads_failed\":{},\"mmio_writes\":{},\"read_max_us\":{},\"read_mean_us\":{},",
             "\"read_p50_us\":{},\"read_p99_us\":{},\"reads_in_flight_max\":{},\"send_failures\":{},",
             "\"serial_rx\":{},\"serial_tx\":{},",
             "\"session_losses\":{},\"sessions\":{}}}"
         ),
+        s.accesses_refused,
         clock_hz,
         s.dma_read_bytes,
         s.dma_reads,
@@ -257,6 +258,6 @@ mod tests {
         ] {
             assert!(j.contains(want), "{want} in {j}");
         }
-        assert!(j.starts_with('{') && j.ends_with('}') && j.matches(':').count() == 22, "{j}");
+        assert!(j.starts_with('{') && j.ends_with('}') && j.matches(':').count() == 23, "{j}");
     }
 }
