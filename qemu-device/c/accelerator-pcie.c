@@ -19,6 +19,7 @@
 #include "qemu/module.h"
 #include "qemu/timer.h"
 #include "qapi/error.h"
+#include "hw/core/cpu.h"
 #include "hw/pci/pci_device.h"
 #include "hw/pci/msix.h"
 #include "hw/qdev-properties.h"
@@ -182,14 +183,21 @@ static void accel_tick(void *opaque)
 
 /* ---- MMIO trampolines --------------------------------------------------------------------- */
 
-/* A vCPU's access carries the CPU's attributes; a device's DMA into the BAR (pci_dma_*) has
- * MEMTXATTRS_UNSPECIFIED: only a vCPU may wait for a busy device and release the BQL. */
+/* Only a vCPU's own access may wait for a busy device and release the BQL: it runs on a vCPU
+ * thread and carries the CPU's attributes. A device's DMA into the BAR (pci_dma_*), qtest and
+ * the monitor use MEMTXATTRS_UNSPECIFIED, gdbstub and the monitor's `x` set debug. (On hosts
+ * whose KVM passes unspecified attributes for MMIO exits the lock is simply never released.) */
+static bool accel_from_cpu(MemTxAttrs attrs)
+{
+    return current_cpu && !attrs.unspecified && !attrs.debug;
+}
+
 static MemTxResult accel_bar_read(void *opaque, hwaddr addr, uint64_t *data, unsigned size,
                                   MemTxAttrs attrs)
 {
     AccelBar *b = opaque;
     uint64_t val = ~0ULL;
-    cosim_device_mmio_read(b->s->dev, b->index, addr, size, !attrs.unspecified, &val);
+    cosim_device_mmio_read(b->s->dev, b->index, addr, size, accel_from_cpu(attrs), &val);
     *data = val;
     return MEMTX_OK;
 }
@@ -198,7 +206,7 @@ static MemTxResult accel_bar_write(void *opaque, hwaddr addr, uint64_t val, unsi
                                    MemTxAttrs attrs)
 {
     AccelBar *b = opaque;
-    cosim_device_mmio_write(b->s->dev, b->index, addr, size, val, !attrs.unspecified);
+    cosim_device_mmio_write(b->s->dev, b->index, addr, size, val, accel_from_cpu(attrs));
     return MEMTX_OK;
 }
 
@@ -227,8 +235,11 @@ static bool accel_nic_can_receive(NetClientState *nc)
 static ssize_t accel_nic_receive(NetClientState *nc, const uint8_t *buf, size_t size)
 {
     AccelPcieState *s = qemu_get_nic_opaque(nc);
-    cosim_device_nic_receive(s->dev, buf, size);  /* dropped when the HDL is absent */
-    return size;
+    if (cosim_device_nic_receive(s->dev, buf, size) == COSIM_STATUS_BUSY) {
+        s->rx_held = true;
+        return 0;  /* QEMU queues it; the bottom half flushes the queue */
+    }
+    return size;  /* taken, or dropped when the HDL is absent */
 }
 
 static NetClientInfo accel_net_info = {

@@ -12,11 +12,12 @@
 //! has the whole set of rules. A call that re-enters the device on the thread inside it (for
 //! example a NIC loopback during a DMA) gets [`CosimStatus::Busy`].
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, Once};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use cosim_protocol::{AccessSize, BarIndex, Caps, GuestAddr, NUM_BARS};
@@ -107,8 +108,8 @@ pub struct CosimDeviceInfo {
     pub peer_caps: u32,
 }
 
-/// QEMU services, called with the big lock held (except `lock_global`). `opaque` is passed back
-/// to each.
+/// QEMU services, called with the big lock held (`unlock_global` releases it, `lock_global`
+/// takes it again). `opaque` is passed back to each.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct CosimQemuCallbacks {
@@ -166,6 +167,15 @@ impl Drop for GlobalUnlocked {
 struct CCallbacks {
     cb: CosimQemuCallbacks,
     release: bool,
+    /// The device was leaked with this thread inside while QEMU removed it: QEMU's side of the
+    /// callbacks may be gone, so none is called any more.
+    detached: Arc<AtomicBool>,
+}
+
+impl CCallbacks {
+    fn live(&self) -> bool {
+        !self.detached.load(Ordering::Acquire)
+    }
 }
 
 // SAFETY: the device (and with it this table) is used by one thread at a time, under its
@@ -183,7 +193,7 @@ impl QemuOps for CCallbacks {
     }
 
     fn dma_read(&mut self, addr: GuestAddr, buf: &mut [u8]) -> Result<(), DmaError> {
-        let f = self.cb.dma_read.ok_or(DmaError { addr, len: buf.len() })?;
+        let f = self.cb.dma_read.filter(|_| self.live()).ok_or(DmaError { addr, len: buf.len() })?;
         // SAFETY: `buf` is valid for `buf.len()` writable bytes; the callback contract (header)
         // is to write at most `len` bytes and not keep the pointer.
         let ok = unsafe { f(self.cb.opaque, addr.0, buf.as_mut_ptr(), buf.len()) };
@@ -191,35 +201,35 @@ impl QemuOps for CCallbacks {
     }
 
     fn dma_write(&mut self, addr: GuestAddr, data: &[u8]) -> Result<(), DmaError> {
-        let f = self.cb.dma_write.ok_or(DmaError { addr, len: data.len() })?;
+        let f = self.cb.dma_write.filter(|_| self.live()).ok_or(DmaError { addr, len: data.len() })?;
         // SAFETY: `data` is valid for `data.len()` bytes for the duration of the call.
         let ok = unsafe { f(self.cb.opaque, addr.0, data.as_ptr(), data.len()) };
         if ok { Ok(()) } else { Err(DmaError { addr, len: data.len() }) }
     }
 
     fn msix_notify(&mut self, vector: u16) {
-        if let Some(f) = self.cb.msix_notify {
+        if let Some(f) = self.cb.msix_notify.filter(|_| self.live()) {
             // SAFETY: plain values; `opaque` is what QEMU gave us for this device.
             unsafe { f(self.cb.opaque, vector) }
         }
     }
 
     fn nic_send(&mut self, frame: &[u8]) {
-        if let Some(f) = self.cb.nic_send {
+        if let Some(f) = self.cb.nic_send.filter(|_| self.live()) {
             // SAFETY: `frame` is valid for its length during the call.
             unsafe { f(self.cb.opaque, frame.as_ptr(), frame.len()) }
         }
     }
 
     fn serial_write(&mut self, data: &[u8]) {
-        if let Some(f) = self.cb.serial_write {
+        if let Some(f) = self.cb.serial_write.filter(|_| self.live()) {
             // SAFETY: `data` is valid for its length during the call.
             unsafe { f(self.cb.opaque, data.as_ptr(), data.len()) }
         }
     }
 
     fn schedule_poll(&mut self) {
-        if let Some(f) = self.cb.schedule_poll {
+        if let Some(f) = self.cb.schedule_poll.filter(|_| self.live()) {
             // SAFETY: `opaque` is what QEMU gave us for this device.
             unsafe { f(self.cb.opaque) }
         }
@@ -235,30 +245,43 @@ pub struct CosimDevice {
     gate: Gate,
     /// A copy of the callbacks, for releasing the big lock while waiting at the gate.
     cb: CosimQemuCallbacks,
+    /// Set when the device is leaked with a thread still inside: the callbacks do nothing more.
+    detached: Arc<AtomicBool>,
     /// The longest wait at the gate (the device's MMIO timeout).
     timeout: Duration,
     notify_fd: c_int,
-    /// The main loop's poll (or a receive QEMU held back) found the device held: the holder
-    /// schedules a poll when it leaves.
+    /// The main loop's poll (or a NIC frame QEMU held back) found the device held: the thread
+    /// inside schedules a poll when it leaves.
     poll_missed: AtomicBool,
-    /// A device reset arrived while the device was held: the holder forwards it when it leaves.
+    /// A device reset arrived while the device was held: forwarded by the next thread admitted
+    /// (before its own access) or by the thread inside when it leaves.
     reset_pending: AtomicBool,
-    /// Accesses refused because the device stayed held (see docs/qemu-device.md).
-    refused: AtomicU64,
+    /// Chardev bytes that arrived while the device was held (QEMU may hand them over after its
+    /// `can_receive` said yes): forwarded the same way, at most [`SERIAL_PENDING_MAX`].
+    serial_pending: Mutex<Vec<u8>>,
 }
 
-// SAFETY: `inner` is a mutex and `gate` a mutex and a condition variable; `cb` holds the C
-// callbacks and QEMU's `opaque` pointer, used from other threads only for the big-lock pair,
-// which QEMU allows from any thread.
+/// Chardev bytes kept for a busy device; more are dropped with a warning.
+const SERIAL_PENDING_MAX: usize = 64 * 1024;
+
+// SAFETY: `inner` and `serial_pending` are mutexes, `gate` a mutex and a condition variable;
+// `cb` holds the C callbacks and QEMU's `opaque` pointer, used from other threads only for the
+// big-lock pair, which QEMU allows from any thread.
 unsafe impl Sync for CosimDevice {}
 // SAFETY: as above.
 unsafe impl Send for CosimDevice {}
 
-/// A number for the calling thread, never 0 (the address of a thread-local). 1 while the
-/// thread's locals are being torn down (QEMU's exit notifiers).
+/// A number for the calling thread, never 0: the address of a thread-local (one without a
+/// destructor, so it stays readable while QEMU's exit notifiers run).
 fn thread_tag() -> usize {
     thread_local!(static TAG: u8 = const { 0 });
-    TAG.try_with(|t| t as *const u8 as usize).unwrap_or(1)
+    TAG.with(|t| t as *const u8 as usize)
+}
+
+thread_local! {
+    /// How many devices the calling thread is inside (a device's DMA or MSI-X that reaches
+    /// another device's BAR): such a nested call never waits and never releases the big lock.
+    static INSIDE: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Who may use a device: one thread at a time, the others queued in arrival order, so a vCPU
@@ -276,10 +299,12 @@ struct GateState {
     /// Tickets of the threads waiting, oldest first.
     queue: VecDeque<u64>,
     next_ticket: u64,
-    /// Threads inside or waiting (what [`cosim_device_free`] waits for).
+    /// Threads inside or queued (what [`cosim_device_free`] waits for).
     users: usize,
     /// Being freed: nobody new gets in.
     closing: bool,
+    /// Accesses given up since the last admission (handed to the device's statistics).
+    refused: u64,
 }
 
 /// Why the gate did not let a thread in.
@@ -298,8 +323,9 @@ impl Gate {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Lets the caller in at once if nobody is inside or waiting.
-    fn try_enter(&self, me: usize) -> Result<(), Refused> {
+    /// Lets the caller in at once if nobody is inside or waiting. Ok: the accesses refused
+    /// since the last admission.
+    fn try_enter(&self, me: usize) -> Result<u64, Refused> {
         let mut s = self.state();
         if s.closing {
             Err(Refused::Closing)
@@ -308,15 +334,15 @@ impl Gate {
         } else if s.holder == 0 && s.queue.is_empty() {
             s.holder = me;
             s.users += 1;
-            Ok(())
+            Ok(std::mem::take(&mut s.refused))
         } else {
             Err(Refused::Held)
         }
     }
 
-    /// Waits for the caller's turn, up to `timeout` (the caller has released the big lock).
-    fn wait_enter(&self, me: usize, timeout: Duration) -> Result<(), Refused> {
-        let deadline = Instant::now() + timeout;
+    /// Queues the caller. Called with the big lock still held, so that a device being freed
+    /// (under the big lock) counts the caller before it releases the lock to wait.
+    fn queue(&self) -> Result<u64, Refused> {
         let mut s = self.state();
         if s.closing {
             return Err(Refused::Closing);
@@ -325,22 +351,49 @@ impl Gate {
         s.next_ticket += 1;
         s.queue.push_back(ticket);
         s.users += 1;
+        Ok(ticket)
+    }
+
+    /// Waits (the caller has released the big lock) for `ticket`'s turn, up to `timeout`. Ok:
+    /// as [`Gate::try_enter`]. On an error the caller has left the gate: the device may be
+    /// freed at once, so the caller must not touch it any more. `nobody_left` runs (gate
+    /// locked) when the caller gives up and nobody else is inside or waiting, so that what the
+    /// device was asked meanwhile (a poll, a reset) is not left waiting for the next access.
+    fn wait_turn(
+        &self,
+        me: usize,
+        ticket: u64,
+        timeout: Duration,
+        count: bool,
+        nobody_left: impl FnOnce(),
+    ) -> Result<u64, Refused> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state();
         loop {
-            if s.closing || Instant::now() >= deadline {
+            if !s.closing && s.holder == 0 && s.queue.front() == Some(&ticket) {
+                s.queue.pop_front();
+                s.holder = me;
+                return Ok(std::mem::take(&mut s.refused));
+            }
+            let now = Instant::now();
+            if s.closing || now >= deadline {
                 s.queue.retain(|&t| t != ticket);
+                let why = if s.closing {
+                    Refused::Closing
+                } else {
+                    s.refused += u64::from(count);
+                    if s.holder == 0 && s.queue.is_empty() {
+                        nobody_left();
+                    }
+                    Refused::Held
+                };
                 s.users -= 1;
-                let why = if s.closing { Refused::Closing } else { Refused::Held };
-                drop(s);
+                // Notified before the gate's mutex is released: after that the device may be
+                // gone.
                 self.cv.notify_all();
                 return Err(why);
             }
-            if s.holder == 0 && s.queue.front() == Some(&ticket) {
-                s.queue.pop_front();
-                s.holder = me;
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            s = self.cv.wait_timeout(s, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+            s = self.cv.wait_timeout(s, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
     }
 
@@ -348,17 +401,23 @@ impl Gate {
         let mut s = self.state();
         s.holder = 0;
         s.users -= 1;
-        drop(s);
         self.cv.notify_all();
     }
 
-    /// Lets nobody new in and waits (the caller has released the big lock) until every thread
-    /// inside or waiting has left, up to `timeout`. False if some are still there.
-    fn close(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+    /// Lets nobody new in (waiters give up). Returns the threads still inside or queued, and
+    /// whether the calling thread is the one inside.
+    fn begin_close(&self, me: usize) -> (usize, bool) {
         let mut s = self.state();
         s.closing = true;
         self.cv.notify_all();
+        (s.users, s.holder == me)
+    }
+
+    /// After [`Gate::begin_close`]: waits (the caller has released the big lock) until every
+    /// thread inside or queued has left, up to `timeout`. False if some are still there.
+    fn wait_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state();
         while s.users > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -376,7 +435,7 @@ impl Gate {
 }
 
 /// How a call gets at a device another thread holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Wait {
     /// A vCPU's MMIO access: waits its turn with the big lock released (up to the device's
     /// timeout), and a read releases the big lock while it waits for the simulation.
@@ -384,49 +443,94 @@ enum Wait {
     /// Waits its turn with the big lock released, up to this long; holds the big lock inside.
     For(Duration),
     /// Does not wait ([`CosimStatus::Busy`]); holds the big lock inside. The main loop's poll
-    /// and tick (the holder serves the link), a reset (forwarded by the holder), receives QEMU
-    /// holds back while the device is busy, and an access that is not a vCPU's (a device's DMA
-    /// into the BAR: waiting with the big lock held could deadlock).
+    /// and tick (the thread inside serves the link), a reset and chardev bytes (forwarded for
+    /// them), a NIC frame (QEMU queues it), and an access that is not a vCPU's (a device's
+    /// DMA or MSI-X into the BAR, where waiting with the big lock held could deadlock).
     No,
 }
 
 /// How long the `stats` property waits for a busy device.
 const STATS_WAIT: Duration = Duration::from_millis(200);
 
+/// A thread inside a device (from [`CosimDevice::enter`]); leaving is done on drop, also when a
+/// panic unwinds, so the gate is never left closed behind a thread that is gone.
+struct Inside<'a> {
+    dev: &'a CosimDevice,
+    d: Option<MutexGuard<'a, Dev>>,
+}
+
+impl std::ops::Deref for Inside<'_> {
+    type Target = Dev;
+    fn deref(&self) -> &Dev {
+        self.d.as_ref().expect("inside until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Inside<'_> {
+    fn deref_mut(&mut self) -> &mut Dev {
+        self.d.as_mut().expect("inside until dropped")
+    }
+}
+
+impl Drop for Inside<'_> {
+    /// Forwards a reset and chardev bytes that arrived meanwhile, asks for a poll the main
+    /// loop missed, and lets the next thread in. Runs with the big lock held.
+    fn drop(&mut self) {
+        if let Some(mut d) = self.d.take() {
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                self.dev.forward_pending(&mut d);
+                if self.dev.poll_missed.swap(false, Ordering::AcqRel) {
+                    d.ops_mut().schedule_poll();
+                }
+            }));
+            drop(d);
+        }
+        INSIDE.with(|c| c.set(c.get().saturating_sub(1)));
+        self.dev.gate.leave();
+    }
+}
+
 impl CosimDevice {
     /// Admits the calling thread (see [`Wait`]) and takes the device.
-    fn enter(&self, wait: Wait) -> Result<MutexGuard<'_, Dev>, CosimStatus> {
+    fn enter(&self, wait: Wait) -> Result<Inside<'_>, CosimStatus> {
         let me = thread_tag();
-        let admitted = match self.gate.try_enter(me) {
-            Err(Refused::Held) => match wait {
-                Wait::No => Err(Refused::Held),
-                Wait::Cpu | Wait::For(_) => {
-                    let limit = if let Wait::For(d) = wait { d } else { self.timeout };
-                    // Dropping `_unlocked` takes the big lock back once admitted: the same
-                    // order as the holder's (device, then big lock).
-                    let _unlocked = GlobalUnlocked::new(&self.cb);
-                    self.gate.wait_enter(me, limit)
-                }
-            },
-            r => r,
-        };
-        match admitted {
-            Ok(()) => {
-                let mut d = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-                d.ops_mut().release = wait == Wait::Cpu;
-                let refused = self.refused.swap(0, Ordering::Relaxed);
-                if refused > 0 {
-                    d.count_refused(refused);
-                }
-                Ok(d)
-            }
+        let wait = if INSIDE.with(Cell::get) > 0 { Wait::No } else { wait };
+        match self.gate.try_enter(me) {
+            Ok(refused) => return Ok(self.admitted(wait, refused)),
             Err(Refused::Reentry) => {
                 tracing::warn!(target: "cosim::guest", "re-entrant call into accelerator-pcie refused");
-                Err(CosimStatus::Busy)
+                return Err(CosimStatus::Busy);
             }
-            Err(Refused::Held) if wait != Wait::No => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(target: "cosim::peer", timeout_ms = self.timeout.as_millis(),
+            Err(Refused::Closing) => return Err(CosimStatus::Busy),
+            Err(Refused::Held) => {}
+        }
+        let limit = match wait {
+            Wait::No => return Err(CosimStatus::Busy),
+            Wait::Cpu => self.timeout,
+            Wait::For(d) => d,
+        };
+        let ticket = self.gate.queue().map_err(|_| CosimStatus::Busy)?;
+        // From here until admitted, touch only locals and the gate: a device being freed may go
+        // as soon as this thread has left the gate.
+        let cb = self.cb;
+        let unlocked = GlobalUnlocked::new(&cb);
+        let give_up = !unlocked.released;
+        let poll = move || {
+            if let Some(f) = cb.schedule_poll {
+                // SAFETY: `opaque` is what QEMU gave us; the device is not freed while the gate
+                // is locked with this thread still counted. qemu_bh_schedule is thread-safe.
+                unsafe { f(cb.opaque) }
+            }
+        };
+        // Without the big lock released (a coroutine, x-hold-bql=on) waiting would keep the
+        // thread inside from finishing: give up at once.
+        let turn =
+            self.gate.wait_turn(me, ticket, if give_up { Duration::ZERO } else { limit }, wait == Wait::Cpu, poll);
+        drop(unlocked); // the big lock again; admitted threads hold the gate first (lock order)
+        match turn {
+            Ok(refused) => Ok(self.admitted(wait, refused)),
+            Err(Refused::Held) if !give_up => {
+                tracing::error!(target: "cosim::peer", wait = ?wait, timeout_ms = limit.as_millis(),
                     "accelerator-pcie: the device stayed busy with another thread's access; this access is dropped");
                 Err(CosimStatus::Busy)
             }
@@ -434,18 +538,28 @@ impl CosimDevice {
         }
     }
 
-    /// Leaves the device: forwards a reset that arrived meanwhile, asks for a poll the main loop
-    /// missed, and lets the next thread in. Called with the big lock held.
-    fn leave(&self, mut d: MutexGuard<'_, Dev>) {
+    fn admitted(&self, wait: Wait, refused: u64) -> Inside<'_> {
+        INSIDE.with(|c| c.set(c.get() + 1));
+        let d = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inside = Inside { dev: self, d: Some(d) };
+        inside.ops_mut().release = wait == Wait::Cpu;
+        if refused > 0 {
+            inside.count_refused(refused);
+        }
+        // A reset that came while another thread was inside goes before this access.
+        self.forward_pending(&mut inside);
+        inside
+    }
+
+    /// Forwards a reset and chardev bytes that arrived while the device was held.
+    fn forward_pending(&self, d: &mut Dev) {
         if self.reset_pending.swap(false, Ordering::AcqRel) {
             d.reset();
         }
-        let missed = self.poll_missed.swap(false, Ordering::AcqRel);
-        if missed {
-            d.ops_mut().schedule_poll();
+        let bytes = std::mem::take(&mut *self.serial_pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if !bytes.is_empty() {
+            d.serial_receive(&bytes);
         }
-        drop(d);
-        self.gate.leave();
     }
 }
 
@@ -525,7 +639,9 @@ fn new_inner(params: &CosimDeviceParams, cb: CosimQemuCallbacks) -> Result<(Cosi
     let link = ZmqTransport::open(&ep, Side::Host, &zopts).map_err(|e| format!("{e}"))?;
     let notify_fd = link.notify_fd().map_err(|e| e.to_string())?;
     let opts = DeviceOptions { name, endpoint: ep.to_string(), timeout, caps };
-    let dev = HostDevice::connect(link, CCallbacks { cb, release: false }, opts).map_err(|e| e.to_string())?;
+    let detached = Arc::new(AtomicBool::new(false));
+    let ops = CCallbacks { cb, release: false, detached: Arc::clone(&detached) };
+    let dev = HostDevice::connect(link, ops, opts).map_err(|e| e.to_string())?;
     let c = dev.config().clone();
     let mut info = CosimDeviceInfo {
         vendor_id: c.vendor_id,
@@ -550,11 +666,12 @@ fn new_inner(params: &CosimDeviceParams, cb: CosimQemuCallbacks) -> Result<(Cosi
         inner: Mutex::new(dev),
         gate: Gate::default(),
         cb,
+        detached,
         timeout,
         notify_fd,
         poll_missed: AtomicBool::new(false),
         reset_pending: AtomicBool::new(false),
-        refused: AtomicU64::new(0),
+        serial_pending: Mutex::new(Vec::new()),
     };
     Ok((dev, info))
 }
@@ -602,10 +719,12 @@ pub unsafe extern "C" fn cosim_device_new(
 }
 
 /// Says goodbye to the HDL and frees the device. NULL is ignored. A vCPU may still be inside
-/// the device (an MMIO read waiting with the big lock released, when QEMU unplugs the device):
-/// waits for it, with the big lock released, up to twice the device's timeout; if it is still
-/// there the device is leaked (with an error line), never freed under it. The caller must not
-/// delete what the callbacks use (NIC, bottom half) before this returns.
+/// the device or waiting for it (an MMIO read waiting with the big lock released, when QEMU
+/// unplugs the device): new callers are refused, waiters give up, and the one inside is waited
+/// for with the big lock released, up to twice the device's timeout and one second. If it is
+/// still there (or it is the calling thread), the device is detached (no more callbacks into
+/// QEMU) and leaked, with an error line, never freed under it. The caller deletes what the
+/// callbacks use (NIC, bottom half) only after this returns.
 ///
 /// # Safety
 /// `dev` came from [`cosim_device_new`] and is not used afterwards.
@@ -617,11 +736,19 @@ pub unsafe extern "C" fn cosim_device_free(dev: *mut CosimDevice) {
     // SAFETY: live per the contract; other threads may still hold shared references.
     let shared = unsafe { &*dev };
     let gone = guard(false, || {
+        let (users, me_inside) = shared.gate.begin_close(thread_tag());
+        if users == 0 {
+            return true;
+        }
+        if me_inside {
+            return false;
+        }
         let _unlocked = GlobalUnlocked::new(&shared.cb);
-        shared.gate.close(2 * shared.timeout + Duration::from_secs(1))
+        shared.gate.wait_closed(2 * shared.timeout + Duration::from_secs(1))
     });
     if !gone {
-        let msg = "cosim: accelerator-pcie: a thread stayed inside the device being removed; its memory is leaked\n";
+        shared.detached.store(true, Ordering::Release);
+        let msg = "cosim: accelerator-pcie: a thread stayed inside the device being removed; it is detached and leaked\n";
         // SAFETY: writes the bytes of a static string to stderr.
         let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
         return;
@@ -661,7 +788,7 @@ unsafe fn with_dev(dev: *const CosimDevice, wait: Wait, f: impl FnOnce(&mut Dev)
     let r = catch_unwind(AssertUnwindSafe(|| {
         let mut d = dev.enter(wait)?;
         let r = catch_unwind(AssertUnwindSafe(|| f(&mut d)));
-        dev.leave(d);
+        drop(d); // leaves the device
         r.map_err(|_| CosimStatus::Panic)
     }));
     match r {
@@ -852,7 +979,9 @@ pub unsafe extern "C" fn cosim_device_reset(dev: *mut CosimDevice) -> CosimStatu
     st
 }
 
-/// A frame from the netdev, for the HDL's NIC.
+/// A frame from the netdev, for the HDL's NIC. `Busy`: another thread is inside the device;
+/// QEMU should keep the frame queued (the receive callback answers 0) until the bottom half
+/// flushes the queue.
 ///
 /// # Safety
 /// `dev` is NULL or a live handle; `buf` has `len` readable bytes.
@@ -864,7 +993,13 @@ pub unsafe extern "C" fn cosim_device_nic_receive(dev: *mut CosimDevice, buf: *c
     // SAFETY: `buf` has `len` readable bytes per the contract.
     let frame = unsafe { std::slice::from_raw_parts(buf, len) };
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, Wait::No, |d| d.nic_receive(frame)) }
+    let st = unsafe { with_dev(dev, Wait::No, |d| d.nic_receive(frame)) };
+    if st == CosimStatus::Busy {
+        // QEMU queues the frame (the C side answers 0) and the bottom half flushes the queue.
+        // SAFETY: non-NULL here and live per the contract.
+        unsafe { (*dev).poll_missed.store(true, Ordering::Release) };
+    }
+    st
 }
 
 /// Bytes from the chardev, for the HDL's UART.
@@ -879,7 +1014,27 @@ pub unsafe extern "C" fn cosim_device_serial_receive(dev: *mut CosimDevice, buf:
     // SAFETY: `buf` has `len` readable bytes per the contract.
     let data = unsafe { std::slice::from_raw_parts(buf, len) };
     // SAFETY: forwarded contract.
-    unsafe { with_dev(dev, Wait::No, |d| d.serial_receive(data)) }
+    let st = unsafe { with_dev(dev, Wait::No, |d| d.serial_receive(data)) };
+    if st == CosimStatus::Busy {
+        // QEMU reads what its can_receive allowed even if the device got busy since: keep the
+        // bytes for the next thread admitted (or the one inside, when it leaves).
+        // SAFETY: non-NULL here and live per the contract.
+        let dev = unsafe { &*dev };
+        let kept = guard(false, || {
+            let mut p = dev.serial_pending.lock().unwrap_or_else(|p| p.into_inner());
+            let fits = p.len() + data.len() <= SERIAL_PENDING_MAX;
+            if fits {
+                p.extend_from_slice(data);
+            }
+            fits
+        });
+        if !kept {
+            tracing::warn!(target: "cosim::guest", len = data.len(), "chardev bytes for a busy accelerator-pcie dropped (64 KiB kept already)");
+        }
+        dev.poll_missed.store(true, Ordering::Release);
+        return CosimStatus::Ok;
+    }
+    st
 }
 
 /// True if the device currently has a session with the HDL (1) or not (0).
@@ -912,6 +1067,11 @@ mod tests {
         }
     }
 
+    fn enter_waiting(g: &Gate, me: usize, timeout: Duration) -> Result<u64, Refused> {
+        let t = g.queue()?;
+        g.wait_turn(me, t, timeout, true, || {})
+    }
+
     /// The gate admits in arrival order: a thread that leaves and comes straight back (a vCPU
     /// reading back to back) queues behind the ones already waiting, so nobody starves.
     #[test]
@@ -925,7 +1085,7 @@ mod tests {
         for me in [2usize, 3] {
             let (g2, order) = (Arc::clone(&g), Arc::clone(&order));
             hs.push(std::thread::spawn(move || {
-                g2.wait_enter(me, Duration::from_secs(10)).unwrap();
+                enter_waiting(&g2, me, Duration::from_secs(10)).unwrap();
                 order.lock().unwrap().push(me);
                 g2.leave();
             }));
@@ -934,7 +1094,7 @@ mod tests {
         g.leave();
         // Thread 1 comes back at once: 2 and 3 are queued, so it must wait its turn.
         assert_eq!(g.try_enter(1), Err(Refused::Held), "a waiter is queued: no overtaking");
-        g.wait_enter(1, Duration::from_secs(10)).unwrap();
+        enter_waiting(&g, 1, Duration::from_secs(10)).unwrap();
         order.lock().unwrap().push(1);
         g.leave();
         hs.into_iter().for_each(|h| h.join().unwrap());
@@ -942,34 +1102,52 @@ mod tests {
         assert!(!g.busy());
     }
 
-    /// A wait has a bound; the one that gives up leaves the queue, so the next in line gets in.
+    /// A wait has a bound; the one that gives up leaves the queue and is counted, the next in
+    /// line gets in (and learns the count), and a give-up with nobody left says so.
     #[test]
     fn gate_wait_times_out_and_leaves_the_queue() {
         let g = Gate::default();
         g.try_enter(1).unwrap();
         let t0 = Instant::now();
-        assert_eq!(g.wait_enter(2, Duration::from_millis(50)), Err(Refused::Held));
+        let t = g.queue().unwrap();
+        let mut nobody = false;
+        assert_eq!(g.wait_turn(2, t, Duration::from_millis(50), true, || nobody = true), Err(Refused::Held));
         assert!(t0.elapsed() >= Duration::from_millis(50));
+        assert!(!nobody, "thread 1 is still inside");
         assert!(g.state().queue.is_empty() && g.state().users == 1);
         g.leave();
-        g.try_enter(3).unwrap();
+        assert_eq!(g.try_enter(3), Ok(1), "one access refused since the last admission");
+        let t = g.queue().unwrap();
         g.leave();
+        // Admitted at once when the gate is free and the ticket is first.
+        assert_eq!(g.wait_turn(4, t, Duration::ZERO, true, || {}), Ok(0));
+        let t = g.queue().unwrap();
+        g.leave();
+        g.try_enter(5).unwrap_err();
+        let mut nobody = false;
+        g.try_enter(6).unwrap_err();
+        // Ticket t is first and the gate is free, so it is let in even with no time left.
+        assert_eq!(g.wait_turn(7, t, Duration::ZERO, true, || nobody = true), Ok(0));
+        g.leave();
+        assert!(!nobody && !g.busy());
     }
 
-    /// Closing refuses newcomers, wakes the waiters (they give up) and waits for the thread
-    /// inside; it says false if that thread stays past the bound.
+    /// Closing refuses newcomers, makes the waiters give up and waits for the thread inside;
+    /// it says false if that thread stays past the bound.
     #[test]
     fn gate_close_waits_for_the_thread_inside() {
         let g = Arc::new(Gate::default());
         g.try_enter(1).unwrap();
         let waiter = {
             let g = Arc::clone(&g);
-            std::thread::spawn(move || g.wait_enter(2, Duration::from_secs(10)))
+            std::thread::spawn(move || enter_waiting(&g, 2, Duration::from_secs(10)))
         };
         queued(&g, 1);
-        assert!(!g.close(Duration::from_millis(50)), "thread 1 is still inside");
+        assert_eq!(g.begin_close(1), (2, true), "thread 1 inside and thread 2 queued");
         assert_eq!(waiter.join().unwrap(), Err(Refused::Closing));
+        assert!(!g.wait_closed(Duration::from_millis(50)), "thread 1 is still inside");
         assert_eq!(g.try_enter(3), Err(Refused::Closing));
+        assert_eq!(g.queue(), Err(Refused::Closing));
         let inside = {
             let g = Arc::clone(&g);
             std::thread::spawn(move || {
@@ -977,7 +1155,7 @@ mod tests {
                 g.leave();
             })
         };
-        assert!(g.close(Duration::from_secs(10)), "closes once thread 1 has left");
+        assert!(g.wait_closed(Duration::from_secs(10)), "closes once thread 1 has left");
         inside.join().unwrap();
     }
 
