@@ -508,8 +508,9 @@ pub mod defaults {
     pub const CLOCK_HZ: u64 = 100_000_000;
 }
 
-/// What the UART sends after every reset (docs/register-map.md, "UART and Ethernet").
-pub const UART_BANNER: &[u8] = b"GEMM accelerator v1.0 ready\r\n";
+/// What the UART sends after every reset (docs/register-map.md, "UART and Ethernet"). It names
+/// the register map's version (`regs::VERSION_VALUE`; a unit test keeps the two equal).
+pub const UART_BANNER: &[u8] = b"GEMM accelerator v1.1 ready\r\n";
 
 /// The `cosim_accel` driver's ioctl ABI (`guest/driver/cosim_accel_ioctl.h`, which is checked
 /// against this module field by field). One character device per accelerator, `/dev/accelN`.
@@ -638,6 +639,16 @@ pub mod ioctl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uart_banner_names_the_register_map_version() {
+        let text = core::str::from_utf8(UART_BANNER).expect("ASCII banner");
+        let word = text.split(' ').find(|w| w.starts_with('v')).expect("a vMAJOR.MINOR word");
+        let (major, minor) = word[1..].split_once('.').expect("MAJOR.MINOR");
+        let v = regs::VERSION_VALUE;
+        assert_eq!(major.parse::<u32>(), Ok(v >> 16), "banner {text:?} vs VERSION {v:#x}");
+        assert_eq!(minor.parse::<u32>(), Ok(v & 0xffff), "banner {text:?} vs VERSION {v:#x}");
+    }
 
     #[test]
     fn registers_are_aligned_sorted_and_unique() {

@@ -84,6 +84,6 @@
 #define GEMM_JOB_PRIORITY_PRIORITY_HIGH    3           /* value: high */
 
 /* What the UART sends after every reset */
-#define GEMM_UART_BANNER "GEMM accelerator v1.0 ready\r\n"
+#define GEMM_UART_BANNER "GEMM accelerator v1.1 ready\r\n"
 
 #endif /* COSIM_ACCEL_REGS_H */

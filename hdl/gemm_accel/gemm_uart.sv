@@ -1,5 +1,5 @@
 // UART byte port (docs/register-map.md, "UART and Ethernet"): after every reset it sends the
-// banner "GEMM accelerator v1.0 ready\r\n", then echoes every received byte. Bytes received while
+// banner "GEMM accelerator v1.1 ready\r\n", then echoes every received byte. Bytes received while
 // the banner is still going out wait in a FIFO of 2**FIFO_W entries.
 module gemm_uart #(
     parameter int FIFO_W = 4
@@ -16,7 +16,7 @@ module gemm_uart #(
 );
     // gemm-abi `UART_BANNER` (checked by gemm-abi/tests/rtl.rs).
     localparam int BANNER_LEN = 29;
-    localparam logic [8*BANNER_LEN-1:0] BANNER = "GEMM accelerator v1.0 ready\r\n";
+    localparam logic [8*BANNER_LEN-1:0] BANNER = "GEMM accelerator v1.1 ready\r\n";
 
     logic [7:0] banner_pos;            // next banner byte; BANNER_LEN when done
     logic       in_banner;

@@ -24,7 +24,7 @@ fn single_device_gemms_are_exact_and_the_uart_banner_reaches_the_chardev() {
     // The UART channel needs the patched device (vfio-user mode has none).
     let uart = std::fs::read(run.log_dir.join("accel0-uart.log")).expect("UART chardev log");
     assert!(
-        String::from_utf8_lossy(&uart).contains("GEMM accelerator v1.0 ready"),
+        String::from_utf8_lossy(&uart).contains(String::from_utf8_lossy(cosim_gemm_abi::UART_BANNER).trim_end()),
         "the RTL's UART banner must reach QEMU's chardev; got {:?}",
         String::from_utf8_lossy(&uart)
     );
