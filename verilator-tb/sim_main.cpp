@@ -17,6 +17,7 @@
 #include <verilated_fst_c.h>
 #endif
 
+#include <cerrno>
 #include <chrono>
 #include <ctime>
 #include <csignal>
@@ -56,6 +57,7 @@ static const char* const kHelp =
     "  --idle-grace-us N quiet time before sleeping, in microseconds of wall time (default 500)\n"
     "  --idle-throttle   obsolete, accepted: idle sleep is the default\n"
     "  --help            this text\n"
+    "A flag's value may also be joined to it: --idle-grace-us=50.\n"
     "\n"
     "Plusargs: +cosim_endpoint=E, +cosim_endpoint@<instance>=E, +max_cycles=N, +clock_mhz=F,\n"
     "+waves=FILE, +cosim_no_dpi_poll, +cosim_mmio_timeout=N and the ID/BAR overrides of\n"
@@ -187,24 +189,53 @@ struct IdleSleep {
 int main(int argc, char** argv) {
     Options o;
     std::vector<std::string> vargs{argv[0]};
+    // A flag's value follows it (--idle-grace-us 50) or is joined to it (--idle-grace-us=50).
+    std::string joined;
+    bool has_joined = false;
     auto need = [&](int& i, const char* flag) -> std::string {
+        if (has_joined) {
+            has_joined = false;
+            return joined;
+        }
         if (i + 1 >= argc) {
             std::fprintf(stderr, "cosim-sim: %s needs a value (see --help)\n", flag);
             std::exit(2);
         }
         return argv[++i];
     };
+    // A number, all of it: "50us" or "" is an error, not 50 or 0.
+    auto number = [](const char* flag, const std::string& v) -> double {
+        char* end = nullptr;
+        errno = 0;
+        double d = std::strtod(v.c_str(), &end);
+        if (v.empty() || *end != '\0' || errno == ERANGE) {
+            std::fprintf(stderr, "cosim-sim: %s wants a number, got '%s' (see --help)\n", flag, v.c_str());
+            std::exit(2);
+        }
+        return d;
+    };
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
+        has_joined = false;
+        if (starts_with(a, "--") && a.find('=') != std::string::npos) {
+            joined = a.substr(a.find('=') + 1);
+            a.resize(a.find('='));
+            has_joined = true;
+        }
         if (a == "--help" || a == "-h") {
             std::printf(kHelp, argv[0]);
             return 0;
         } else if (a == "--endpoint") {
             o.endpoint = need(i, "--endpoint");
         } else if (a == "--max-cycles") {
-            o.max_cycles = std::strtoull(need(i, "--max-cycles").c_str(), nullptr, 0);
+            double n = number("--max-cycles", need(i, "--max-cycles"));
+            if (n < 0) {
+                std::fprintf(stderr, "cosim-sim: --max-cycles must not be negative\n");
+                return 2;
+            }
+            o.max_cycles = static_cast<unsigned long long>(n);
         } else if (a == "--clock-mhz") {
-            o.clock_mhz = std::atof(need(i, "--clock-mhz").c_str());
+            o.clock_mhz = number("--clock-mhz", need(i, "--clock-mhz"));
             o.clock_set = true;
         } else if (a == "--waves") {
             o.waves = need(i, "--waves");
@@ -215,7 +246,8 @@ int main(int argc, char** argv) {
         } else if (a == "--no-idle-sleep") {
             o.idle_sleep = false;
         } else if (a == "--idle-grace-us") {
-            o.idle_grace_us = std::strtol(need(i, "--idle-grace-us").c_str(), nullptr, 0);
+            double g = number("--idle-grace-us", need(i, "--idle-grace-us"));
+            o.idle_grace_us = g < 0 ? -1 : g > 1e9 ? 1000000000L : static_cast<long>(g);
         } else if (a == "--idle-throttle") {
             // Obsolete (a 1 ms sleep every 1024 cycles after 50 ms without messages): the idle
             // sleep replaces it and is the default.
@@ -232,7 +264,11 @@ int main(int argc, char** argv) {
         } else if (starts_with(a, "+")) {
             vargs.push_back(a);
         } else {
-            std::fprintf(stderr, "cosim-sim: unknown argument '%s' (see --help)\n", a.c_str());
+            std::fprintf(stderr, "cosim-sim: unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+        if (has_joined) {
+            std::fprintf(stderr, "cosim-sim: %s takes no value, got '%s' (see --help)\n", a.c_str(), argv[i]);
             return 2;
         }
     }

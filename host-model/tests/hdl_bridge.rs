@@ -681,6 +681,22 @@ fn max_cycles_and_help() -> Result<()> {
     let out = std::process::Command::new(&bin).args(["--endpoint", &ep, "--max-cycles", "100000"]).output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.success() && err.contains("stopping: max-cycles reached") && err.contains("cycles=100000 "), "{err}");
+    // A value joined with '=' is the same flag and value; a bad one is an error, not a default.
+    let out = std::process::Command::new(&bin).args([format!("--endpoint={ep}"), "--max-cycles=2e4".into()]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success() && err.contains("cycles=20000 "), "{err}");
+    for (args, says) in [
+        (&["--idle-grace-us=50us"][..], "--idle-grace-us wants a number, got '50us'"),
+        (&["--idle-grace-us", ""][..], "--idle-grace-us wants a number, got ''"),
+        (&["--max-cycles=-5"][..], "--max-cycles must not be negative"),
+        (&["--stats=yes"][..], "--stats takes no value, got '--stats=yes'"),
+        (&["--bogus=1"][..], "unknown argument '--bogus=1'"),
+        (&["--waves"][..], "--waves needs a value"),
+    ] {
+        let out = std::process::Command::new(&bin).args(args).output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.code() == Some(2) && err.contains(says), "{args:?}: {:?} {err}", out.status);
+    }
     Ok(())
 }
 
