@@ -75,7 +75,8 @@ pub const DEFAULT_SPIN: Duration = Duration::ZERO;
 /// Environment variable overriding [`DEFAULT_SPIN`], in microseconds (0: never spin).
 pub const SPIN_ENV: &str = "COSIM_SHM_SPIN_US";
 
-fn spin_from_env() -> Duration {
+/// [`DEFAULT_SPIN`], or what [`SPIN_ENV`] says.
+pub fn spin_from_env() -> Duration {
     std::env::var(SPIN_ENV).ok().and_then(|s| s.trim().parse().ok()).map_or(DEFAULT_SPIN, Duration::from_micros)
 }
 

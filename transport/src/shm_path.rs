@@ -65,11 +65,13 @@ pub(crate) struct ShmPath {
     offered: VecDeque<u64>,
     epoll: Option<Epoll>,
     send_timeout: Duration,
+    /// How long a wait on the ring spins before sleeping ([`ShmLink::set_spin`]).
+    spin: Duration,
     fallbacks: u64,
 }
 
 impl ShmPath {
-    pub(crate) fn new(side: Side, base: PathBuf, send_timeout: Duration) -> Self {
+    pub(crate) fn new(side: Side, base: PathBuf, send_timeout: Duration, spin: Duration) -> Self {
         let name = base.display().to_string();
         Self {
             side,
@@ -80,6 +82,7 @@ impl ShmPath {
             offered: VecDeque::new(),
             epoll: None,
             send_timeout,
+            spin,
             fallbacks: 0,
         }
     }
@@ -104,8 +107,9 @@ impl ShmPath {
     }
 
     /// Makes `l` the ring of this side's session (replacing any other).
-    fn activate(&mut self, l: ShmLink) {
+    fn activate(&mut self, mut l: ShmLink) {
         self.drop_link();
+        l.set_spin(self.spin);
         if let Some(e) = &self.epoll {
             if let Err(err) = e.watch(l.bell_fd(), true) {
                 tracing::warn!(target: LOG, "{}: {err}", self.name);

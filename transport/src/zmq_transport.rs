@@ -22,11 +22,15 @@ pub struct ZmqOptions {
     /// from `COSIM_SHM`, see [`crate::shm_enabled_by_env`]; docs/protocol.md, "Shared-memory
     /// link"). Ignored for tcp.
     pub shm: bool,
+    /// How long this side, waiting for a frame on the shared-memory link, spins before it
+    /// sleeps on its doorbell (default: from `COSIM_SHM_SPIN_US`, see
+    /// [`crate::shm::spin_from_env`]).
+    pub shm_spin: Duration,
 }
 
 impl Default for ZmqOptions {
     fn default() -> Self {
-        Self { send_timeout: Duration::from_secs(5), hwm: 16 * 1024, key: LinkKey::FromEnv, shm: shm_enabled_by_env() }
+        Self { send_timeout: Duration::from_secs(5), hwm: 16 * 1024, key: LinkKey::FromEnv, shm: shm_enabled_by_env(), shm_spin: crate::shm::spin_from_env() }
     }
 }
 
@@ -74,7 +78,7 @@ impl ZmqTransport {
             }
         }
         let shm = match endpoint {
-            Endpoint::Ipc(base) if opts.shm => Some(ShmPath::new(side, base.clone(), opts.send_timeout)),
+            Endpoint::Ipc(base) if opts.shm => Some(ShmPath::new(side, base.clone(), opts.send_timeout, opts.shm_spin)),
             _ => None,
         };
         let rx = ctx.socket(zmq::PULL).map_err(zerr("socket"))?;

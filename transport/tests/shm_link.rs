@@ -174,3 +174,21 @@ fn a_restarted_device_gets_a_new_ring() {
     assert_eq!(p.read(0x30), 0x30 ^ 0x55);
     assert_eq!(p.h.engine().stats().losses, 1);
 }
+
+#[test]
+fn each_side_spins_as_its_options_say() {
+    let dir = PrivateDir::new("cosim-shm-spin").unwrap();
+    let ep = endpoint(&dir);
+    let dev_opts = ZmqOptions { shm: true, shm_spin: Duration::from_micros(321), ..ZmqOptions::default() };
+    let host_opts = ZmqOptions { shm: true, shm_spin: Duration::from_micros(7), ..ZmqOptions::default() };
+    let mut p = Pair {
+        d: DeviceLoop::device(ZmqTransport::open(&ep, Side::Device, &dev_opts).unwrap(), "dev", Caps::MSIX, device_config()),
+        h: HostLoop::host(ZmqTransport::open(&ep, Side::Host, &host_opts).unwrap(), "host", Caps::MSIX, Duration::from_secs(5)),
+    };
+    p.up();
+    assert_eq!(p.active(), (true, true));
+    let spin = |t: &ZmqTransport| t.ring_spin_hint().expect("a ring").0;
+    assert_eq!(spin(p.h.transport()), Duration::from_micros(7), "the host's ring");
+    assert_eq!(spin(p.d.transport()), Duration::from_micros(321), "the device's ring");
+    assert_eq!(p.read(0x8), 0x8 ^ 0x55);
+}

@@ -194,9 +194,14 @@ impl FakePeer {
         Self::start_with(endpoint, config, Box::new(|r, _| default_read_value(r.bar.get(), r.offset)))
     }
 
-    pub fn start_with(endpoint: &str, config: DeviceConfig, mut responder: Responder) -> Self {
+    pub fn start_with(endpoint: &str, config: DeviceConfig, responder: Responder) -> Self {
+        Self::start_opts(endpoint, config, responder, &ZmqOptions::default())
+    }
+
+    /// [`FakePeer::start_with`] with the peer's own transport options (its shared-memory spin).
+    pub fn start_opts(endpoint: &str, config: DeviceConfig, mut responder: Responder, opts: &ZmqOptions) -> Self {
         let ep = Endpoint::parse(endpoint).expect("endpoint");
-        let t = ZmqTransport::open(&ep, Side::Device, &ZmqOptions::default()).expect("peer open");
+        let t = ZmqTransport::open(&ep, Side::Device, opts).expect("peer open");
         let mut link = DeviceLoop::device(t, format!("fake HDL {endpoint}"), Caps::NIC | Caps::SERIAL | Caps::MSIX, config);
         let stop = Arc::new(AtomicBool::new(false));
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<PeerCmd>();
