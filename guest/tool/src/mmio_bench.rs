@@ -17,7 +17,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use cosim_gemm_abi::{pci, regs};
@@ -27,6 +27,47 @@ const SYSFS_PCI: &str = "/sys/bus/pci/devices";
 
 /// Reads before the timed loop (first-touch costs: page tables, TLB, QEMU's MMIO dispatch).
 const WARMUP_READS: u32 = 16;
+
+/// How long a thread waits at the start for the others (their warm-up reads included).
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// Releases the probing threads together once all have arrived. Unlike `std::sync::Barrier` it
+/// cannot hang: a thread that fails before it arrives breaks the gate, and a wait ends after
+/// its limit either way.
+struct StartGate {
+    n: usize,
+    /// Threads arrived, and whether one failed before arriving.
+    state: Mutex<(usize, bool)>,
+    cv: Condvar,
+}
+
+impl StartGate {
+    fn new(n: usize) -> Self {
+        Self { n, state: Mutex::new((0, false)), cv: Condvar::new() }
+    }
+
+    /// Arrives and waits for the others: Err says why the measurement must not start.
+    fn wait(&self, limit: Duration) -> Result<(), String> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 += 1;
+        self.cv.notify_all();
+        let (st, timeout) = self
+            .cv
+            .wait_timeout_while(st, limit, |(arrived, broken)| *arrived < self.n && !*broken)
+            .unwrap_or_else(|e| e.into_inner());
+        match (st.1, timeout.timed_out() && st.0 < self.n) {
+            (true, _) => Err("another probing thread failed before the start".into()),
+            (false, true) => Err(format!("only {} of {} probing threads started within {limit:?}", st.0, self.n)),
+            (false, false) => Ok(()),
+        }
+    }
+
+    /// A thread failed before it arrived: nobody waits for it any longer.
+    fn fail(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.cv.notify_all();
+    }
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -235,14 +276,16 @@ fn per_s(count: u32, wall: Duration) -> f64 {
 }
 
 /// The timed loops on one mapped function.
-fn measure(p: &Prepared, devices: u32, reads: u32, writes: u32, start: &Barrier) -> MmioBench {
+fn measure(p: &Prepared, devices: u32, reads: u32, writes: u32, start: &StartGate) -> MmioBench {
     let bar = &p.bar;
     let mut lat: Vec<u32> = Vec::with_capacity(reads as usize);
     let mut read_errors = 0u32;
     for _ in 0..WARMUP_READS {
         bar.read32(regs::ID);
     }
-    start.wait();
+    if let Err(e) = start.wait(START_LIMIT) {
+        return failed(&p.bdf, devices, reads, writes, e);
+    }
     let t0 = Instant::now();
     for _ in 0..reads {
         let t = Instant::now();
@@ -291,13 +334,13 @@ fn measure(p: &Prepared, devices: u32, reads: u32, writes: u32, start: &Barrier)
     }
 }
 
-fn failed(bdf: &str, devices: u32, o: &Options, error: String) -> MmioBench {
+fn failed(bdf: &str, devices: u32, reads: u32, writes: u32, error: String) -> MmioBench {
     MmioBench {
         ok: false,
         device: bdf.to_string(),
         devices,
-        reads: o.reads,
-        writes: o.writes,
+        reads,
+        writes,
         read_errors: 0,
         read_p50_us: 0.0,
         read_p90_us: 0.0,
@@ -335,20 +378,24 @@ pub fn run(o: &Options) -> Result<Vec<MmioBench>, String> {
         for bdf in &group {
             match prepare(bdf) {
                 Ok(p) => ready.push(p),
-                Err(e) => records.push(failed(bdf, at_once, o, e)),
+                Err(e) => records.push(failed(bdf, at_once, o.reads, o.writes, e)),
             }
         }
-        let barrier = Arc::new(Barrier::new(ready.len()));
+        let gate = Arc::new(StartGate::new(ready.len()));
         let handles: Vec<_> = ready
             .into_iter()
             .map(|p| {
-                let barrier = Arc::clone(&barrier);
+                let gate = Arc::clone(&gate);
                 let (reads, writes) = (o.reads, o.writes);
                 std::thread::spawn(move || {
-                    // The driver is bound again even if the measurement panics.
+                    // The driver is bound again even if the measurement panics, and a panic
+                    // before the start releases the threads waiting there.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        measure(&p, at_once, reads, writes, &barrier)
+                        measure(&p, at_once, reads, writes, &gate)
                     }));
+                    if r.is_err() {
+                        gate.fail();
+                    }
                     restore(p);
                     r.unwrap_or_else(|e| std::panic::resume_unwind(e))
                 })
@@ -393,6 +440,43 @@ pub fn print_table(rows: &[&MmioBench]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gate_threads(gate: &Arc<StartGate>, n: usize, limit: Duration) -> Vec<std::thread::JoinHandle<Result<(), String>>> {
+        (0..n)
+            .map(|_| {
+                let g = Arc::clone(gate);
+                std::thread::spawn(move || g.wait(limit))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_start_gate_opens_when_all_arrive() {
+        let gate = Arc::new(StartGate::new(3));
+        for h in gate_threads(&gate, 3, Duration::from_secs(10)) {
+            assert_eq!(h.join().unwrap(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_thread_that_fails_before_the_start_releases_the_others() {
+        let gate = Arc::new(StartGate::new(3));
+        let t0 = Instant::now();
+        let waiting = gate_threads(&gate, 2, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+        gate.fail();
+        for h in waiting {
+            assert_eq!(h.join().unwrap(), Err("another probing thread failed before the start".to_string()));
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "released by the failure, not the limit");
+    }
+
+    #[test]
+    fn the_start_gate_gives_up_after_its_limit() {
+        let gate = Arc::new(StartGate::new(2));
+        let r = gate_threads(&gate, 1, Duration::from_millis(100)).pop().unwrap().join().unwrap();
+        assert_eq!(r, Err("only 1 of 2 probing threads started within 100ms".to_string()));
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
