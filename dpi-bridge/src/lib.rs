@@ -29,6 +29,7 @@ mod io;
 #[allow(unsafe_code)]
 mod link;
 pub mod registry;
+pub mod sim_process;
 #[allow(unsafe_code)]
 mod guest_mem;
 pub mod vfio_user;

@@ -96,7 +96,7 @@ impl SimProcess {
         let mut cmd = Command::new(binary);
         cmd.arg("--endpoint").arg(endpoint).args(&opts.args);
         cmd.stdin(Stdio::null()).stdout(Stdio::from(stdout_log)).stderr(Stdio::piped());
-        keep_bridge_beside(&mut cmd, binary);
+        cosim_dpi_bridge::sim_process::keep_bridge_beside(&mut cmd, binary);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -242,28 +242,6 @@ impl SimProcess {
     pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
         self.signal(libc::SIGTERM)?;
         self.wait_exit(timeout)
-    }
-}
-
-/// The bridge library a simulation built by `verilator-tb` loads from its own directory.
-const BRIDGE_LIB: &str = "libcosim_dpi_bridge.so";
-
-/// A simulation with the bridge library beside it (RUNPATH `$ORIGIN`) must load that copy, the
-/// one it was linked against. `cargo test` and `cargo run` put their target directories into
-/// `LD_LIBRARY_PATH`, which wins over RUNPATH and may hold another build of the library: drop
-/// the entries that contain one.
-fn keep_bridge_beside(cmd: &mut Command, binary: &Path) {
-    if !binary.with_file_name(BRIDGE_LIB).is_file() {
-        return;
-    }
-    let Some(v) = std::env::var_os("LD_LIBRARY_PATH") else { return };
-    let dirs: Vec<PathBuf> = std::env::split_paths(&v).collect();
-    let kept: Vec<&PathBuf> = dirs.iter().filter(|d| !d.join(BRIDGE_LIB).is_file()).collect();
-    if kept.len() < dirs.len() {
-        match std::env::join_paths(kept) {
-            Ok(p) => cmd.env("LD_LIBRARY_PATH", p),
-            Err(_) => cmd.env_remove("LD_LIBRARY_PATH"),
-        };
     }
 }
 

@@ -648,6 +648,7 @@ fn execute(cli: &Cli, log_dir: &Path, run: &mut Run) -> Result<(), RunError> {
     let start_sims = if cli.connect.is_empty() { run.endpoints.as_slice() } else { &[] };
     for (i, ep) in start_sims.iter().enumerate() {
         let mut cmd = Command::new(&sim_bin);
+        cosim_dpi_bridge::sim_process::keep_bridge_beside(&mut cmd, &sim_bin);
         cmd.arg("--endpoint").arg(ep);
         if let Some(k) = &key_file {
             cmd.env(cosim_transport::KEY_FILE_ENV, k);

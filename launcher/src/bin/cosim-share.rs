@@ -709,6 +709,7 @@ fn execute(
 
     // Stage: sim start.
     let mut cmd = Command::new(&sim_bin);
+    cosim_dpi_bridge::sim_process::keep_bridge_beside(&mut cmd, &sim_bin);
     cmd.arg("--endpoint").arg(&sim_ep).args(&cli.sim_args);
     let sim_log = log_dir.join("sim.log");
     tracing::info!("starting the simulation: {} --endpoint {sim_ep} (log {})", sim_bin.display(), sim_log.display());
