@@ -135,6 +135,32 @@ pub fn paths(base: &Path, session: u64) -> [PathBuf; 3] {
     [PathBuf::from(&stem), PathBuf::from(format!("{stem}.h2d")), PathBuf::from(format!("{stem}.d2h"))]
 }
 
+/// Removes the names of offers whose host died before a device attached (a host killed between
+/// INIT and CONFIG): a link next to `base` whose target, the dead process's descriptor, is gone,
+/// and its two doorbells. Names of a live process, or that cannot be checked, stay.
+fn remove_dead_offers(base: &Path) {
+    let (Some(dir), Some(stem)) = (base.parent(), base.file_name()) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!("{}.shm-", stem.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(session) = name.strip_prefix(&prefix) else { continue };
+        if session.len() != 16 || !session.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue; // a doorbell (".h2d", ".d2h") or something else
+        }
+        let link = e.path();
+        let dangling = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
+            && std::fs::metadata(&link).is_err_and(|err| err.kind() == std::io::ErrorKind::NotFound);
+        if dangling {
+            tracing::info!(target: "cosim::shm", "removing {} and its doorbells: the host that offered it is gone", link.display());
+            for p in [link.clone(), PathBuf::from(format!("{}.h2d", link.display())), PathBuf::from(format!("{}.d2h", link.display()))] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
 /// A shared mapping (private to this module: only [`ShmLink`] touches its bytes).
 #[derive(Debug)]
 struct Region {
@@ -421,6 +447,7 @@ impl ShmLink {
         for p in [&link, &bell_h2d, &bell_d2h] {
             let _ = std::fs::remove_file(p);
         }
+        remove_dead_offers(base);
         std::os::unix::fs::symlink(&target, &link).map_err(io_err(format!("symlink {}", link.display())))?;
         guard(&link);
         let cleanup = |names: &[PathBuf]| names.iter().for_each(|p| drop(std::fs::remove_file(p)));
@@ -854,6 +881,30 @@ mod tests {
         poke(&dev, 1, OFF_HEAD, 3);
         assert!(matches!(h.try_recv(), Err(ShmError::Corrupt(_))));
         assert!(matches!(h.arm(), Err(ShmError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_dead_hosts_offer_is_removed_by_the_next_offer() {
+        let d = dir();
+        let base = d.path().join("ep");
+        // A live offer (its target exists) stays.
+        let live = ShmLink::create(&base, 0xbb, DEFAULT_CAPACITY).unwrap();
+        // A host killed between INIT and CONFIG: its link points into a process that is gone.
+        let [dead, dead_h2d, dead_d2h] = paths(&base, 0xaa);
+        std::os::unix::fs::symlink("/proc/2147483647/fd/3", &dead).unwrap();
+        std::fs::write(&dead_h2d, b"").unwrap();
+        std::fs::write(&dead_d2h, b"").unwrap();
+        // Another endpoint's dead offer is not this one's to remove.
+        let [other, ..] = paths(&d.path().join("other"), 0xcc);
+        std::os::unix::fs::symlink("/proc/2147483647/fd/4", &other).unwrap();
+        let _next = ShmLink::create(&base, 0xdd, DEFAULT_CAPACITY).unwrap();
+        for p in [&dead, &dead_h2d, &dead_d2h] {
+            assert!(std::fs::symlink_metadata(p).is_err(), "{} should be gone", p.display());
+        }
+        for p in paths(&base, 0xbb).iter().chain([&other]) {
+            assert!(std::fs::symlink_metadata(p).is_ok(), "{} should stay", p.display());
+        }
+        drop(live);
     }
 
     #[test]
