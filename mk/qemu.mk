@@ -5,7 +5,8 @@
 #   make qemu-stock   the same QEMU source without cosim's device: $(BUILD)/qemu-stock/qemu-system-x86_64
 #                     (the vfio-user mode's QEMU; cached separately)
 #   make test-qemu    unit tests of the device logic + qtest tests against a scripted fake HDL peer
-#   make bench-qemu   MMIO read round trip through QEMU vs raw ZeroMQ ping-pong
+#   make bench-qemu   MMIO read round trip through QEMU (qtest and QEMU's own statistics) vs the raw
+#                     ping-pong, over ZeroMQ and the shared-memory link
 
 QEMU_BIN := $(BUILD)/qemu/qemu-system-x86_64
 # Firmware directories for running the self-built QEMU (seabios, qemu-system-data, ipxe-qemu).
