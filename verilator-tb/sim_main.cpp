@@ -19,6 +19,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <csignal>
 #include <cstdio>
@@ -203,16 +204,33 @@ int main(int argc, char** argv) {
         }
         return argv[++i];
     };
-    // A number, all of it: "50us" or "" is an error, not 50 or 0.
+    // A number, all of it and finite: "50us", "", "nan" or "inf" is an error (exit 2), not 50 or 0.
     auto number = [](const char* flag, const std::string& v) -> double {
         char* end = nullptr;
         errno = 0;
         double d = std::strtod(v.c_str(), &end);
-        if (v.empty() || *end != '\0' || errno == ERANGE) {
+        if (v.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(d)) {
             std::fprintf(stderr, "cosim-sim: %s wants a number, got '%s' (see --help)\n", flag, v.c_str());
             std::exit(2);
         }
         return d;
+    };
+    // A count of cycles: digits (decimal, 0x hex, or 0 octal, exact to 2^64 - 1) or a whole
+    // number in exponent form ("2e6"); negative, fractional or 2^64 and above is an error.
+    auto count = [&](const char* flag, const std::string& v) -> unsigned long long {
+        bool digits = !v.empty() && v.find_first_not_of("0123456789abcdefABCDEFxX") == std::string::npos;
+        if (digits) {
+            char* end = nullptr;
+            errno = 0;
+            unsigned long long n = std::strtoull(v.c_str(), &end, 0);
+            if (*end == '\0' && errno != ERANGE) return n;
+        }
+        double d = number(flag, v);
+        if (d < 0 || d >= 18446744073709551616.0 || d != std::floor(d)) {
+            std::fprintf(stderr, "cosim-sim: %s wants a whole number from 0 to 2^64 - 1, got '%s'\n", flag, v.c_str());
+            std::exit(2);
+        }
+        return static_cast<unsigned long long>(d);
     };
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
@@ -228,12 +246,7 @@ int main(int argc, char** argv) {
         } else if (a == "--endpoint") {
             o.endpoint = need(i, "--endpoint");
         } else if (a == "--max-cycles") {
-            double n = number("--max-cycles", need(i, "--max-cycles"));
-            if (n < 0) {
-                std::fprintf(stderr, "cosim-sim: --max-cycles must not be negative\n");
-                return 2;
-            }
-            o.max_cycles = static_cast<unsigned long long>(n);
+            o.max_cycles = count("--max-cycles", need(i, "--max-cycles"));
         } else if (a == "--clock-mhz") {
             o.clock_mhz = number("--clock-mhz", need(i, "--clock-mhz"));
             o.clock_set = true;
@@ -253,9 +266,9 @@ int main(int argc, char** argv) {
             // sleep replaces it and is the default.
             std::fprintf(stderr, "cosim-sim: --idle-throttle is obsolete and ignored: the idle sleep is the default\n");
         } else if (starts_with(a, "+max_cycles=")) {
-            o.max_cycles = std::strtoull(a.c_str() + 12, nullptr, 0);
+            o.max_cycles = count("+max_cycles", a.substr(12));
         } else if (starts_with(a, "+clock_mhz=")) {
-            o.clock_mhz = std::atof(a.c_str() + 11);
+            o.clock_mhz = number("+clock_mhz", a.substr(11));
             o.clock_set = true;
         } else if (starts_with(a, "+waves=")) {
             o.waves = a.substr(7);

@@ -675,25 +675,35 @@ fn goodbye_sigterm_and_waves_end_cleanly() -> Result<()> {
 #[ignore = "needs `make sim-test`: run by `make test-hdl` (or `make test`)"]
 fn max_cycles_and_help() -> Result<()> {
     let bin = sim_binary("cosim_test_top", "sim-test")?;
-    let out = std::process::Command::new(&bin).arg("--help").output()?;
+    // Started as every launcher starts it: the bridge library beside it, not cargo's build.
+    let sim = || {
+        let mut cmd = std::process::Command::new(&bin);
+        cosim_dpi_bridge::sim_process::keep_bridge_beside(&mut cmd, &bin);
+        cmd
+    };
+    let out = sim().arg("--help").output()?;
     ensure!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--endpoint"));
     let (_dir, ep) = temp_endpoint("mc")?;
-    let out = std::process::Command::new(&bin).args(["--endpoint", &ep, "--max-cycles", "100000"]).output()?;
+    let out = sim().args(["--endpoint", &ep, "--max-cycles", "100000"]).output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.success() && err.contains("stopping: max-cycles reached") && err.contains("cycles=100000 "), "{err}");
     // A value joined with '=' is the same flag and value; a bad one is an error, not a default.
-    let out = std::process::Command::new(&bin).args([format!("--endpoint={ep}"), "--max-cycles=2e4".into()]).output()?;
+    let out = sim().args([format!("--endpoint={ep}"), "--max-cycles=0x4e20".into()]).output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.success() && err.contains("cycles=20000 "), "{err}");
     for (args, says) in [
         (&["--idle-grace-us=50us"][..], "--idle-grace-us wants a number, got '50us'"),
         (&["--idle-grace-us", ""][..], "--idle-grace-us wants a number, got ''"),
-        (&["--max-cycles=-5"][..], "--max-cycles must not be negative"),
+        (&["--max-cycles=-5"][..], "--max-cycles wants a whole number from 0 to 2^64 - 1, got '-5'"),
+        (&["--max-cycles", "2e19"][..], "--max-cycles wants a whole number from 0 to 2^64 - 1"),
+        (&["--max-cycles=1.5"][..], "--max-cycles wants a whole number"),
+        (&["+max_cycles=-1"][..], "+max_cycles wants a whole number"),
+        (&["--clock-mhz=nan"][..], "--clock-mhz wants a number, got 'nan'"),
         (&["--stats=yes"][..], "--stats takes no value, got '--stats=yes'"),
         (&["--bogus=1"][..], "unknown argument '--bogus=1'"),
         (&["--waves"][..], "--waves needs a value"),
     ] {
-        let out = std::process::Command::new(&bin).args(args).output()?;
+        let out = sim().args(args).output()?;
         let err = String::from_utf8_lossy(&out.stderr);
         ensure!(out.status.code() == Some(2) && err.contains(says), "{args:?}: {:?} {err}", out.status);
     }
