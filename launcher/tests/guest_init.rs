@@ -34,6 +34,13 @@ fn a_parameter_is_read_as_the_kernel_splits_the_command_line() {
     // A name inside another parameter's quoted value, or as part of a longer name, is not it.
     assert_eq!(param(r#"cosim.run="sh:echo cosim.net=2" xcosim.net=3 cosim.netx=4"#, "cosim.net"), "");
     assert_eq!(param(r#"cosim.run="sh:echo cosim.net=2" cosim.net=1"#, "cosim.net"), "1");
+    // Quotes around the whole parameter, tabs, an empty value.
+    assert_eq!(param("a=1\t\"cosim.run=info;gemm --m 4\"\tb=2", "cosim.run"), "info;gemm --m 4");
+    assert_eq!(param("cosim.run= cosim.net=1", "cosim.run"), "");
+    assert_eq!(param("cosim.run= cosim.net=1", "cosim.net"), "1");
+    // The end of the line ends an unclosed quote, as in the kernel.
+    assert_eq!(param(r#"a=1 cosim.run="echo hi"#, "cosim.run"), "echo hi");
+    assert_eq!(param(r#"cosim.run=info cosim.run="info;gemm"#, "cosim.run"), "info;gemm");
 }
 
 #[test]
@@ -42,4 +49,6 @@ fn the_last_one_wins_quoted_or_not() {
     assert_eq!(param(r#"cosim.run="info;gemm --m 4" cosim.timeout=9 cosim.run=info"#, "cosim.run"), "info");
     assert_eq!(param(r#"cosim.run=info cosim.run="a b""#, "cosim.run"), "a b");
     assert_eq!(param("cosim.timeout=30 cosim.timeout=5", "cosim.timeout"), "5");
+    // A line break counts as a space (one value, not one per line).
+    assert_eq!(param("cosim.timeout=30\ncosim.timeout=5\n", "cosim.timeout"), "5");
 }
