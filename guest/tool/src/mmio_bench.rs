@@ -32,39 +32,58 @@ const WARMUP_READS: u32 = 16;
 const START_LIMIT: Duration = Duration::from_secs(30);
 
 /// Releases the probing threads together once all have arrived. Unlike `std::sync::Barrier` it
-/// cannot hang: a thread that fails before it arrives breaks the gate, and a wait ends after
-/// its limit either way.
+/// cannot hang: a thread that fails before it arrives breaks the gate, and so does a wait that
+/// ends at its limit (a thread arriving after that must not measure alone as if concurrent).
 struct StartGate {
     n: usize,
-    /// Threads arrived, and whether one failed before arriving.
-    state: Mutex<(usize, bool)>,
+    state: Mutex<GateState>,
     cv: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    arrived: usize,
+    /// All arrived before anything failed: the measurement starts (a later failure changes
+    /// nothing for those already released).
+    open: bool,
+    /// A thread failed before it arrived, or a wait ran out: nobody starts any longer.
+    broken: bool,
 }
 
 impl StartGate {
     fn new(n: usize) -> Self {
-        Self { n, state: Mutex::new((0, false)), cv: Condvar::new() }
+        Self { n, state: Mutex::new(GateState::default()), cv: Condvar::new() }
     }
 
     /// Arrives and waits for the others: Err says why the measurement must not start.
     fn wait(&self, limit: Duration) -> Result<(), String> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.0 += 1;
-        self.cv.notify_all();
-        let (st, timeout) = self
-            .cv
-            .wait_timeout_while(st, limit, |(arrived, broken)| *arrived < self.n && !*broken)
-            .unwrap_or_else(|e| e.into_inner());
-        match (st.1, timeout.timed_out() && st.0 < self.n) {
-            (true, _) => Err("another probing thread failed before the start".into()),
-            (false, true) => Err(format!("only {} of {} probing threads started within {limit:?}", st.0, self.n)),
-            (false, false) => Ok(()),
+        st.arrived += 1;
+        if st.arrived >= self.n && !st.broken {
+            st.open = true;
         }
+        self.cv.notify_all();
+        let (mut st, _) = self
+            .cv
+            .wait_timeout_while(st, limit, |g| !g.open && !g.broken)
+            .unwrap_or_else(|e| e.into_inner());
+        if st.open {
+            return Ok(());
+        }
+        if st.broken {
+            return Err("another probing thread failed before the start".into());
+        }
+        st.broken = true;
+        self.cv.notify_all();
+        Err(format!("only {} of {} probing threads started within {limit:?}", st.arrived, self.n))
     }
 
     /// A thread failed before it arrived: nobody waits for it any longer.
     fn fail(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !st.open {
+            st.broken = true;
+        }
         self.cv.notify_all();
     }
 }
@@ -453,7 +472,13 @@ mod tests {
     #[test]
     fn the_start_gate_opens_when_all_arrive() {
         let gate = Arc::new(StartGate::new(3));
-        for h in gate_threads(&gate, 3, Duration::from_secs(10)) {
+        let released = gate_threads(&gate, 3, Duration::from_secs(10));
+        // A failure after the start (a panic while measuring) changes nothing for the others.
+        while !gate.state.lock().unwrap().open {
+            std::thread::yield_now();
+        }
+        gate.fail();
+        for h in released {
             assert_eq!(h.join().unwrap(), Ok(()));
         }
     }
@@ -476,6 +501,9 @@ mod tests {
         let gate = Arc::new(StartGate::new(2));
         let r = gate_threads(&gate, 1, Duration::from_millis(100)).pop().unwrap().join().unwrap();
         assert_eq!(r, Err("only 1 of 2 probing threads started within 100ms".to_string()));
+        // The late one does not measure alone as if the other ran beside it.
+        let late = gate_threads(&gate, 1, Duration::from_secs(10)).pop().unwrap().join().unwrap();
+        assert_eq!(late, Err("another probing thread failed before the start".to_string()));
     }
 
     #[test]
