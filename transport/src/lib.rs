@@ -24,7 +24,8 @@
 //! The caller owns the thread: every call returns within its timeout.
 //!
 //! `unsafe` lives only in module `access` (three libc calls: `geteuid`, `getrandom`) and in
-//! module [`shm`] (the shared-memory rings: mapping, atomics and copies on it, FIFOs, poll),
+//! module [`shm`] (the shared-memory rings: mapping, atomics and copies on it, FIFOs, poll, and
+//! `kill(pid, 0)` to tell a dead host's offer),
 //! each block with its `// SAFETY:` line; the rest of the crate denies it.
 #![deny(unsafe_code)]
 

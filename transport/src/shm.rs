@@ -136,8 +136,9 @@ pub fn paths(base: &Path, session: u64) -> [PathBuf; 3] {
 }
 
 /// Removes the names of offers whose host died before a device attached (a host killed between
-/// INIT and CONFIG): a link next to `base` whose target, the dead process's descriptor, is gone,
-/// and its two doorbells. Names of a live process, or that cannot be checked, stay.
+/// INIT and CONFIG): a link next to `base` to `/proc/<pid>/fd/<n>` that dangles and whose
+/// process `kill(pid, 0)` says does not exist, and its two doorbells. Names of a live process
+/// (also another user's, or one hidden from this `/proc`), or that cannot be checked, stay.
 fn remove_dead_offers(base: &Path) {
     let (Some(dir), Some(stem)) = (base.parent(), base.file_name()) else { return };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
@@ -150,15 +151,31 @@ fn remove_dead_offers(base: &Path) {
             continue; // a doorbell (".h2d", ".d2h") or something else
         }
         let link = e.path();
-        let dangling = std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
-            && std::fs::metadata(&link).is_err_and(|err| err.kind() == std::io::ErrorKind::NotFound);
-        if dangling {
+        let Some(pid) = std::fs::read_link(&link).ok().and_then(|t| offer_pid(&t)) else { continue };
+        let dangling = std::fs::metadata(&link).is_err_and(|err| err.kind() == std::io::ErrorKind::NotFound);
+        if dangling && process_is_gone(pid) {
             tracing::info!(target: "cosim::shm", "removing {} and its doorbells: the host that offered it is gone", link.display());
             for p in [link.clone(), PathBuf::from(format!("{}.h2d", link.display())), PathBuf::from(format!("{}.d2h", link.display()))] {
                 let _ = std::fs::remove_file(p);
             }
         }
     }
+}
+
+/// The process of an offer's link target, `/proc/<pid>/fd/<n>` (what [`ShmLink::create`] writes).
+fn offer_pid(target: &Path) -> Option<libc::pid_t> {
+    let t = target.to_str()?.strip_prefix("/proc/")?;
+    let (pid, fd) = t.split_once("/fd/")?;
+    fd.parse::<u32>().ok()?;
+    pid.parse::<libc::pid_t>().ok().filter(|&p| p > 0)
+}
+
+/// True only if no process `pid` exists (`kill(pid, 0)` fails with ESRCH; EPERM means another
+/// user's live process).
+fn process_is_gone(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// A shared mapping (private to this module: only [`ShmLink`] touches its bytes).
@@ -897,11 +914,17 @@ mod tests {
         // Another endpoint's dead offer is not this one's to remove.
         let [other, ..] = paths(&d.path().join("other"), 0xcc);
         std::os::unix::fs::symlink("/proc/2147483647/fd/4", &other).unwrap();
+        // A dangling link of a live process (as another user's or a hidden one looks), and one
+        // that is not an offer's, stay.
+        let [alive, ..] = paths(&base, 0xee);
+        std::os::unix::fs::symlink(format!("/proc/{}/fd/999999", std::process::id()), &alive).unwrap();
+        let [foreign, ..] = paths(&base, 0xef);
+        std::os::unix::fs::symlink("/nonexistent/file", &foreign).unwrap();
         let _next = ShmLink::create(&base, 0xdd, DEFAULT_CAPACITY).unwrap();
         for p in [&dead, &dead_h2d, &dead_d2h] {
             assert!(std::fs::symlink_metadata(p).is_err(), "{} should be gone", p.display());
         }
-        for p in paths(&base, 0xbb).iter().chain([&other]) {
+        for p in paths(&base, 0xbb).iter().chain([&other, &alive, &foreign]) {
             assert!(std::fs::symlink_metadata(p).is_ok(), "{} should stay", p.display());
         }
         drop(live);
